@@ -1,0 +1,542 @@
+"""Seconds per pipeline stage at real model sizes, on whatever device is present.
+
+Builds the three models at their real architectures with random weights (SAM ViT-B,
+Grounding DINO at grounding-dino-tiny size: Swin-T + BERT-base, CLIPSeg rd64-refined: ViT-B/16),
+saves them in the ``--models DIR`` layout and loads them through
+:func:`prelabel.pipeline.loading.load_models`, the path real weights take. No network, no hub.
+``--models DIR`` uses an existing folder instead (real weights on a GPU box, say).
+
+It then runs ``Pipeline.predict`` on synthetic street-like images (one warm-up, then
+``--images`` timed) and prints, per stage, seconds per image and share, images per hour, the
+workload (boxes and stuff point prompts decoded per image), the SAM encoder passes per image
+(must be 1: checked by the segmenter's counter and by a hook on the vision encoder), peak
+memory, and the merge + encode time of a 1920x1080 image against the 50 ms target. The last
+line is one JSON object with the figures.
+
+Random weights make the workload, not the masks, realistic: thresholds are set so that every
+stage has work (up to 20 boxes, up to 3 regions per stuff category). On the 2-core CPU one
+1280x720 image takes about a minute, so the default is 2 timed images (about 5 minutes in all,
+model building included).
+
+Run: ``python benchmarks/pipeline_stages.py [--images 2] [--size 1280x720] [--device auto]
+[--threads N] [--models DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import (
+    CLIPSegConfig,
+    CLIPSegForImageSegmentation,
+    CLIPSegProcessor,
+    GroundingDinoConfig,
+    GroundingDinoForObjectDetection,
+    GroundingDinoImageProcessorPil,
+    GroundingDinoProcessor,
+    SamConfig,
+    SamImageProcessorPil,
+    SamModel,
+    SamProcessor,
+    ViTImageProcessorPil,
+)
+
+import prelabel.pipeline.pipeline as pipeline_module
+from prelabel.config import CategoryOptions, ModelSettings, PipelineSettings
+from prelabel.encode import encode_label
+from prelabel.panoptic import MaskCandidate, PanopticPrediction
+from prelabel.pipeline.loading import MODEL_SUBDIRS, LoadedModels, load_models, quiet_progress_bars
+from prelabel.pipeline.merge import merge_panoptic
+from prelabel.pipeline.pipeline import Pipeline
+from prelabel.pipeline.segment import ImageEmbedding, PromptMasks
+from prelabel.pipeline.tiny import tiny_bert_tokenizer, tiny_clip_tokenizer
+from prelabel.taxonomy import Taxonomy, build_taxonomy, load_categories_file
+
+STAGES = ("detect", "embed", "things", "coarse", "stuff", "merge")
+TARGET_MS = 50.0
+MERGE_SIZE = (1920, 1080)
+
+REPO = Path(__file__).resolve().parent.parent
+CATEGORIES_FILE = REPO / "configs" / "street-scene-categories.yaml"
+#: All 8 things of the street-scene taxonomy and 5 of its stuff categories (9 stuff phrases).
+THINGS = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
+STUFF = ("road", "sidewalk", "building", "vegetation", "sky")
+
+#: ImageNet statistics, which all three real checkpoints normalise with.
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+#: Random weights give every query a token probability near 1 and CLIPSeg maps that are
+#: speckled at pixel level, so the workload is bounded by caps rather than by scores: up to 20
+#: boxes, and up to 3 regions per stuff category (15 point prompts) with a region size floor
+#: low enough for the speckle. A busy street scene with real weights is of the same order.
+BENCH_SETTINGS = PipelineSettings(
+    box_threshold=0.05,
+    text_threshold=0.05,
+    mask_threshold=0.3,
+    max_detections=20,
+    min_region_fraction=0.0001,
+    max_regions_per_category=3,
+)
+
+logger = logging.getLogger("pipeline_stages")
+
+
+# --- full-size random models ------------------------------------------------------------------
+
+
+def sam_config() -> SamConfig:
+    """SAM ViT-B (the SamConfig defaults: hidden 768, 12 layers, global attention 2/5/8/11).
+
+    The vision encoder's default init scale (1e-10) gives image embeddings of about 1e-20;
+    0.02 gives activations of a trained model's order, so masks depend on the image.
+    """
+    config = SamConfig(vision_config={"initializer_range": 0.02})
+    vision = config.vision_config
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.image_size) == (768, 12, 1024)
+    return config
+
+
+def grounding_dino_config() -> GroundingDinoConfig:
+    """IDEA-Research/grounding-dino-tiny: Swin-T backbone, BERT-base text, 900 queries."""
+    return GroundingDinoConfig(
+        backbone_config={
+            "model_type": "swin",
+            "embed_dim": 96,
+            "depths": [2, 2, 6, 2],
+            "num_heads": [3, 6, 12, 24],
+            "window_size": 7,
+            "out_features": ["stage2", "stage3", "stage4"],
+        },
+        # BERT-base at its real vocabulary size; the tiny tokenizer's ids all fall inside it.
+        text_config={"model_type": "bert", "vocab_size": 30522},
+        d_model=256,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        num_queries=900,
+        num_feature_levels=4,
+        max_text_len=256,
+    )
+
+
+def clipseg_config(bos: int, eos: int, pad: int) -> CLIPSegConfig:
+    """CIDAS/clipseg-rd64-refined: CLIP ViT-B/16 + text transformer, reduce_dim 64, refined.
+
+    The special ids come from the tokenizer in use (pooling looks for ``eos``). An
+    initializer_factor of 0.1 keeps random logits in the sigmoid's useful range: at 1.0 every
+    pixel saturates to 0 or 1 and one prompt takes nearly the whole image.
+    """
+    return CLIPSegConfig(
+        text_config={"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad},
+        vision_config={"patch_size": 16, "image_size": 224},
+        projection_dim=512,
+        reduce_dim=64,
+        extract_layers=[3, 6, 9],
+        use_complex_transposed_convolution=True,
+        initializer_factor=0.1,
+    )
+
+
+def write_full_size_models(out_dir: Path, seed: int = 0) -> Path:
+    """Write random-weight real-size models and processors in the ``--models DIR`` layout.
+
+    No tiny marker is written: these are the real architectures, so loading must not flag them.
+    """
+    bert = tiny_bert_tokenizer()
+    clip = tiny_clip_tokenizer()
+    builders: dict[str, Callable[[], tuple[torch.nn.Module, Any]]] = {
+        "grounding_dino": lambda: (
+            GroundingDinoForObjectDetection(grounding_dino_config()),
+            GroundingDinoProcessor(
+                image_processor=GroundingDinoImageProcessorPil(
+                    size={"shortest_edge": 800, "longest_edge": 1333},
+                    image_mean=IMAGENET_MEAN,
+                    image_std=IMAGENET_STD,
+                ),
+                tokenizer=bert,
+            ),
+        ),
+        "sam": lambda: (
+            SamModel(sam_config()),
+            SamProcessor(image_processor=SamImageProcessorPil()),
+        ),
+        "clipseg": lambda: (
+            CLIPSegForImageSegmentation(
+                clipseg_config(clip.bos_token_id, clip.eos_token_id, clip.pad_token_id)
+            ),
+            CLIPSegProcessor(
+                image_processor=ViTImageProcessorPil(
+                    size={"height": 352, "width": 352},
+                    image_mean=IMAGENET_MEAN,
+                    image_std=IMAGENET_STD,
+                ),
+                tokenizer=clip,
+            ),
+        ),
+    }
+    with torch.random.fork_rng(devices=[]), quiet_progress_bars():
+        torch.manual_seed(seed)
+        for role, build in builders.items():
+            model, processor = build()  # one at a time: three full models at once is ~2 GB
+            params = sum(p.numel() for p in model.parameters())
+            target = out_dir / MODEL_SUBDIRS[role]
+            target.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(target)
+            processor.save_pretrained(target)
+            print(f"  built {role}: {params / 1e6:.1f}M parameters", flush=True)
+            del model
+    return out_dir
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def street_taxonomy() -> Taxonomy:
+    """8 things and 5 stuff categories with their prompts, every threshold at BENCH_SETTINGS."""
+    categories, options = load_categories_file(CATEGORIES_FILE)
+    keep = set(THINGS) | set(STUFF)
+    bench_options = {
+        cat.name: CategoryOptions(prompt=options[cat.name].prompt, ignore=cat.name not in keep)
+        for cat in categories
+    }
+    taxonomy = build_taxonomy(categories, bench_options, BENCH_SETTINGS)
+    assert len(taxonomy.things) == len(THINGS) and len(taxonomy.stuff) == len(STUFF)
+    return taxonomy
+
+
+def synthetic_image(size: tuple[int, int], seed: int) -> Image.Image:
+    """A street-like picture: sky, buildings, sidewalk, road with markings, cars, people."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :, None]
+    sky = np.array([110, 160, 225], np.float32) + 40 * y
+    image = np.broadcast_to(sky, (height, width, 3)).copy()
+    horizon, curb = 0.45 + 0.05 * rng.random(), 0.62 + 0.04 * rng.random()
+    for left in np.sort(rng.uniform(0, 1, 8)):  # building blocks of varied heights
+        right, top = left + rng.uniform(0.08, 0.2), rng.uniform(0.1, 0.35)
+        block = (x >= left) & (x < right) & (y >= top) & (y < horizon)
+        image = np.where(block, rng.uniform(60, 180, 3).astype(np.float32), image)
+    image = np.where((y >= horizon) & (y < curb), np.float32(150), image)  # sidewalk
+    road = (y >= curb).astype(np.float32)
+    image = image * (1 - road) + road * (np.float32(70) + 20 * x)
+    marks = (y > 0.8) & (y < 0.81) & ((x * 12) % 1 < 0.5)
+    image = np.where(marks, np.float32(235), image)
+    for _ in range(6):  # cars and people on the road and the sidewalk
+        cx, cy = rng.uniform(0.05, 0.95), rng.uniform(curb, 0.95)
+        rx, ry = rng.uniform(0.03, 0.09), rng.uniform(0.02, 0.06)
+        body = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
+        image = np.where(body, rng.uniform(0, 255, 3).astype(np.float32), image)
+        px, py = rng.uniform(0.05, 0.95), rng.uniform(horizon, curb)
+        person = (np.abs(x - px) < 0.006) & (y > py - 0.1) & (y < py)
+        image = np.where(person, rng.uniform(0, 255, 3).astype(np.float32), image)
+    image += rng.normal(0, 6, image.shape).astype(np.float32)
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="RGB")
+
+
+# --- measurement ------------------------------------------------------------------------------
+
+
+class Workload:
+    """Counts what the SAM decoder is asked per image, by wrapping the segmenter's methods."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.boxes: list[int] = []
+        self.point_prompts: list[int] = []
+        segmenter = pipeline.segmenter
+        segment_boxes, segment_points = segmenter.segment_boxes, segmenter.segment_points
+
+        def count_boxes(embedding: ImageEmbedding, boxes: np.ndarray) -> PromptMasks:
+            self.boxes.append(len(boxes))
+            return segment_boxes(embedding, boxes)
+
+        def count_points(
+            embedding: ImageEmbedding, point_sets: Sequence[np.ndarray]
+        ) -> PromptMasks:
+            self.point_prompts.append(len(point_sets))
+            return segment_points(embedding, point_sets)
+
+        segmenter.segment_boxes = count_boxes  # type: ignore[method-assign]
+        segmenter.segment_points = count_points  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.boxes.clear()
+        self.point_prompts.clear()
+
+
+@contextmanager
+def synchronized_stage_clock(device: torch.device) -> Iterator[None]:
+    """On CUDA, synchronize at every stage boundary so each stage is charged its own GPU time.
+
+    ``Pipeline.predict`` times stages with ``time.perf_counter`` only. Kernels run
+    asynchronously, so without a sync a stage whose result stays on the GPU is charged too
+    little: ``embed`` returns the embedding without waiting for the encoder, whose time then
+    lands in ``things`` (the first stage that copies to the CPU). There is no hook for this in
+    the pipeline, so the module's private ``_Clock`` is swapped for a synchronizing subclass
+    for the duration of the run. On other devices nothing changes.
+    """
+    base = getattr(pipeline_module, "_Clock", None)
+    if device.type != "cuda" or base is None:
+        if device.type == "cuda":
+            print("warning: no _Clock to patch; CUDA stage times may be misattributed")
+        yield
+        return
+
+    class SynchronizedClock(base):  # type: ignore[misc, valid-type]
+        @contextmanager
+        def __call__(self, stage: str) -> Iterator[None]:
+            torch.cuda.synchronize(device)
+            with super().__call__(stage):
+                yield
+                torch.cuda.synchronize(device)
+
+    pipeline_module._Clock = SynchronizedClock
+    try:
+        yield
+    finally:
+        pipeline_module._Clock = base
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load_merge_scene() -> ModuleType:
+    """``benchmarks/merge_encode.py`` as a module (benchmarks/ is not a package)."""
+    path = Path(__file__).with_name("merge_encode.py")
+    spec = importlib.util.spec_from_file_location("merge_encode", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def merge_encode_ms(candidates: list[MaskCandidate], min_area: int, runs: int) -> float:
+    """Median milliseconds of ``encode_label(merge_panoptic(...))``, after one warm-up."""
+
+    def once() -> None:
+        encode_label(merge_panoptic(candidates, min_area=min_area, output_size=MERGE_SIZE))
+
+    once()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        once()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    # ru_maxrss is in KiB on Linux (bytes on macOS); this benchmark reports Linux figures.
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform != "darwin" else 1 / 1024
+    out = {"peak_rss_gib": round(rss_kib * scale / 2**20, 2)}
+    if device.type == "cuda":
+        out["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return out
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH, e.g. 1280x720, got {text!r}") from None
+    if width < 64 or height < 64:
+        raise argparse.ArgumentTypeError("both sides must be at least 64 pixels")
+    return width, height
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--images", type=int, default=2, help="timed images after 1 warm-up")
+    parser.add_argument("--size", type=parse_size, default=(1280, 720), help="WxH of the input")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--models", type=Path, default=None, help="existing --models DIR instead of random models"
+    )
+    parser.add_argument("--merge-runs", type=int, default=20, help="runs of merge+encode (median)")
+    args = parser.parse_args(argv)
+    if args.images < 1:
+        parser.error("--images must be at least 1")
+    return args
+
+
+def run_pipeline(
+    models: LoadedModels, images: int, size: tuple[int, int]
+) -> tuple[dict[str, list[float]], Workload, list[int], list[PanopticPrediction]]:
+    """Warm up on one image, then time ``images`` images; per-image figures per stage."""
+    pipeline = Pipeline(models, BENCH_SETTINGS)
+    taxonomy = street_taxonomy()
+    workload = Workload(pipeline)
+    hook_calls = [0]
+
+    def count_call(*_: object) -> None:
+        hook_calls[0] += 1
+
+    hook = models.sam.vision_encoder.register_forward_hook(count_call)
+    per_image: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "other", "encode")}
+    predictions: list[PanopticPrediction] = []
+    passes: list[int] = []
+    try:
+        with synchronized_stage_clock(models.device):
+            start = time.perf_counter()
+            pipeline.predict(synthetic_image(size, seed=0), taxonomy)
+            print(f"  warm-up image: {time.perf_counter() - start:.1f} s", flush=True)
+            workload.reset()
+            for index in range(1, images + 1):
+                image = synthetic_image(size, seed=index)
+                timings: dict[str, float] = {}
+                passes_before, hooks_before = pipeline.segmenter.encoder_passes, hook_calls[0]
+                sync(models.device)
+                start = time.perf_counter()
+                prediction = pipeline.predict(image, taxonomy, timings=timings)
+                sync(models.device)
+                wall = time.perf_counter() - start
+                start = time.perf_counter()
+                encode_label(prediction)
+                per_image["encode"].append(time.perf_counter() - start)
+                for stage in STAGES:
+                    per_image[stage].append(timings.get(stage, 0.0))
+                per_image["other"].append(wall - sum(timings.values()))
+                counter = pipeline.segmenter.encoder_passes - passes_before
+                hooked = hook_calls[0] - hooks_before
+                if counter != hooked:
+                    raise AssertionError(
+                        f"encoder pass counter says {counter}, vision encoder ran {hooked} times"
+                    )
+                passes.append(hooked)
+                predictions.append(prediction)
+                stages = ", ".join(f"{stage} {timings.get(stage, 0.0):.2f}" for stage in STAGES)
+                print(f"  image {index}/{images}: {wall:.1f} s ({stages})", flush=True)
+    finally:
+        hook.remove()
+    return per_image, workload, passes, predictions
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = ModelSettings(device=args.device, dtype=args.dtype)
+
+    with tempfile.TemporaryDirectory(prefix="prelabel-bench-") as tmp:
+        models_dir = args.models
+        if models_dir is None:
+            print("building full-size random-weight models (no tiny marker) ...", flush=True)
+            start = time.perf_counter()
+            models_dir = write_full_size_models(Path(tmp))
+            print(f"  written in {time.perf_counter() - start:.1f} s", flush=True)
+        start = time.perf_counter()
+        models = load_models(settings, models_dir)
+        print(f"  loaded through load_models in {time.perf_counter() - start:.1f} s", flush=True)
+        if args.models is None and models.is_tiny:
+            raise AssertionError("full-size models were flagged as tiny")
+        device, dtype = models.device, models.dtype
+        dtype_name = str(dtype).removeprefix("torch.")
+        width, height = args.size
+        print(
+            f"running {args.images} timed image(s) of {width}x{height} after 1 warm-up on "
+            f"{device} ({dtype_name}), torch threads {torch.get_num_threads()}",
+            flush=True,
+        )
+        per_image, workload, passes, predictions = run_pipeline(models, args.images, args.size)
+
+    n = args.images
+    mean = {stage: statistics.fmean(values) for stage, values in per_image.items()}
+    predict_total = sum(mean[s] for s in (*STAGES, "other"))
+    total = predict_total + mean["encode"]
+    passes_per_image = sum(passes) / n
+    # Per image, not per call: segment_points is skipped when CLIPSeg leaves no region.
+    boxes = sum(workload.boxes) / n
+    point_prompts = sum(workload.point_prompts) / n
+    things = statistics.fmean(sum(s.is_thing for s in p.segments) for p in predictions)
+    stuff = statistics.fmean(sum(not s.is_thing for s in p.segments) for p in predictions)
+
+    print()
+    print(f"device {device}, dtype {dtype_name}, torch threads {torch.get_num_threads()}")
+    print(f"input {width}x{height}, {n} timed image(s), means per image")
+    bench = BENCH_SETTINGS
+    print(
+        f"workload per image: {boxes:.1f} boxes decoded by SAM (max {bench.max_detections}), "
+        f"{point_prompts:.1f} stuff point prompts of {bench.points_per_region} points "
+        f"(max {bench.max_regions_per_category} per category)"
+    )
+    print(f"panoptic result per image: {things:.1f} things + {stuff:.1f} stuff segments")
+    print(f"{'stage':<10}{'s/image':>10}{'share':>9}{'min s':>10}{'max s':>10}")
+    for stage in (*STAGES, "other", "encode"):
+        values = per_image[stage]
+        print(
+            f"{stage:<10}{mean[stage]:>10.3f}{mean[stage] / total:>9.1%}"
+            f"{min(values):>10.3f}{max(values):>10.3f}"
+        )
+    print(f"{'total':<10}{total:>10.3f}{1:>9.0%}   -> {3600 / total:.0f} images/hour")
+    print("  other = predict() time outside the stage clocks (resize to max_image_side, etc.);")
+    print("  encode = encode_label() on the prediction, which predict() does not include")
+    verdict = "OK" if passes_per_image == 1 else "FAIL"
+    print(f"SAM encoder passes per image: {passes_per_image:g} ({verdict}, must be 1)")
+    memory = peak_memory(device)
+    print("peak memory: " + ", ".join(f"{k.removeprefix('peak_')} {v}" for k, v in memory.items()))
+
+    merge_scene = load_merge_scene()
+    candidates = merge_scene.scene(MERGE_SIZE)
+    ms = merge_encode_ms(candidates, BENCH_SETTINGS.min_area, args.merge_runs)
+    merge_verdict = "PASS" if ms <= TARGET_MS else "FAIL"
+    print(
+        f"merge + encode {MERGE_SIZE[0]}x{MERGE_SIZE[1]} ({len(candidates)} candidates from "
+        f"merge_encode.scene): median {ms:.1f} ms of {args.merge_runs}, target "
+        f"{TARGET_MS:.0f} ms: {merge_verdict}"
+    )
+
+    summary = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "dtype": dtype_name,
+        "torch_threads": torch.get_num_threads(),
+        "random_weights": args.models is None,
+        "image_size": [width, height],
+        "images": n,
+        "stage_s": {stage: round(mean[stage], 4) for stage in (*STAGES, "other", "encode")},
+        "total_s": round(total, 3),
+        "images_per_hour": round(3600 / total, 1),
+        "encoder_passes_per_image": passes_per_image,
+        "boxes_per_image": boxes,
+        "stuff_prompts_per_image": point_prompts,
+        "merge_encode_ms": round(ms, 2),
+        "merge_encode_pass": ms <= TARGET_MS,
+        **memory,
+    }
+    print(json.dumps(summary))
+    if passes_per_image != 1:
+        print("FAIL: the SAM encoder must run exactly once per image", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""``python -m prelabel`` runs the command-line interface."""
+
+from prelabel.cli import main
+
+main()

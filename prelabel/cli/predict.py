@@ -1,0 +1,105 @@
+"""``prelabel predict``: local mode over image files and folders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from prelabel.cli._common import (
+    UsageFailure,
+    config_option,
+    device_option,
+    models_option,
+    quiet_option,
+)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--categories",
+    "categories_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Categories YAML: `categories: [{id, name, has_instances, color}]` plus optional "
+    "`prompt`, thresholds and `ignore` per category (see configs/).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (created if missing).",
+)
+@models_option
+@config_option
+@device_option
+@quiet_option
+def predict(
+    paths: tuple[Path, ...],
+    categories_path: Path,
+    out_dir: Path,
+    models_dir: Path | None,
+    config_path: Path | None,
+    device: str | None,
+    quiet: bool,
+) -> None:
+    """Pre-label image files and folders locally, no Segments.ai account needed.
+
+    Writes per image bitmaps/NAME.png (Segments RGBA id bitmap), labels/NAME.json
+    (annotations, score, segments) and overlays/NAME.jpg (preview); for the run a
+    COCO-panoptic export (panoptic/ and panoptic.json) and report.json. An image that
+    cannot be read is reported with its reason and the run goes on; the exit code is 1
+    when any image failed.
+
+    \b
+    Example:
+      prelabel models tiny models-tiny
+      prelabel predict photos/ --categories configs/street-scene-categories.yaml \\
+          --out out/ --models models-tiny
+    """
+    from prelabel.config import load_settings
+    from prelabel.errors import PrelabelError
+    from prelabel.images import find_images
+    from prelabel.local import predict_files
+    from prelabel.pipeline.pipeline import Pipeline
+    from prelabel.progress import TqdmProgress
+    from prelabel.taxonomy import build_taxonomy, load_categories_file
+
+    try:
+        settings = load_settings(config_path)
+        if device:
+            settings = settings.model_copy(
+                update={"models": settings.models.model_copy(update={"device": device})}
+            )
+        categories, options = load_categories_file(categories_path)
+        taxonomy = build_taxonomy(categories, {**options, **settings.categories}, settings.pipeline)
+        files = find_images(list(paths))
+        if not files:
+            raise UsageFailure(f"no image files found in {', '.join(map(str, paths))}")
+        pipeline = Pipeline.load(settings, models_dir)
+    except PrelabelError as exc:
+        raise UsageFailure(str(exc)) from None
+    if pipeline.models.is_tiny:
+        click.secho(
+            "warning: tiny random-weight models in use: the masks are meaningless",
+            fg="yellow",
+            err=True,
+        )
+    report = predict_files(
+        files,
+        pipeline=pipeline,
+        taxonomy=taxonomy,
+        out_dir=out_dir,
+        progress=TqdmProgress(disable=quiet),
+    )
+    for failure in report.failed:
+        click.echo(f"failed: {failure.path}: {failure.error}", err=True)
+    click.echo(
+        f"{len(report.succeeded)} of {len(report.outcomes)} images pre-labeled -> {out_dir}",
+        err=True,
+    )
+    if report.failed:
+        sys.exit(1)

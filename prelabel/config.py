@@ -1,0 +1,136 @@
+"""Settings for a run, loaded from a YAML config file and overridden by command-line flags.
+
+All settings are frozen pydantic models: a typo in a config key is an error that names the key
+(``extra="forbid"``), not a silently ignored option. Defaults follow the reference
+Grounded-SAM + CLIPSeg recipe and are documented in ``configs/default.yaml``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prelabel.errors import ConfigError
+
+DeviceName = Literal["auto", "cpu", "cuda", "mps"] | str
+DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class FrozenModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSettings(FrozenModel):
+    """Where the three models come from and where they run.
+
+    Each id is a Hugging Face id or a local directory saved with ``save_pretrained``.
+    """
+
+    grounding_dino: str = "IDEA-Research/grounding-dino-tiny"
+    sam: str = "facebook/sam-vit-huge"
+    clipseg: str = "CIDAS/clipseg-rd64-refined"
+    device: DeviceName = "auto"
+    dtype: DtypeName = "auto"
+
+
+class CategoryOptions(FrozenModel):
+    """Per-category overrides; ``None`` means "use the pipeline default"."""
+
+    prompt: str | None = None
+    box_threshold: float | None = Field(default=None, ge=0, le=1)
+    text_threshold: float | None = Field(default=None, ge=0, le=1)
+    mask_threshold: float | None = Field(default=None, ge=0, le=1)
+    ignore: bool = False
+
+
+class PipelineSettings(FrozenModel):
+    """Thresholds and knobs of the zero-shot pipeline (see ``configs/default.yaml``)."""
+
+    box_threshold: float = Field(default=0.3, ge=0, le=1)
+    text_threshold: float = Field(default=0.25, ge=0, le=1)
+    #: CLIPSeg sigmoid probability above which a pixel is a rough stuff candidate.
+    mask_threshold: float = Field(default=0.4, ge=0, le=1)
+    #: IoU above which two boxes of one category are the same object.
+    nms_iou: float = Field(default=0.5, ge=0, le=1)
+    #: IoU above which two boxes of different categories are one object seen twice.
+    cross_category_iou: float = Field(default=0.9, ge=0, le=1)
+    #: SAM point prompts sampled in each connected CLIPSeg region.
+    points_per_region: int = Field(default=3, ge=1, le=64)
+    #: CLIPSeg regions smaller than this fraction of the image get no point prompts.
+    min_region_fraction: float = Field(default=0.002, ge=0, le=1)
+    #: At most this many regions per stuff category get point prompts, the largest first;
+    #: bounds the SAM decoder batch when CLIPSeg's map is speckled.
+    max_regions_per_category: int = Field(default=8, ge=1)
+    #: Segments smaller than this many pixels (at the original size) are dropped.
+    min_area: int = Field(default=100, ge=0)
+    #: Longest side the models see; larger images are downscaled, masks return full size.
+    max_image_side: int = Field(default=2048, ge=64)
+    #: Decompression-bomb guard: images with more pixels are refused before decoding.
+    max_image_pixels: int = Field(default=120_000_000, ge=1)
+    #: Detections kept per image at most, highest score first (bounds the SAM batch).
+    max_detections: int = Field(default=100, ge=1)
+    seed: int = 0
+
+
+class RemoteSettings(FrozenModel):
+    """How prelabel talks to Segments.ai: timeouts, retries, paging, download limits.
+
+    The SDK itself sets no timeout and retries nothing on POST (shared/segments-api.md section
+    0); every call prelabel makes goes through these limits instead.
+    """
+
+    api_url: str = "https://api.segments.ai/"
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    #: Attempts per call, the first included; transient failures only.
+    retry_attempts: int = Field(default=6, ge=1)
+    retry_initial_s: float = Field(default=1.0, ge=0)
+    retry_max_s: float = Field(default=60.0, ge=0)
+    #: Samples per listing page; the SDK authors saw 502s on large pages.
+    page_size: int = Field(default=500, ge=1, le=1000)
+    #: Images larger than this are refused before they are fully downloaded.
+    max_image_bytes: int = Field(default=200_000_000, ge=1)
+
+
+class Settings(FrozenModel):
+    """Everything a run is configured with."""
+
+    models: ModelSettings = ModelSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    remote: RemoteSettings = RemoteSettings()
+    #: Overrides per category name (prompt, thresholds, ignore).
+    categories: dict[str, CategoryOptions] = Field(default_factory=dict)
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read a YAML config file; ``None`` gives the defaults."""
+    if path is None:
+        return Settings()
+    data = read_yaml(path)
+    try:
+        return Settings.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
+
+
+def read_yaml(path: Path) -> object:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the key path, e.g. ``pipeline.min_area: ...``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

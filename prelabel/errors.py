@@ -1,0 +1,59 @@
+"""The error tree of prelabel, by cause.
+
+The CLI turns a :class:`PrelabelError` into one clear line and an exit code; anything else is a
+bug and keeps its traceback. Subclasses carry no logic, only what a message needs.
+"""
+
+from __future__ import annotations
+
+
+class PrelabelError(Exception):
+    """Base of every error prelabel raises on purpose."""
+
+
+class ConfigError(PrelabelError):
+    """A config or categories file, or a command-line value, is unusable."""
+
+
+class TaxonomyError(ConfigError):
+    """The categories cannot be turned into prompts (unknown name, duplicate id, ...)."""
+
+
+class ModelLoadError(PrelabelError):
+    """Model weights could not be found or loaded; the message says where we looked."""
+
+
+class ImageError(PrelabelError):
+    """An image cannot be decoded or is refused (too many pixels, truncated, unknown format)."""
+
+
+class SampleError(PrelabelError):
+    """One sample failed; the run records it and goes on.
+
+    Carries the sample's identity so the report can name it.
+    """
+
+    def __init__(self, message: str, *, sample_uuid: str = "", sample_name: str = "") -> None:
+        super().__init__(message)
+        self.sample_uuid = sample_uuid
+        self.sample_name = sample_name
+
+
+class RemoteError(PrelabelError):
+    """The Segments.ai API refused a request for a reason a retry will not fix."""
+
+
+class AuthError(RemoteError):
+    """The API key is missing, wrong or lacks access; retrying cannot help."""
+
+
+class NotFoundRemoteError(RemoteError):
+    """The dataset, sample, label or asset does not exist."""
+
+
+class TransientRemoteError(RemoteError):
+    """A failure a retry may fix: connection trouble, timeouts, 5xx, rate limiting."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,69 @@
+"""Values that cross the border between the pipeline and everything after it.
+
+They hold numpy arrays only (no torch), so encoding, export and upload never import a model
+library. A :class:`PanopticPrediction` is the single result of predicting one image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+#: Segments.ai bitmaps store an object id in the R, G and B bytes of a PNG pixel.
+MAX_SEGMENT_ID = 2**24 - 1
+
+
+@dataclass(frozen=True)
+class MaskCandidate:
+    """One mask proposed by the pipeline before the panoptic merge.
+
+    ``mask`` is a boolean array in the coordinates the merge works in. ``score`` orders overlaps
+    between things: the higher score takes the contested pixels.
+    """
+
+    mask: npt.NDArray[np.bool_]
+    category_id: int
+    score: float
+    is_thing: bool
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment of a panoptic map; ``id`` is its pixel value in the id map.
+
+    ``bbox`` is COCO style ``(x, y, width, height)`` in pixels of the original image.
+    """
+
+    id: int
+    category_id: int
+    is_thing: bool
+    score: float
+    area: int
+    bbox: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PanopticPrediction:
+    """A panoptic map of one image.
+
+    Contract: ``id_map`` is ``uint32`` with the original image's ``(height, width)``; 0 means
+    unassigned; every non-zero value appears exactly once as a :class:`Segment` id and every
+    segment id appears in the map; ids are at most :data:`MAX_SEGMENT_ID`.
+    """
+
+    id_map: npt.NDArray[np.uint32]
+    segments: tuple[Segment, ...]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)``, the PIL convention."""
+        height, width = self.id_map.shape
+        return width, height
+
+    def segment(self, segment_id: int) -> Segment:
+        for seg in self.segments:
+            if seg.id == segment_id:
+                return seg
+        raise KeyError(segment_id)

@@ -1,0 +1,1 @@
+"""The zero-shot pipeline: Grounding DINO, SAM and CLIPSeg behind one predict call."""

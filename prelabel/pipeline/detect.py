@@ -1,0 +1,274 @@
+"""Grounding DINO: thing prompts -> boxes with category ids.
+
+All thing prompts of an image go into one text query ("person . pedestrian . car ."), split into
+several queries only when the text exceeds the model's token limit. Each detection is mapped back
+to its category through the **token spans** of the prompt: the character span of every phrase is
+known when the text is built, the tokenizer's offsets say which tokens fall in it, and a query's
+score for a category is its highest token probability inside that category's spans. The decoded
+label string of transformers' post-processing is never used: it merges sub-words and adjacent
+phrases and cannot tell two categories with overlapping words apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image
+from transformers.image_transforms import center_to_corners_format
+
+from prelabel.taxonomy import CategoryPrompt
+
+logger = logging.getLogger(__name__)
+
+#: Grounding DINO separates phrases with " . " and expects the text to end with ".".
+SEPARATOR = " . "
+
+
+@dataclass(frozen=True)
+class PromptChunk:
+    """One text query and, per phrase, ``(prompt index, start char, end char)`` in ``text``."""
+
+    text: str
+    spans: tuple[tuple[int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes of one image: ``boxes`` is ``(N, 4)`` xyxy in pixels of the image the model saw."""
+
+    boxes: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+    category_ids: npt.NDArray[np.int64]
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(
+            boxes=np.zeros((0, 4), np.float32),
+            scores=np.zeros(0, np.float32),
+            category_ids=np.zeros(0, np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, index: npt.NDArray[np.intp]) -> Detections:
+        return Detections(self.boxes[index], self.scores[index], self.category_ids[index])
+
+
+def build_prompt_chunks(
+    prompts: Sequence[CategoryPrompt], count_tokens: Callable[[str], int], max_tokens: int
+) -> list[PromptChunk]:
+    """Pack every phrase of every prompt into as few texts as fit ``max_tokens``.
+
+    ``count_tokens(text)`` returns the token count including special tokens. Phrases of one
+    category may land in different chunks; each chunk maps its spans back on its own.
+    """
+    phrases = [(i, phrase) for i, p in enumerate(prompts) for phrase in p.phrases]
+    chunks: list[PromptChunk] = []
+    text, spans = "", []
+    for index, phrase in phrases:
+        candidate = _append(text, phrase)
+        if spans and count_tokens(candidate) > max_tokens:
+            chunks.append(PromptChunk(text=text, spans=tuple(spans)))
+            text, spans = "", []
+            candidate = _append(text, phrase)
+        if count_tokens(candidate) > max_tokens:
+            raise ValueError(f"the phrase {phrase!r} alone exceeds {max_tokens} tokens")
+        start = len(candidate) - len(phrase) - len(" .")  # the phrase just appended
+        spans.append((index, start, start + len(phrase)))
+        text = candidate
+    if spans:
+        chunks.append(PromptChunk(text=text, spans=tuple(spans)))
+    return chunks
+
+
+def _append(text: str, phrase: str) -> str:
+    """``"" + "car"`` -> ``"car ."``; ``"car ." + "bus"`` -> ``"car . bus ."``."""
+    return f"{phrase} ." if not text else f"{text[:-1].rstrip()}{SEPARATOR}{phrase} ."
+
+
+def token_prompt_index(
+    offsets: npt.NDArray[np.int64], spans: Sequence[tuple[int, int, int]]
+) -> npt.NDArray[np.int64]:
+    """For each token, the prompt index whose phrase span contains it, else -1.
+
+    ``offsets`` is the tokenizer's ``(T, 2)`` char offsets; special tokens have ``(0, 0)`` and
+    separators fall outside every span, so both map to -1.
+    """
+    result = np.full(len(offsets), -1, dtype=np.int64)
+    for index, start, end in spans:
+        inside = (offsets[:, 0] >= start) & (offsets[:, 1] <= end) & (offsets[:, 1] > offsets[:, 0])
+        result[inside] = index
+    return result
+
+
+def prompt_scores(
+    token_probs: npt.NDArray[np.float32], token_index: npt.NDArray[np.int64], n_prompts: int
+) -> npt.NDArray[np.float32]:
+    """``(Q, T)`` token probabilities -> ``(Q, P)``: the best token of each prompt's spans."""
+    scores = np.zeros((token_probs.shape[0], n_prompts), dtype=np.float32)
+    for index in range(n_prompts):
+        columns = np.flatnonzero(token_index == index)
+        if columns.size:
+            scores[:, index] = token_probs[:, columns].max(axis=1)
+    return scores
+
+
+def select_detections(
+    boxes: npt.NDArray[np.float32],
+    scores: npt.NDArray[np.float32],
+    prompts: Sequence[CategoryPrompt],
+) -> Detections:
+    """Give each query its best-scoring category and keep it if it passes that category's gates.
+
+    ``scores`` is ``(Q, P)`` from :func:`prompt_scores`. A query is kept when its best category
+    score reaches both the category's ``box_threshold`` and ``text_threshold`` (the reference
+    implementation gates the box on the best token and the label on tokens above the text
+    threshold; with per-category spans both gates read the same best token).
+    """
+    if scores.size == 0:
+        return Detections.empty()
+    best = scores.argmax(axis=1)
+    best_score = scores[np.arange(len(best)), best]
+    gates = np.array([max(p.box_threshold, p.text_threshold) for p in prompts], dtype=np.float32)
+    keep = np.flatnonzero(best_score >= gates[best])
+    category_ids = np.array([p.category_id for p in prompts], dtype=np.int64)
+    return Detections(
+        boxes=boxes[keep].astype(np.float32),
+        scores=best_score[keep].astype(np.float32),
+        category_ids=category_ids[best[keep]],
+    )
+
+
+def box_iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Pairwise IoU of xyxy boxes, ``(N, 4) x (M, 4) -> (N, M)``."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
+
+
+def nms(
+    boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], iou_threshold: float
+) -> npt.NDArray[np.intp]:
+    """Greedy non-maximum suppression; indices kept, highest score first.
+
+    torchvision's ``nms`` would drag torchvision (and a CUDA torch) into every install; after the
+    score gates an image has tens of boxes, so a numpy loop is cheap.
+    """
+    order = np.argsort(-scores, kind="stable")
+    iou = box_iou(boxes, boxes)
+    keep: list[int] = []
+    suppressed = np.zeros(len(scores), dtype=bool)
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(int(i))
+        suppressed |= iou[i] > iou_threshold
+    return np.array(keep, dtype=np.intp)
+
+
+def suppress_duplicates(
+    detections: Detections, *, nms_iou: float, cross_category_iou: float, max_detections: int
+) -> Detections:
+    """NMS within each category, then drop near-identical boxes across categories.
+
+    A car also detected as "truck" with an almost identical box is one object; the higher score
+    keeps it. Overlapping boxes of different categories below ``cross_category_iou`` both stay
+    (a person on a bicycle).
+    """
+    if len(detections) == 0:
+        return detections
+    kept = [
+        np.flatnonzero(detections.category_ids == cid)[
+            nms(
+                detections.boxes[detections.category_ids == cid],
+                detections.scores[detections.category_ids == cid],
+                nms_iou,
+            )
+        ]
+        for cid in np.unique(detections.category_ids)
+    ]
+    within = detections.take(np.concatenate(kept))
+    across = nms(within.boxes, within.scores, cross_category_iou)
+    return within.take(across[:max_detections])
+
+
+class ThingDetector:
+    """Runs Grounding DINO for the thing prompts of one image."""
+
+    def __init__(self, model: torch.nn.Module, processor: object, device: torch.device) -> None:
+        self.model = model
+        self.processor = processor
+        self.device = device
+        self.max_tokens = int(model.config.max_text_len)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.processor.tokenizer(text)["input_ids"])
+
+    @torch.inference_mode()
+    def detect(
+        self,
+        image: Image.Image,
+        prompts: Sequence[CategoryPrompt],
+        *,
+        nms_iou: float,
+        cross_category_iou: float,
+        max_detections: int,
+    ) -> Detections:
+        """Boxes in pixels of ``image`` for the given thing prompts."""
+        if not prompts:
+            return Detections.empty()
+        chunks = build_prompt_chunks(prompts, self.count_tokens, self.max_tokens)
+        if len(chunks) > 1:
+            logger.info(
+                "thing prompts split into %d queries (token limit %d)", len(chunks), self.max_tokens
+            )
+        pixels = self.processor.image_processor(images=image, return_tensors="pt").to(self.device)
+        dtype = next(self.model.parameters()).dtype
+        found = [self._detect_chunk(pixels, chunk, prompts, dtype, image.size) for chunk in chunks]
+        merged = Detections(
+            boxes=np.concatenate([d.boxes for d in found]),
+            scores=np.concatenate([d.scores for d in found]),
+            category_ids=np.concatenate([d.category_ids for d in found]),
+        )
+        return suppress_duplicates(
+            merged,
+            nms_iou=nms_iou,
+            cross_category_iou=cross_category_iou,
+            max_detections=max_detections,
+        )
+
+    def _detect_chunk(
+        self,
+        pixels: object,
+        chunk: PromptChunk,
+        prompts: Sequence[CategoryPrompt],
+        dtype: torch.dtype,
+        size: tuple[int, int],
+    ) -> Detections:
+        text = self.processor.tokenizer(
+            chunk.text, return_offsets_mapping=True, return_tensors="pt"
+        )
+        offsets = text.pop("offset_mapping")[0].numpy()
+        outputs = self.model(
+            pixel_values=pixels["pixel_values"].to(dtype),
+            pixel_mask=pixels.get("pixel_mask"),
+            **{k: v.to(self.device) for k, v in text.items()},
+        )
+        n_tokens = offsets.shape[0]
+        token_probs = outputs.logits[0, :, :n_tokens].float().sigmoid().cpu().numpy()
+        width, height = size
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        boxes = (center_to_corners_format(outputs.pred_boxes[0].float().cpu()) * scale).numpy()
+        boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+        scores = prompt_scores(token_probs, token_prompt_index(offsets, chunk.spans), len(prompts))
+        return select_detections(boxes, scores, prompts)

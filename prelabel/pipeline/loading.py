@@ -1,0 +1,362 @@
+"""Build the three models and their processors from Hugging Face ids or local directories.
+
+Every model comes through ``from_pretrained``, whether it is a hub id, a directory saved with
+``save_pretrained``, a converted SAM checkpoint (``prelabel models convert-sam``) or a tiny
+random-weight model (``prelabel models tiny``): there is one loading path, so the tiny models
+used by tests exercise exactly the code a real run uses.
+
+Device and dtype:
+
+- ``device="auto"`` picks CUDA when present, then Apple MPS, then the CPU.
+- ``dtype="auto"`` picks bfloat16 on CUDA when the card supports it, float16 on older cards, and
+  float32 on the CPU and MPS. All three models are cast to the same dtype, so inputs need one cast.
+  On the CPU everything runs in float32: half precision there is slow and some kernels lack it.
+
+When weights cannot be found (no such directory, not in the Hugging Face cache, hub unreachable or
+offline mode on) the caller gets one :class:`~prelabel.errors.ModelLoadError` that names the model,
+where it looked and how to provide the weights, instead of the library's traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import huggingface_hub.constants
+import torch
+from safetensors import SafetensorError
+from transformers import (
+    AutoConfig,
+    CLIPSegForImageSegmentation,
+    CLIPSegProcessor,
+    GroundingDinoForObjectDetection,
+    GroundingDinoProcessor,
+    SamModel,
+    SamProcessor,
+)
+from transformers.utils import logging as hf_logging
+
+from prelabel.config import ModelSettings
+from prelabel.errors import ConfigError, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+#: Subdirectory of ``--models DIR`` that holds each model (model and processor files together).
+MODEL_SUBDIRS = {"grounding_dino": "grounding_dino", "sam": "sam", "clipseg": "clipseg"}
+
+#: File that ``prelabel models tiny`` writes into each tiny model directory. Its presence is the
+#: only way to tell a tiny random model from a real one, so it must survive copying the folder.
+TINY_MARKER = "prelabel-tiny-random-weights.json"
+
+#: Human-readable names, for log lines and error messages.
+MODEL_TITLES = {"grounding_dino": "Grounding DINO", "sam": "SAM", "clipseg": "CLIPSeg"}
+
+#: ``model_type`` values accepted per role. Loading a checkpoint of another type through an
+#: explicit class "works" in transformers: it warns and initialises the missing weights at random.
+#: Checking the config first turns that silent nonsense into an error.
+_MODEL_TYPES = {"grounding_dino": {"grounding-dino"}, "sam": {"sam"}, "clipseg": {"clipseg"}}
+
+_MODEL_CLASSES: dict[str, Any] = {
+    "grounding_dino": (GroundingDinoForObjectDetection, GroundingDinoProcessor),
+    "sam": (SamModel, SamProcessor),
+    "clipseg": (CLIPSegForImageSegmentation, CLIPSegProcessor),
+}
+
+#: What from_pretrained raises for missing files, offline mode, a bad repo id, broken tokenizer
+#: files or an unreadable safetensors file. Only calls into from_pretrained are wrapped with it.
+_LOAD_ERRORS = (OSError, ValueError, RuntimeError, SafetensorError)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedModels:
+    """The three models and their processors, in eval mode on one device and dtype.
+
+    The processors return float32 tensors on the CPU: move them with ``.to(device)`` and cast
+    floating inputs (``pixel_values``) to :attr:`dtype` before calling a model.
+    """
+
+    grounding_dino: GroundingDinoForObjectDetection
+    grounding_dino_processor: GroundingDinoProcessor
+    sam: SamModel
+    sam_processor: SamProcessor
+    clipseg: CLIPSegForImageSegmentation
+    clipseg_processor: CLIPSegProcessor
+    device: torch.device
+    #: The dtype the model weights were cast to.
+    dtype: torch.dtype
+    #: True when any of the three is a tiny random-weight model: its masks are meaningless.
+    is_tiny: bool
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn a device setting into a torch device, refusing devices this machine lacks.
+
+    ``"auto"`` prefers CUDA, then MPS, then the CPU. An explicit ``"cuda"`` on a machine without
+    CUDA is a :class:`ConfigError` rather than a crash at the first tensor move, because the
+    usual cause is a CPU-only torch build, which the message names.
+    """
+    name = name.strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps ({exc})"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {name!r} requested but CUDA is not available "
+                f"(torch {torch.__version__}); use --device cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {name!r} requested but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif device.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {name!r} requested but MPS is not available on this machine")
+    elif device.type not in {"cpu", "cuda", "mps"}:
+        raise ConfigError(f"unsupported device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Pick the weight dtype: ``"auto"`` is bf16 (or fp16 on pre-Ampere cards) on CUDA, else fp32.
+
+    MPS gets float32 under ``"auto"`` because Grounding DINO's deformable attention and SAM's
+    upsampling are not reliable in half precision there. An explicit half dtype on the CPU is
+    honoured but logged, since it is slower than float32 on most CPUs.
+    """
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        dtype = _DTYPES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown dtype {name!r}: use auto, {', '.join(sorted(_DTYPES))}"
+        ) from None
+    if device.type == "cpu" and dtype != torch.float32:
+        logger.warning("dtype %s on the CPU is usually slower than float32", name)
+    return dtype
+
+
+def model_sources(settings: ModelSettings, models_dir: Path | None) -> dict[str, str]:
+    """Say where each model loads from: ``models_dir/<subdir>`` if given, else the configured id.
+
+    With ``models_dir`` every subdirectory must exist; a missing one is an error listing all that
+    are missing and the expected layout, so a half-copied folder never falls back to the hub.
+    """
+    if models_dir is None:
+        return {role: getattr(settings, role) for role in MODEL_SUBDIRS}
+    models_dir = models_dir.expanduser()
+    if not models_dir.is_dir():
+        raise ModelLoadError(f"--models {models_dir} is not a directory.\n{_layout_hint()}")
+    missing = [sub for sub in MODEL_SUBDIRS.values() if not (models_dir / sub).is_dir()]
+    if missing:
+        raise ModelLoadError(
+            f"--models {models_dir} lacks the subdirector{'y' if len(missing) == 1 else 'ies'} "
+            f"{', '.join(missing)}.\n{_layout_hint()}"
+        )
+    return {role: str(models_dir / sub) for role, sub in MODEL_SUBDIRS.items()}
+
+
+def load_models(settings: ModelSettings, models_dir: Path | None = None) -> LoadedModels:
+    """Load Grounding DINO, SAM and CLIPSeg with their processors, ready for inference.
+
+    Models load one after the other and the first failure stops the run, so a machine without
+    weights fails after one lookup rather than three. Raises :class:`ModelLoadError` when weights
+    are missing or unusable and :class:`ConfigError` for an unusable device or dtype.
+    """
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    sources = model_sources(settings, models_dir)
+    loaded: dict[str, Any] = {}
+    tiny_roles = []
+    for role, source in sources.items():
+        model, processor = _load_one(role, source, device, dtype)
+        loaded[role] = model
+        loaded[f"{role}_processor"] = processor
+        if is_tiny_model_dir(source):
+            tiny_roles.append(role)
+    if tiny_roles:
+        logger.warning(
+            "tiny random-weight models in use: masks are meaningless (%s)", ", ".join(tiny_roles)
+        )
+    return LoadedModels(**loaded, device=device, dtype=dtype, is_tiny=bool(tiny_roles))
+
+
+def is_tiny_model_dir(path: str | Path) -> bool:
+    """True when ``path`` is a directory written by ``prelabel models tiny``."""
+    return (Path(path).expanduser() / TINY_MARKER).is_file()
+
+
+@contextlib.contextmanager
+def quiet_progress_bars() -> Iterator[None]:
+    """Hide transformers' per-call tqdm bars ("Loading weights", "Writing model shards").
+
+    They are noise on a CLI that loads three models, and they break log output. The previous
+    setting is restored, so a notebook that enabled the bars keeps them afterwards.
+    """
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def offline_mode() -> bool:
+    """True when hub access is switched off.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` once at import; checking the environment again here
+    means a variable set later (a notebook cell, a test's monkeypatch) still avoids the network
+    retries, which take about 20 s per file on a machine without a route to the hub.
+    """
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE) or env.strip().upper() in _TRUE
+
+
+def _load_one(
+    role: str, source: str, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.nn.Module, Any]:
+    model_cls, processor_cls = _MODEL_CLASSES[role]
+    title = MODEL_TITLES[role]
+    local = _local_path(source)
+    if local is not None and not local.is_dir():
+        cause = "not a directory" if local.exists() else "no such directory"
+        raise ModelLoadError(_missing_message(role, source, local=local, cause=cause))
+    where = str(local) if local is not None else source
+    kwargs: dict[str, Any] = {"local_files_only": local is not None or offline_mode()}
+    logger.info("loading %s from %s", title, where)
+    with quiet_progress_bars():
+        try:
+            config = AutoConfig.from_pretrained(where, **kwargs)
+        except _LOAD_ERRORS as exc:
+            raise ModelLoadError(
+                _missing_message(role, source, local=local, cause=_first_line(exc))
+            ) from exc
+        if config.model_type not in _MODEL_TYPES[role]:
+            expected = " or ".join(sorted(_MODEL_TYPES[role]))
+            raise ModelLoadError(
+                f"{where} holds a {config.model_type!r} model, not {title} "
+                f"(expected model_type {expected}).\n{_layout_hint()}"
+            )
+        try:
+            model, info = model_cls.from_pretrained(
+                where, config=config, dtype=dtype, output_loading_info=True, **kwargs
+            )
+            processor = processor_cls.from_pretrained(where, **kwargs)
+        except _LOAD_ERRORS as exc:
+            raise ModelLoadError(
+                _missing_message(role, source, local=local, cause=_first_line(exc))
+            ) from exc
+    if info["missing_keys"] or info["mismatched_keys"]:
+        bad = sorted(info["missing_keys"]) + sorted(str(k) for k in info["mismatched_keys"])
+        raise ModelLoadError(
+            f"{title} weights in {where} are incomplete: {len(bad)} tensor(s) missing or of the "
+            f"wrong shape (first: {bad[0]}). Re-download or re-convert them."
+        )
+    try:
+        model = model.to(device).eval()
+    except torch.cuda.OutOfMemoryError:
+        raise ModelLoadError(
+            f"not enough memory on {device} for {title} in {str(dtype).removeprefix('torch.')}: "
+            "free the device, use a smaller model, or pass --device cpu"
+        ) from None
+    logger.info("%s ready on %s (%s)", title, device, str(dtype).removeprefix("torch."))
+    return model, processor
+
+
+def _local_path(source: str) -> Path | None:
+    """A local path for ``source``, or None when it can only be a hub id.
+
+    Anything that exists on disk, or cannot be a hub id (absolute, ``./``, ``~``, more than one
+    slash), is a path; a missing relative ``a/b`` is ambiguous and is tried as a hub id, with the
+    error message mentioning both readings.
+    """
+    path = Path(source).expanduser()
+    if path.exists() or not _HUB_ID.match(source):
+        return path
+    return None
+
+
+def _missing_message(role: str, source: str, *, local: Path | None, cause: str) -> str:
+    title = MODEL_TITLES[role]
+    hub_id = getattr(ModelSettings(), role) if local is not None else source
+    if local is not None:
+        where = f"Looked in the local directory {local.resolve()}."
+    else:
+        if offline_mode():
+            if "huggingface.co" in cause:
+                # transformers' text talks about connecting, which offline mode never tries.
+                cause = "not in the Hugging Face cache"
+            hub = "huggingface.co was not asked (offline mode: HF_HUB_OFFLINE is set)"
+        else:
+            hub = "huggingface.co could not be reached or has no such model"
+        where = (
+            f"{source!r} is not a local directory, so it was read as a Hugging Face id. Looked "
+            f"in the Hugging Face cache at {huggingface_hub.constants.HF_HUB_CACHE}; {hub}."
+        )
+    remedies = [
+        f"pass --models DIR, a directory with {_subdir_list()} subdirectories, each saved with "
+        "save_pretrained (the layout `prelabel models tiny DIR` writes)",
+        f"set models.{role} in the config file to a local directory saved with save_pretrained",
+        f"on a machine with internet run `hf download {hub_id}`, copy the Hugging Face cache "
+        "to this machine (point HF_HOME or HF_HUB_CACHE at it) and set HF_HUB_OFFLINE=1",
+    ]
+    if role == "sam":
+        remedies.append(
+            "for an original segment-anything checkpoint (sam_vit_h_4b8939.pth and the like) "
+            "run `prelabel models convert-sam CHECKPOINT.pth DIR/sam`"
+        )
+    return "\n".join(
+        [
+            f"cannot load {title} from {source!r}: {cause}",
+            where,
+            "To provide the weights, either:",
+            ";\n".join(f"  - {r}" for r in remedies) + ".",
+        ]
+    )
+
+
+def _layout_hint() -> str:
+    return (
+        f"Expected layout: DIR/{{{','.join(MODEL_SUBDIRS.values())}}}/, each holding config.json, "
+        "model.safetensors and the processor files, as `prelabel models tiny DIR` writes them "
+        "or as save_pretrained writes a model and its processor."
+    )
+
+
+def _subdir_list() -> str:
+    return ", ".join(f"{sub}/" for sub in MODEL_SUBDIRS.values())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())

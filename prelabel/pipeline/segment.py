@@ -1,0 +1,143 @@
+"""SAM: one image embedding per image, every box and point prompt decoded against it.
+
+The image encoder is nearly all of SAM's cost (ViT-H: about a minute per image on a CPU, the
+prompt decoder a tenth of a second per prompt), so :meth:`SamSegmenter.embed` runs it exactly once
+and the decoder calls take the cached :class:`ImageEmbedding`. All boxes of an image go to the
+decoder in one batched call, all stuff point prompts in another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image
+
+#: Masks are upscaled to full resolution this many prompts at a time, bounding the float memory
+#: that post-processing needs (prompts x height x width x 4 bytes).
+_POSTPROCESS_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """The SAM encoder output for one image and the sizes needed to map prompts and masks.
+
+    Sizes are ``(height, width)``: ``original_size`` is the image given to :meth:`embed`,
+    ``reshaped_size`` the part of SAM's padded 1024 square it occupies.
+    """
+
+    embeddings: torch.Tensor
+    original_size: tuple[int, int]
+    reshaped_size: tuple[int, int]
+
+    def to_model_coordinates(self, xy: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """Scale ``(..., 2)`` x/y pixel coordinates of the image into SAM's resized frame.
+
+        The same per-axis scaling SamProcessor applies to prompts, done here so prompts don't
+        force a second preprocessing of the image.
+        """
+        (old_h, old_w), (new_h, new_w) = self.original_size, self.reshaped_size
+        scale = np.array([new_w / old_w, new_h / old_h], dtype=np.float32)
+        return (np.asarray(xy, dtype=np.float32) * scale).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PromptMasks:
+    """``masks``: ``(N, H, W)`` booleans at the embedded image size; ``scores``: SAM IoU guesses."""
+
+    masks: npt.NDArray[np.bool_]
+    scores: npt.NDArray[np.float32]
+
+
+class SamSegmenter:
+    """Wraps a transformers ``SamModel`` and its processor; counts encoder passes."""
+
+    def __init__(self, model: torch.nn.Module, processor: object, device: torch.device) -> None:
+        self.model = model
+        self.processor = processor
+        self.device = device
+        self.encoder_passes = 0
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @torch.inference_mode()
+    def embed(self, image: Image.Image) -> ImageEmbedding:
+        """Run the image encoder once; reuse the result for every prompt of this image."""
+        inputs = self.processor.image_processor(images=image, return_tensors="pt")
+        pixel_values = inputs["pixel_values"].to(self.device, self._dtype)
+        embeddings = self.model.get_image_embeddings(pixel_values)
+        self.encoder_passes += 1
+        return ImageEmbedding(
+            embeddings=embeddings,
+            original_size=tuple(int(v) for v in inputs["original_sizes"][0]),
+            reshaped_size=tuple(int(v) for v in inputs["reshaped_input_sizes"][0]),
+        )
+
+    @torch.inference_mode()
+    def segment_boxes(
+        self, embedding: ImageEmbedding, boxes: npt.NDArray[np.float32]
+    ) -> PromptMasks:
+        """One mask per ``(N, 4)`` xyxy box (pixels of the embedded image), one decoder call."""
+        if len(boxes) == 0:
+            return self._empty(embedding)
+        corners = embedding.to_model_coordinates(np.asarray(boxes).reshape(-1, 2, 2)).reshape(-1, 4)
+        input_boxes = torch.from_numpy(corners)[None].to(self.device, self._dtype)
+        outputs = self.model(
+            image_embeddings=embedding.embeddings, input_boxes=input_boxes, multimask_output=False
+        )
+        return self._postprocess(
+            embedding, outputs.pred_masks[0, :, 0], outputs.iou_scores[0, :, 0]
+        )
+
+    @torch.inference_mode()
+    def segment_points(
+        self, embedding: ImageEmbedding, point_sets: Sequence[npt.NDArray[np.float32]]
+    ) -> PromptMasks:
+        """One mask per set of positive points (each ``(K, 2)`` x/y, same K), one decoder call.
+
+        SAM answers a point prompt with three candidate masks (part, object, whole); the one with
+        the highest predicted IoU is kept, as SAM's own predictor recommends for ambiguous prompts.
+        """
+        if not point_sets:
+            return self._empty(embedding)
+        points = embedding.to_model_coordinates(np.stack(point_sets))
+        input_points = torch.from_numpy(points)[None].to(self.device, self._dtype)
+        input_labels = torch.ones(points.shape[:2], dtype=torch.long, device=self.device)[None]
+        outputs = self.model(
+            image_embeddings=embedding.embeddings,
+            input_points=input_points,
+            input_labels=input_labels,
+            multimask_output=True,
+        )
+        iou = outputs.iou_scores[0]  # (M, 3)
+        best = iou.argmax(dim=1)
+        rows = torch.arange(len(best), device=best.device)
+        return self._postprocess(embedding, outputs.pred_masks[0, rows, best], iou[rows, best])
+
+    def _postprocess(
+        self, embedding: ImageEmbedding, low_res: torch.Tensor, scores: torch.Tensor
+    ) -> PromptMasks:
+        """Upscale ``(N, 256, 256)`` logits to the image size on the model's device."""
+        chunks = []
+        for start in range(0, len(low_res), _POSTPROCESS_CHUNK):
+            part = low_res[start : start + _POSTPROCESS_CHUNK, None].float()
+            (masks,) = self.processor.image_processor.post_process_masks(
+                [part], [embedding.original_size], [embedding.reshaped_size]
+            )
+            chunks.append(masks[:, 0].cpu().numpy())
+        return PromptMasks(
+            masks=np.concatenate(chunks).astype(bool, copy=False),
+            scores=scores.float().cpu().numpy().astype(np.float32),
+        )
+
+    @staticmethod
+    def _empty(embedding: ImageEmbedding) -> PromptMasks:
+        height, width = embedding.original_size
+        return PromptMasks(
+            masks=np.zeros((0, height, width), dtype=bool), scores=np.zeros(0, dtype=np.float32)
+        )

@@ -1,0 +1,84 @@
+"""Per-sample outcomes of a run: counted in memory, listed in a JSON file as they happen.
+
+The JSON report is streamed (one outcome written per sample, the summary at the end) so a run
+over 100k samples keeps memory flat, and it is valid JSON only once closed: a killed run leaves
+``report.json.partial`` and no misleading complete-looking report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+Result = Literal["labeled", "skipped", "failed", "dry-run"]
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    sample_uuid: str
+    sample_name: str
+    result: Result
+    reason: str | None = None
+    segments: int | None = None
+    score: float | None = None
+
+
+@dataclass
+class RunSummary:
+    """Counts by result and by (result, reason); what the CLI's table and exit code use."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+    report_path: Path | None = None
+
+    def add(self, outcome: SampleOutcome) -> None:
+        self.counts[outcome.result] += 1
+        if outcome.reason:
+            self.reasons[(outcome.result, _reason_key(outcome.reason))] += 1
+
+    @property
+    def failed(self) -> int:
+        return self.counts["failed"]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "counts": dict(self.counts),
+            "reasons": [
+                {"result": result, "reason": reason, "count": count}
+                for (result, reason), count in self.reasons.most_common()
+            ],
+        }
+
+
+def _reason_key(reason: str) -> str:
+    """Group reasons in the summary table: the first clause, without sample-specific detail."""
+    return reason.split(":")[0][:80]
+
+
+class ReportWriter:
+    """Streams outcomes into ``path`` (a JSON object with ``samples`` and ``summary``)."""
+
+    def __init__(self, path: Path, header: dict[str, object]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._partial = path.with_name(path.name + ".partial")
+        self._file: IO[str] = self._partial.open("w", encoding="utf-8")
+        self._file.write(json.dumps(header)[:-1] + ', "samples": [\n')
+        self._first = True
+
+    def add(self, outcome: SampleOutcome) -> None:
+        if not self._first:
+            self._file.write(",\n")
+        self._first = False
+        self._file.write(json.dumps(asdict(outcome)))
+        self._file.flush()
+
+    def close(self, summary: RunSummary) -> Path:
+        self._file.write('\n], "summary": ' + json.dumps(summary.as_dict()) + "}\n")
+        self._file.close()
+        os.replace(self._partial, self.path)
+        return self.path

@@ -1,0 +1,49 @@
+"""Which samples to pre-label, and their images.
+
+A sample is selected when it has no label in the labelset, or, with ``overwrite_prelabels``,
+when its label is still PRELABELED. Anything a person has touched (LABELED, REVIEWED, SKIPPED,
+in progress, ...) is never selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from PIL import Image
+
+from prelabel.errors import ImageError, RemoteError, SampleError
+from prelabel.images import decode_image
+from prelabel.segments_client import SampleRef, SegmentsApi
+
+PRELABELED = "PRELABELED"
+
+
+def is_selectable(status: str | None, *, overwrite_prelabels: bool) -> bool:
+    """True for no label, and for a PRELABELED label when overwriting is asked for."""
+    return status is None or (overwrite_prelabels and status == PRELABELED)
+
+
+def select_samples(
+    api: SegmentsApi, dataset: str, labelset: str, *, overwrite_prelabels: bool
+) -> Iterator[tuple[SampleRef, bool]]:
+    """Every listed sample with whether it is selected (the caller counts both for progress)."""
+    for sample in api.iter_samples(dataset, labelset):
+        yield sample, is_selectable(sample.label_status, overwrite_prelabels=overwrite_prelabels)
+
+
+def load_image(api: SegmentsApi, sample: SampleRef, *, max_pixels: int) -> Image.Image:
+    """Download and decode a sample's image; any failure names the sample and the cause."""
+    if not sample.image_url:
+        raise SampleError(
+            "sample has no image URL", sample_uuid=sample.uuid, sample_name=sample.name
+        )
+    try:
+        data = api.download(sample.image_url)
+    except RemoteError as exc:
+        raise SampleError(
+            f"image download failed: {exc}", sample_uuid=sample.uuid, sample_name=sample.name
+        ) from None
+    try:
+        return decode_image(data, max_pixels=max_pixels)
+    except ImageError as exc:
+        raise SampleError(str(exc), sample_uuid=sample.uuid, sample_name=sample.name) from None

@@ -1,0 +1,198 @@
+"""Resume records: how far each sample got, per dataset and labelset, in one SQLite file.
+
+Table ``samples`` has one row per ``(dataset, labelset, sample_uuid)`` with ``stage``:
+
+- ``uploaded``: the bitmap asset is on the server (``asset_url``) and the label attributes to
+  write with it are stored (``attributes`` JSON, ``score``), but the label may not be written;
+- ``labeled``: the PRELABELED label was written;
+- ``skipped`` / ``failed``: with ``reason``; both are retried by the next run (a skip's cause,
+  e.g. a human label, is re-read from the server then).
+
+Each transition is one committed transaction (WAL mode), so a ``kill -9`` at any instant leaves
+either the old or the new record. The server remains the source of truth: the worker re-reads a
+sample's label before writing, and a deleted state file only costs recomputation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    dataset TEXT NOT NULL,
+    labelset TEXT NOT NULL,
+    sample_uuid TEXT NOT NULL,
+    sample_name TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    asset_url TEXT,
+    attributes TEXT,
+    score REAL,
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (dataset, labelset, sample_uuid)
+);
+"""
+
+UPLOADED = "uploaded"
+LABELED = "labeled"
+SKIPPED = "skipped"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    sample_uuid: str
+    sample_name: str
+    stage: str
+    asset_url: str | None
+    attributes: dict[str, Any] | None
+    score: float | None
+    reason: str | None
+    attempts: int
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/prelabel`` (``~/.local/state/prelabel``): per user, survives reboots."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "prelabel"
+
+
+class StateStore:
+    """Thread-safe access to the state file; one connection guarded by a lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    @classmethod
+    def in_dir(cls, state_dir: Path) -> StateStore:
+        return cls(state_dir / "state.sqlite")
+
+    def get(self, dataset: str, labelset: str, sample_uuid: str) -> SampleRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sample_uuid, sample_name, stage, asset_url, attributes, score, reason,"
+                " attempts FROM samples WHERE dataset=? AND labelset=? AND sample_uuid=?",
+                (dataset, labelset, sample_uuid),
+            ).fetchone()
+        if row is None:
+            return None
+        return SampleRecord(
+            sample_uuid=row[0],
+            sample_name=row[1],
+            stage=row[2],
+            asset_url=row[3],
+            attributes=json.loads(row[4]) if row[4] else None,
+            score=row[5],
+            reason=row[6],
+            attempts=row[7],
+        )
+
+    def mark_uploaded(
+        self,
+        dataset: str,
+        labelset: str,
+        sample_uuid: str,
+        sample_name: str,
+        *,
+        asset_url: str,
+        attributes: dict[str, Any],
+        score: float,
+    ) -> None:
+        self._upsert(
+            dataset,
+            labelset,
+            sample_uuid,
+            sample_name,
+            stage=UPLOADED,
+            asset_url=asset_url,
+            attributes=json.dumps(attributes),
+            score=score,
+            reason=None,
+        )
+
+    def mark_labeled(self, dataset: str, labelset: str, sample_uuid: str, sample_name: str) -> None:
+        self._upsert(dataset, labelset, sample_uuid, sample_name, stage=LABELED, reason=None)
+
+    def mark_skipped(
+        self, dataset: str, labelset: str, sample_uuid: str, sample_name: str, reason: str
+    ) -> None:
+        self._upsert(dataset, labelset, sample_uuid, sample_name, stage=SKIPPED, reason=reason)
+
+    def mark_failed(
+        self, dataset: str, labelset: str, sample_uuid: str, sample_name: str, reason: str
+    ) -> None:
+        """Record a failure; an upload already done stays usable for the next attempt."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO samples (dataset, labelset, sample_uuid, sample_name, stage, reason,"
+                " attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?)"
+                " ON CONFLICT (dataset, labelset, sample_uuid) DO UPDATE SET"
+                " reason=excluded.reason, attempts=attempts + 1, updated_at=excluded.updated_at,"
+                " stage=CASE WHEN stage IN ('uploaded', 'labeled') THEN stage ELSE 'failed' END",
+                (dataset, labelset, sample_uuid, sample_name, FAILED, reason, time.time()),
+            )
+
+    def counts(self, dataset: str, labelset: str) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT stage, COUNT(*) FROM samples WHERE dataset=? AND labelset=? GROUP BY stage",
+                (dataset, labelset),
+            ).fetchall()
+        return {stage: count for stage, count in rows}
+
+    def _upsert(
+        self,
+        dataset: str,
+        labelset: str,
+        sample_uuid: str,
+        sample_name: str,
+        *,
+        stage: str,
+        reason: str | None,
+        asset_url: str | None = None,
+        attributes: str | None = None,
+        score: float | None = None,
+    ) -> None:
+        # COALESCE keeps the uploaded asset and attributes when a later stage is recorded.
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO samples (dataset, labelset, sample_uuid, sample_name, stage,"
+                " asset_url, attributes, score, reason, attempts, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+                " ON CONFLICT (dataset, labelset, sample_uuid) DO UPDATE SET"
+                " sample_name=excluded.sample_name, stage=excluded.stage,"
+                " asset_url=COALESCE(excluded.asset_url, asset_url),"
+                " attributes=COALESCE(excluded.attributes, attributes),"
+                " score=COALESCE(excluded.score, score),"
+                " reason=excluded.reason, updated_at=excluded.updated_at",
+                (
+                    dataset,
+                    labelset,
+                    sample_uuid,
+                    sample_name,
+                    stage,
+                    asset_url,
+                    attributes,
+                    score,
+                    reason,
+                    time.time(),
+                ),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

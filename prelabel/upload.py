@@ -1,0 +1,121 @@
+"""Write a pre-label to the server, never over a label a person has touched.
+
+Order: upload the bitmap asset (recorded in state, so a rerun reuses it), re-read the sample's
+label immediately before writing, write with status PRELABELED, record it. A write whose answer
+was lost is checked on the server before it is repeated, so each sample gets one label write.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from prelabel.config import RemoteSettings
+from prelabel.encode import EncodedLabel, label_attributes
+from prelabel.errors import TransientRemoteError
+from prelabel.segments_client import LabelState, SegmentsApi, retrying
+from prelabel.source import PRELABELED
+from prelabel.state import StateStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PendingLabel:
+    """A label ready to write: its asset is uploaded and its attributes are final."""
+
+    asset_url: str
+    attributes: dict[str, Any]
+    score: float
+
+
+class WriteNotConfirmed(TransientRemoteError):
+    """The label PUT failed in a way a retry may fix; it may or may not have been applied."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    written: bool
+    #: Why nothing was written (a person's label, or ours already there).
+    reason: str | None = None
+
+
+def upload_asset(
+    api: SegmentsApi,
+    state: StateStore,
+    *,
+    dataset: str,
+    labelset: str,
+    sample_uuid: str,
+    sample_name: str,
+    encoded: EncodedLabel,
+) -> PendingLabel:
+    """Upload the bitmap and record it before any label write refers to it."""
+    url = api.upload_png(encoded.png, f"{sample_uuid}.png")
+    pending = PendingLabel(
+        asset_url=url,
+        attributes=label_attributes(encoded.annotations, url),
+        score=encoded.score,
+    )
+    state.mark_uploaded(
+        dataset,
+        labelset,
+        sample_uuid,
+        sample_name,
+        asset_url=url,
+        attributes=pending.attributes,
+        score=pending.score,
+    )
+    return pending
+
+
+def blocking_reason(current: LabelState, pending: PendingLabel, *, overwrite: bool) -> str | None:
+    """Why the label must not be written now, or None when writing is safe.
+
+    Only "no label" and (with ``overwrite``) a PRELABELED label may be written over. **A label
+    with any other status is never written over**: a person labeled, reviewed or skipped it.
+    """
+    if current.status is None:
+        return None
+    if current.status != PRELABELED:
+        return f"label is {current.status} (a person has worked on it)"
+    if current.bitmap_url == pending.asset_url:
+        return "already written by prelabel"
+    if not overwrite:
+        return "already pre-labeled"
+    return None
+
+
+def write_label(
+    api: SegmentsApi,
+    settings: RemoteSettings,
+    *,
+    sample_uuid: str,
+    labelset: str,
+    pending: PendingLabel,
+    overwrite: bool,
+) -> WriteResult:
+    """Re-read the label, then write ours unless :func:`blocking_reason` forbids it.
+
+    Retries are done here rather than inside the API call: after a failed attempt the label is
+    read again first, so a write that reached the server before its answer was lost is found
+    (ours, by asset URL) instead of being written a second time. Only a failed PUT restarts
+    the loop; the re-read has its own retries, which must not be multiplied by these.
+    """
+
+    def attempt() -> WriteResult:
+        reason = blocking_reason(
+            api.label_state(sample_uuid, labelset), pending, overwrite=overwrite
+        )
+        if reason == "already written by prelabel":
+            return WriteResult(written=True)
+        if reason is not None:
+            return WriteResult(written=False, reason=reason)
+        try:
+            api.put_label_once(sample_uuid, labelset, pending.attributes, pending.score)
+        except TransientRemoteError as exc:
+            raise WriteNotConfirmed(str(exc), retry_after=exc.retry_after) from None
+        return WriteResult(written=True)
+
+    return retrying(settings, f"label write for {sample_uuid}", retry_on=WriteNotConfirmed)(attempt)

@@ -1,0 +1,160 @@
+"""Helpers shared by the connector tests (client, worker, CLI, resume after ``kill -9``).
+
+Everything here talks to the emulator through the real ``segments-ai`` SDK or reads the
+emulator's own state; nothing mocks the SDK. Settings use tiny retry waits and short timeouts so
+the fault tests stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from segments import SegmentsClient
+from segments.utils import bitmap2file, load_label_bitmap_from_url
+
+from prelabel.config import ModelSettings, PipelineSettings, RemoteSettings, Settings
+from prelabel.emulator import Emulator, RequestRecord
+
+#: Thresholds at 0 make the tiny random models find something in every image, so labels are
+#: non-empty; ``max_detections`` keeps SAM's batch (and the test) small.
+LABELING_PIPELINE = PipelineSettings(
+    box_threshold=0.0, text_threshold=0.0, min_area=0, max_detections=3
+)
+
+#: Remote settings for tests: waits of milliseconds, timeouts of seconds, a few attempts.
+FAST_REMOTE: dict[str, Any] = {
+    "connect_timeout_s": 2.0,
+    "read_timeout_s": 5.0,
+    "retry_attempts": 4,
+    "retry_initial_s": 0.001,
+    "retry_max_s": 0.01,
+}
+
+
+def remote_settings(api_url: str, **overrides: Any) -> RemoteSettings:
+    return RemoteSettings(api_url=api_url, **{**FAST_REMOTE, **overrides})
+
+
+def make_settings(
+    api_url: str,
+    *,
+    pipeline: PipelineSettings = LABELING_PIPELINE,
+    **remote_overrides: Any,
+) -> Settings:
+    return Settings(
+        models=ModelSettings(device="cpu"),
+        pipeline=pipeline,
+        remote=remote_settings(api_url, **remote_overrides),
+    )
+
+
+def write_config(
+    path: Path,
+    *,
+    pipeline: PipelineSettings = LABELING_PIPELINE,
+    categories: dict[str, dict[str, Any]] | None = None,
+    **remote_overrides: Any,
+) -> Path:
+    """A YAML config for ``prelabel run --config`` with fast retries and the given pipeline."""
+    data: dict[str, Any] = {
+        "models": {"device": "cpu"},
+        "pipeline": pipeline.model_dump(),
+        "remote": {**FAST_REMOTE, **remote_overrides},
+    }
+    if categories:
+        data["categories"] = categories
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def human_attributes(client: SegmentsClient, size: tuple[int, int]) -> dict[str, Any]:
+    """Label attributes as an annotator would save them: one object covering the left half."""
+    width, height = size
+    bitmap = np.zeros((height, width), dtype=np.uint32)
+    bitmap[:, : width // 2] = 7
+    asset = client.upload_asset(bitmap2file(bitmap), "human.png")
+    return {
+        "format_version": "0.1",
+        "annotations": [{"id": 7, "category_id": 4}],
+        "segmentation_bitmap": {"url": asset.url},
+    }
+
+
+def assert_valid_prelabel(
+    client: SegmentsClient,
+    sample_uuid: str,
+    *,
+    image_size: tuple[int, int],
+    category_ids: Iterable[int],
+    labelset: str = "ground-truth",
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Read the label back through the SDK and check it is a well-formed PRELABELED bitmap.
+
+    Returns the label attributes (as a dict) and the decoded id bitmap.
+    """
+    label = client.get_label(sample_uuid, labelset=labelset)
+    assert str(getattr(label.label_status, "value", label.label_status)) == "PRELABELED"
+    assert label.attributes is not None
+    attributes = label.attributes.model_dump()
+    bitmap = load_label_bitmap_from_url(attributes["segmentation_bitmap"]["url"])
+    width, height = image_size
+    assert bitmap.shape == (height, width)
+    annotations = attributes["annotations"]
+    ids = {a["id"] for a in annotations}
+    assert len(ids) == len(annotations), "annotation ids must be unique"
+    assert {int(i) for i in np.unique(bitmap)} - {0} == ids
+    assert {a["category_id"] for a in annotations} <= set(category_ids)
+    assert label.score is not None and 0.0 <= label.score <= 1.0
+    return attributes, bitmap
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def outcomes_by_uuid(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    samples: list[dict[str, Any]] = report["samples"]
+    by_uuid = {s["sample_uuid"]: s for s in samples}
+    assert len(by_uuid) == len(samples), "a sample appears twice in the report"
+    return by_uuid
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 10 ms; fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def requests_matching(
+    emulator: Emulator, method: str, path_prefix: str, *, fault: str | None = None
+) -> list[RequestRecord]:
+    return [
+        r
+        for r in emulator.requests
+        if r.method == method
+        and r.path.startswith(path_prefix)
+        and (fault is None or r.fault == fault)
+    ]
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def url_path(url: str) -> str:
+    """``http://host:port/s3/assets/x.png`` -> ``/s3/assets/x.png``."""
+    return "/" + url.split("://", 1)[1].split("/", 1)[1]

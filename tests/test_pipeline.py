@@ -1,0 +1,161 @@
+"""End to end on tiny random-weight models loaded through the real loading path.
+
+Random weights make the masks meaningless, so these tests pin down contracts (sizes, id map vs
+segments, one SAM encoder pass, equivalence of the shared-embedding shortcuts) rather than
+quality. Thresholds of 0 force every stage to produce output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from prelabel.config import PipelineSettings
+from prelabel.pipeline.pipeline import Pipeline
+from prelabel.taxonomy import Category, build_taxonomy
+
+pytestmark = pytest.mark.slow
+
+CATEGORIES = [
+    Category(1, "person", True),
+    Category(2, "car", True),
+    Category(3, "sky", False),
+    Category(4, "road", False),
+]
+OPEN = PipelineSettings(
+    box_threshold=0.0,
+    text_threshold=0.0,
+    mask_threshold=0.0,
+    min_area=0,
+    max_detections=5,
+)
+
+
+def _image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_models: object) -> Pipeline:
+    return Pipeline(tiny_models, OPEN)
+
+
+def _check_contract(prediction: object, size: tuple[int, int]) -> None:
+    assert prediction.id_map.dtype == np.uint32
+    assert prediction.size == size
+    ids = set(np.unique(prediction.id_map).tolist()) - {0}
+    assert ids == {s.id for s in prediction.segments}
+    for seg in prediction.segments:
+        assert seg.area == int((prediction.id_map == seg.id).sum())
+
+
+def test_predict_runs_every_stage_and_keeps_the_contract(pipeline: Pipeline) -> None:
+    taxonomy = build_taxonomy(CATEGORIES, {}, OPEN)
+    timings: dict[str, float] = {}
+    prediction = pipeline.predict(_image(), taxonomy, timings=timings)
+    _check_contract(prediction, (96, 64))
+    assert set(timings) == {"detect", "embed", "things", "coarse", "stuff", "merge"}
+    assert {s.category_id for s in prediction.segments} <= {1, 2, 3, 4}
+    assert all(s.is_thing == (s.category_id in (1, 2)) for s in prediction.segments)
+
+
+def test_things_alone_give_instances(pipeline: Pipeline) -> None:
+    taxonomy = build_taxonomy(CATEGORIES[:2], {}, OPEN)
+    prediction = pipeline.predict(_image(), taxonomy)
+    _check_contract(prediction, (96, 64))
+    assert prediction.segments
+    assert all(s.is_thing and s.category_id in (1, 2) for s in prediction.segments)
+
+
+def test_stuff_alone_gives_one_segment_per_category(pipeline: Pipeline) -> None:
+    taxonomy = build_taxonomy(CATEGORIES[2:], {}, OPEN)
+    prediction = pipeline.predict(_image(), taxonomy)
+    _check_contract(prediction, (96, 64))
+    stuff = [s.category_id for s in prediction.segments]
+    assert stuff and sorted(stuff) == sorted(set(stuff)) and set(stuff) <= {3, 4}
+    assert not any(s.is_thing for s in prediction.segments)
+
+
+def test_one_sam_encoder_pass_per_image(pipeline: Pipeline) -> None:
+    calls = []
+    hook = pipeline.models.sam.vision_encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        taxonomy = build_taxonomy(CATEGORIES, {}, OPEN)
+        for seed in range(3):
+            pipeline.predict(_image(seed=seed), taxonomy)
+    finally:
+        hook.remove()
+    assert len(calls) == 3
+
+
+def test_deterministic(pipeline: Pipeline) -> None:
+    taxonomy = build_taxonomy(CATEGORIES, {}, OPEN)
+    a = pipeline.predict(_image(), taxonomy)
+    b = pipeline.predict(_image(), taxonomy)
+    assert np.array_equal(a.id_map, b.id_map)
+    assert a.segments == b.segments
+
+
+def test_large_image_is_processed_downscaled_and_returned_full_size(tiny_models: object) -> None:
+    settings = OPEN.model_copy(update={"max_image_side": 64})
+    small = Pipeline(tiny_models, settings)
+    taxonomy = build_taxonomy(CATEGORIES, {}, settings)
+    embedded: list[tuple[int, int]] = []
+    real_embed = small.segmenter.embed
+    small.segmenter.embed = lambda image: (embedded.append(image.size), real_embed(image))[1]
+    prediction = small.predict(_image(256, 128), taxonomy)
+    assert embedded == [(64, 32)]  # the models saw the downscaled image
+    _check_contract(prediction, (256, 128))
+
+
+def test_sam_embedding_reuse_matches_a_full_forward(pipeline: Pipeline) -> None:
+    image = _image()
+    embedding = pipeline.segmenter.embed(image)
+    boxes = np.array([[5, 5, 40, 30], [50, 10, 90, 60]], dtype=np.float32)
+    reused = pipeline.segmenter.segment_boxes(embedding, boxes)
+    processor = pipeline.models.sam_processor
+    inputs = processor(images=image, input_boxes=[boxes.tolist()], return_tensors="pt")
+    with torch.inference_mode():
+        full = pipeline.models.sam(**inputs, multimask_output=False)
+    masks = processor.image_processor.post_process_masks(
+        full.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"]
+    )[0][:, 0]
+    assert np.array_equal(reused.masks, masks.numpy())
+    np.testing.assert_allclose(reused.scores, full.iou_scores[0, :, 0].numpy(), atol=1e-5)
+
+
+def test_clipseg_shared_vision_pass_matches_the_model_forward(pipeline: Pipeline) -> None:
+    taxonomy = build_taxonomy(
+        [Category(1, "sky"), Category(2, "road")],
+        {},
+        OPEN,
+    )
+    image = _image()
+    probs = pipeline.stuff.probabilities(image, taxonomy.stuff)
+    processor = pipeline.models.clipseg_processor
+    inputs = processor(
+        text=["sky", "road"], images=[image, image], padding=True, return_tensors="pt"
+    )
+    with torch.inference_mode():
+        logits = pipeline.models.clipseg(**inputs).logits
+    np.testing.assert_allclose(probs, logits.sigmoid().numpy(), atol=1e-5)
+
+
+def test_many_thing_prompts_split_by_the_token_limit(pipeline: Pipeline) -> None:
+    words = ["person", "car", "dog", "cat", "tree", "road", "sky", "grass", "building"]
+    cats = [Category(i + 1, f"{w} {w}{i}", True) for i, w in enumerate(words * 10)]
+    taxonomy = build_taxonomy(cats, {}, OPEN)
+    detector = pipeline.detector
+    from prelabel.pipeline.detect import build_prompt_chunks
+
+    chunks = build_prompt_chunks(taxonomy.things, detector.count_tokens, detector.max_tokens)
+    assert len(chunks) > 1
+    assert all(detector.count_tokens(c.text) <= detector.max_tokens for c in chunks)
+    found = detector.detect(
+        _image(), taxonomy.things, nms_iou=0.5, cross_category_iou=0.9, max_detections=50
+    )
+    assert set(found.category_ids.tolist()) <= {c.id for c in cats}
+    assert len(found) > 0
