@@ -15,8 +15,9 @@ line is one JSON object with the figures.
 
 Random weights make the workload, not the masks, realistic: thresholds are set so that every
 stage has work (up to 20 boxes, up to 3 regions per stuff category). On the 2-core CPU one
-1280x720 image takes about a minute, so the default is 2 timed images (about 5 minutes in all,
-model building included).
+1280x720 image takes 30-60 s (Grounding DINO's encoder is half of it), so the default is 2 timed
+images: about 3 minutes in all, model building included. Per-image min and max are printed
+because other processes sharing the CPU move these figures by tens of percent.
 
 Run: ``python benchmarks/pipeline_stages.py [--images 2] [--size 1280x720] [--device auto]
 [--threads N] [--models DIR]``
@@ -33,8 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -57,7 +57,6 @@ from transformers import (
     ViTImageProcessorPil,
 )
 
-import prelabel.pipeline.pipeline as pipeline_module
 from prelabel.config import CategoryOptions, ModelSettings, PipelineSettings
 from prelabel.encode import encode_label
 from prelabel.panoptic import MaskCandidate, PanopticPrediction
@@ -282,39 +281,6 @@ class Workload:
         self.point_prompts.clear()
 
 
-@contextmanager
-def synchronized_stage_clock(device: torch.device) -> Iterator[None]:
-    """On CUDA, synchronize at every stage boundary so each stage is charged its own GPU time.
-
-    ``Pipeline.predict`` times stages with ``time.perf_counter`` only. Kernels run
-    asynchronously, so without a sync a stage whose result stays on the GPU is charged too
-    little: ``embed`` returns the embedding without waiting for the encoder, whose time then
-    lands in ``things`` (the first stage that copies to the CPU). There is no hook for this in
-    the pipeline, so the module's private ``_Clock`` is swapped for a synchronizing subclass
-    for the duration of the run. On other devices nothing changes.
-    """
-    base = getattr(pipeline_module, "_Clock", None)
-    if device.type != "cuda" or base is None:
-        if device.type == "cuda":
-            print("warning: no _Clock to patch; CUDA stage times may be misattributed")
-        yield
-        return
-
-    class SynchronizedClock(base):  # type: ignore[misc, valid-type]
-        @contextmanager
-        def __call__(self, stage: str) -> Iterator[None]:
-            torch.cuda.synchronize(device)
-            with super().__call__(stage):
-                yield
-                torch.cuda.synchronize(device)
-
-    pipeline_module._Clock = SynchronizedClock
-    try:
-        yield
-    finally:
-        pipeline_module._Clock = base
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -403,36 +369,35 @@ def run_pipeline(
     predictions: list[PanopticPrediction] = []
     passes: list[int] = []
     try:
-        with synchronized_stage_clock(models.device):
+        start = time.perf_counter()
+        pipeline.predict(synthetic_image(size, seed=0), taxonomy)
+        print(f"  warm-up image: {time.perf_counter() - start:.1f} s", flush=True)
+        workload.reset()
+        for index in range(1, images + 1):
+            image = synthetic_image(size, seed=index)
+            timings: dict[str, float] = {}
+            passes_before, hooks_before = pipeline.segmenter.encoder_passes, hook_calls[0]
+            sync(models.device)
             start = time.perf_counter()
-            pipeline.predict(synthetic_image(size, seed=0), taxonomy)
-            print(f"  warm-up image: {time.perf_counter() - start:.1f} s", flush=True)
-            workload.reset()
-            for index in range(1, images + 1):
-                image = synthetic_image(size, seed=index)
-                timings: dict[str, float] = {}
-                passes_before, hooks_before = pipeline.segmenter.encoder_passes, hook_calls[0]
-                sync(models.device)
-                start = time.perf_counter()
-                prediction = pipeline.predict(image, taxonomy, timings=timings)
-                sync(models.device)
-                wall = time.perf_counter() - start
-                start = time.perf_counter()
-                encode_label(prediction)
-                per_image["encode"].append(time.perf_counter() - start)
-                for stage in STAGES:
-                    per_image[stage].append(timings.get(stage, 0.0))
-                per_image["other"].append(wall - sum(timings.values()))
-                counter = pipeline.segmenter.encoder_passes - passes_before
-                hooked = hook_calls[0] - hooks_before
-                if counter != hooked:
-                    raise AssertionError(
-                        f"encoder pass counter says {counter}, vision encoder ran {hooked} times"
-                    )
-                passes.append(hooked)
-                predictions.append(prediction)
-                stages = ", ".join(f"{stage} {timings.get(stage, 0.0):.2f}" for stage in STAGES)
-                print(f"  image {index}/{images}: {wall:.1f} s ({stages})", flush=True)
+            prediction = pipeline.predict(image, taxonomy, timings=timings)
+            sync(models.device)
+            wall = time.perf_counter() - start
+            start = time.perf_counter()
+            encode_label(prediction)
+            per_image["encode"].append(time.perf_counter() - start)
+            for stage in STAGES:
+                per_image[stage].append(timings.get(stage, 0.0))
+            per_image["other"].append(wall - sum(timings.values()))
+            counter = pipeline.segmenter.encoder_passes - passes_before
+            hooked = hook_calls[0] - hooks_before
+            if counter != hooked:
+                raise AssertionError(
+                    f"encoder pass counter says {counter}, vision encoder ran {hooked} times"
+                )
+            passes.append(hooked)
+            predictions.append(prediction)
+            stages = ", ".join(f"{stage} {timings.get(stage, 0.0):.2f}" for stage in STAGES)
+            print(f"  image {index}/{images}: {wall:.1f} s ({stages})", flush=True)
     finally:
         hook.remove()
     return per_image, workload, passes, predictions

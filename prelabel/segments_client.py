@@ -188,8 +188,10 @@ class SegmentsApi:
     def connect(cls, api_key: str, settings: RemoteSettings) -> SegmentsApi:
         """Check the server answers and the key is accepted, then build the SDK client.
 
-        The probe runs first, with our timeout and retries: the SDK's constructor makes an
-        untimed request and crashes with ``AttributeError`` when the server is down.
+        The probe runs first, with our timeout: the SDK's constructor makes an untimed request
+        and crashes with ``AttributeError`` when the server is down. Probe and construction are
+        retried together. (The constructor's own request still has no timeout: a server that
+        answers the probe and then hangs on the next request can stall it.)
         """
         if not api_key:
             raise AuthError("no API key: set SEGMENTS_API_KEY or pass --api-key-file")
@@ -213,16 +215,33 @@ class SegmentsApi:
                     f"{settings.api_url} answered {response.status_code}",
                     retry_after=_header_seconds(response.headers.get("Retry-After")),
                 )
+            if response.status_code >= 400:
+                raise RemoteError(
+                    f"{url} answered {response.status_code}: is {settings.api_url} the "
+                    "Segments.ai API?"
+                )
+
+        def open_client() -> SegmentsClient:
+            ping()
+            try:
+                return SegmentsClient(api_key=api_key, api_url=settings.api_url)
+            except AttributeError:
+                # The SDK's own crash when the server vanished mid-construction.
+                raise TransientRemoteError(
+                    f"cannot reach {settings.api_url}: connection lost"
+                ) from None
+            except (sdk_errors.SegmentsError, requests.RequestException) as exc:
+                # The probe just accepted the key, so this is the server failing (the SDK
+                # reports any error status here as "did you use the right API key?"): retry,
+                # and the next probe tells a refused key apart.
+                raise TransientRemoteError(
+                    f"cannot connect to {settings.api_url}: {_message(exc)}"
+                ) from None
 
         try:
-            retrying(settings, "connect")(ping)
+            client = retrying(settings, "connect")(open_client)
         finally:
             probe.close()
-        try:
-            client = SegmentsClient(api_key=api_key, api_url=settings.api_url)
-        except (sdk_errors.SegmentsError, requests.RequestException, AttributeError) as exc:
-            # AttributeError: the SDK's own crash when the server vanished mid-construction.
-            raise TransientRemoteError(f"cannot connect to {settings.api_url}: {exc}") from None
         return cls(client, settings)
 
     def call(self, what: str, fn: Callable[[], T]) -> T:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prelabel.config import Settings
 from prelabel.encode import encode_label, label_attributes
@@ -23,7 +24,6 @@ from prelabel.errors import (
     RemoteError,
     TransientRemoteError,
 )
-from prelabel.pipeline.pipeline import Pipeline
 from prelabel.progress import NullProgress, Progress
 from prelabel.report import ReportWriter, RunSummary, SampleOutcome
 from prelabel.segments_client import BITMAP_TASK_TYPES, DatasetInfo, SampleRef, SegmentsApi
@@ -31,6 +31,11 @@ from prelabel.source import load_image, select_samples
 from prelabel.state import LABELED, UPLOADED, StateStore
 from prelabel.taxonomy import Taxonomy, build_taxonomy, categories_from_task_attributes
 from prelabel.upload import PendingLabel, upload_asset, write_label
+
+if TYPE_CHECKING:
+    # Importing the pipeline imports torch and transformers (seconds): only when a model is
+    # needed, so a refused key or a wrong dataset is reported at once.
+    from prelabel.pipeline.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ def main(verbose: int) -> None:
 
 def _register() -> None:
     from prelabel.cli.emulator import emulator
+    from prelabel.cli.evaluate import evaluate
     from prelabel.cli.models import models
     from prelabel.cli.predict import predict
     from prelabel.cli.run import run
@@ -38,6 +39,7 @@ def _register() -> None:
     main.add_command(models)
     main.add_command(predict)
     main.add_command(run)
+    main.add_command(evaluate)
     main.add_command(emulator)
 
 

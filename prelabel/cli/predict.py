@@ -82,12 +82,6 @@ def predict(
         pipeline = Pipeline.load(settings, models_dir)
     except PrelabelError as exc:
         raise UsageFailure(str(exc)) from None
-    if pipeline.models.is_tiny:
-        click.secho(
-            "warning: tiny random-weight models in use: the masks are meaningless",
-            fg="yellow",
-            err=True,
-        )
     report = predict_files(
         files,
         pipeline=pipeline,

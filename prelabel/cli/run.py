@@ -184,7 +184,6 @@ def execute(
 
     from prelabel.config import load_settings
     from prelabel.errors import AuthError, PrelabelError
-    from prelabel.pipeline.pipeline import Pipeline
     from prelabel.progress import TqdmProgress
     from prelabel.segments_client import SegmentsApi
     from prelabel.state import StateStore, default_state_dir
@@ -199,15 +198,13 @@ def execute(
     try:
         info, taxonomy = prepare(api, settings, options)
 
-        def load_pipeline() -> Pipeline:
-            pipeline = Pipeline.load(settings, models_dir)
-            if pipeline.models.is_tiny:
-                click.secho(
-                    "warning: tiny random-weight models in use: the masks are meaningless",
-                    fg="yellow",
-                    err=True,
-                )
-            return pipeline
+        def load_pipeline() -> Any:
+            # Imported here: torch and transformers take seconds, and a run that stops at a
+            # key or config problem, or has nothing to do, never needs them.
+            from prelabel.pipeline.pipeline import Pipeline
+
+            # Logs a warning when tiny random-weight models are in use.
+            return Pipeline.load(settings, models_dir)
 
         worker = DatasetWorker(
             api,
