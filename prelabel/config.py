@@ -95,12 +95,36 @@ class RemoteSettings(FrozenModel):
     max_image_bytes: int = Field(default=200_000_000, ge=1)
 
 
+class WorkerSettings(FrozenModel):
+    """How a run spreads its work: I/O threads around one inference stage.
+
+    ``overlapped`` (default) downloads and decodes images ahead of inference and uploads and
+    writes labels behind it, in thread pools with bounded queues, so API and storage latency
+    does not leave the model idle. ``sequential`` does one sample at a time (debugging, and the
+    baseline the throughput benchmark compares against).
+    """
+
+    engine: Literal["overlapped", "sequential"] = "overlapped"
+    #: Threads downloading and decoding images ahead of inference.
+    fetch_workers: int = Field(default=4, ge=1, le=64)
+    #: Decoded images waiting for inference at most (bounds memory).
+    prefetch: int = Field(default=8, ge=1, le=256)
+    #: Threads encoding, uploading and writing labels behind inference.
+    deliver_workers: int = Field(default=4, ge=1, le=64)
+    #: Predictions waiting for upload at most (bounds memory).
+    deliver_queue: int = Field(default=8, ge=1, le=256)
+    #: A worker's claim on a sample (see prelabel.state) lapses after this long, so samples of
+    #: a killed worker are picked up again; longer than one sample can take.
+    lease_s: float = Field(default=1800.0, gt=0)
+
+
 class Settings(FrozenModel):
     """Everything a run is configured with."""
 
     models: ModelSettings = ModelSettings()
     pipeline: PipelineSettings = PipelineSettings()
     remote: RemoteSettings = RemoteSettings()
+    worker: WorkerSettings = WorkerSettings()
     #: Overrides per category name (prompt, thresholds, ignore).
     categories: dict[str, CategoryOptions] = Field(default_factory=dict)
 

@@ -25,6 +25,8 @@ class SampleOutcome:
     reason: str | None = None
     segments: int | None = None
     score: float | None = None
+    #: A failure the server caused (timeouts, 5xx after retries): a rerun may well succeed.
+    transient: bool = False
 
 
 @dataclass

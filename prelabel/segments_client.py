@@ -306,6 +306,28 @@ class SegmentsApi:
         bitmap = getattr(label.attributes, "segmentation_bitmap", None)
         return LabelState(status=status, bitmap_url=getattr(bitmap, "url", None))
 
+    def label_bitmap(
+        self, sample_uuid: str, labelset: str
+    ) -> tuple[dict[int, int], str | None] | None:
+        """The label's annotations (object id -> category id) and bitmap URL, read-only.
+
+        ``None`` when the sample has no label in ``labelset``; the URL is ``None`` for a label
+        without a segmentation bitmap (e.g. only a status was set). Used by evaluation, which
+        compares a person's label with a prediction and must never write.
+        """
+        try:
+            label = self.call(
+                "read label", lambda: self._client.get_label(sample_uuid, labelset=labelset)
+            )
+        except NotFoundRemoteError:
+            return None
+        attributes = getattr(label, "attributes", None)
+        annotations = {
+            int(a.id): int(a.category_id) for a in getattr(attributes, "annotations", None) or ()
+        }
+        bitmap = getattr(attributes, "segmentation_bitmap", None)
+        return annotations, getattr(bitmap, "url", None)
+
     def upload_png(self, png: bytes, filename: str) -> str:
         """Upload an asset and return its URL. A retry may leave an unused asset behind."""
         asset = self.call(

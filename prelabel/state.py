@@ -8,6 +8,10 @@ Table ``samples`` has one row per ``(dataset, labelset, sample_uuid)`` with ``st
 - ``skipped`` / ``failed``: with ``reason``; both are retried by the next run (a skip's cause,
   e.g. a human label, is re-read from the server then).
 
+Table ``leases`` keeps two workers sharing this file (two ``prelabel sync`` processes on one
+machine) off the same sample: a worker claims a sample before working on it, and the claim
+expires after a time-to-live so a killed worker's samples are taken up again.
+
 Each transition is one committed transaction (WAL mode), so a ``kill -9`` at any instant leaves
 either the old or the new record. The server remains the source of truth: the worker re-reads a
 sample's label before writing, and a deleted state file only costs recomputation.
@@ -37,6 +41,14 @@ CREATE TABLE IF NOT EXISTS samples (
     reason TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
+    PRIMARY KEY (dataset, labelset, sample_uuid)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    dataset TEXT NOT NULL,
+    labelset TEXT NOT NULL,
+    sample_uuid TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL,
     PRIMARY KEY (dataset, labelset, sample_uuid)
 );
 """
@@ -145,6 +157,55 @@ class StateStore:
                 " stage=CASE WHEN stage IN ('uploaded', 'labeled') THEN stage ELSE 'failed' END",
                 (dataset, labelset, sample_uuid, sample_name, FAILED, reason, time.time()),
             )
+
+    def claim(
+        self, dataset: str, labelset: str, sample_uuid: str, owner: str, ttl_s: float
+    ) -> str | None:
+        """Take the lease on a sample; returns None on success, else the owner holding it.
+
+        One statement (an upsert whose update only applies when the lease is free, expired or
+        ours), so two processes racing for a sample cannot both win.
+        """
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO leases (dataset, labelset, sample_uuid, owner, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (dataset, labelset, sample_uuid) DO UPDATE SET"
+                " owner=excluded.owner, expires_at=excluded.expires_at"
+                " WHERE leases.owner=excluded.owner OR leases.expires_at < ?",
+                (dataset, labelset, sample_uuid, owner, now + ttl_s, now),
+            )
+            row = self._db.execute(
+                "SELECT owner FROM leases WHERE dataset=? AND labelset=? AND sample_uuid=?",
+                (dataset, labelset, sample_uuid),
+            ).fetchone()
+        holder = row[0] if row else None
+        return None if holder == owner else holder
+
+    def take_over(
+        self, dataset: str, labelset: str, sample_uuid: str, dead: str, owner: str, ttl_s: float
+    ) -> bool:
+        """Move a lease from an owner known to be dead to ``owner``; False if it changed hands."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE leases SET owner=?, expires_at=? WHERE dataset=? AND labelset=?"
+                " AND sample_uuid=? AND owner=?",
+                (owner, time.time() + ttl_s, dataset, labelset, sample_uuid, dead),
+            )
+        return cursor.rowcount == 1
+
+    def release(self, dataset: str, labelset: str, sample_uuid: str, owner: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM leases WHERE dataset=? AND labelset=? AND sample_uuid=? AND owner=?",
+                (dataset, labelset, sample_uuid, owner),
+            )
+
+    def release_all(self, owner: str) -> None:
+        """Drop every lease of a worker that is stopping (abandoned samples become free)."""
+        with self._lock:
+            self._db.execute("DELETE FROM leases WHERE owner=?", (owner,))
 
     def counts(self, dataset: str, labelset: str) -> dict[str, int]:
         with self._lock:

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
 
 from prelabel.cli.evaluate import evaluate
+from prelabel.emulator import Emulator
 from prelabel.evaluate import evaluate_coco_dirs
+from tests.connector_helpers import LABELING_PIPELINE, write_config
+from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY, png_bytes
 from tests.test_evaluate import GT_IMAGES, PRED_IMAGES, write_export
+from tests.test_evaluation_run import DATASET, add_labeled_sample, add_sample, demo_taxonomy
+
+if TYPE_CHECKING:
+    from prelabel.pipeline.loading import LoadedModels
 
 
 @pytest.fixture
@@ -127,3 +137,184 @@ def test_help_has_an_example() -> None:
     assert code == 0
     assert "Example:" in stdout
     assert "prelabel evaluate --predictions" in stdout
+
+
+# --dataset mode: against the emulator ----------------------------------------------------------
+
+
+@pytest.fixture
+def restore_log_record_factory() -> Iterator[None]:
+    """--dataset installs a key-redacting record factory process-wide; undo it after a test."""
+    factory = logging.getLogRecordFactory()
+    yield
+    logging.setLogRecordFactory(factory)
+
+
+@pytest.fixture
+def labeled_dataset(emulator: Emulator, tiny_models: LoadedModels) -> tuple[str, str]:
+    """``jane/eval`` with one sample labeled exactly as the tiny pipeline predicts it and one
+    unlabeled sample; returns the labeled sample's uuid and the name of its first category."""
+    from prelabel.pipeline.pipeline import Pipeline
+
+    emulator.create_dataset(DATASET, categories=list(DEMO_CATEGORIES))
+    taxonomy = demo_taxonomy()
+    pipeline = Pipeline(tiny_models, LABELING_PIPELINE)
+    labeled = add_labeled_sample(emulator, pipeline, taxonomy, "a.png", seed=1)
+    add_sample(emulator, "b.png", png_bytes(48, 32, seed=2))
+    first = taxonomy.category(labeled.prediction.segments[0].category_id)
+    return labeled.uuid, first.name
+
+
+def invoke_dataset(*args: str | Path, key: str | None = EMULATOR_API_KEY) -> tuple[int, str, str]:
+    env = {"SEGMENTS_API_KEY": key} if key is not None else {}
+    result = CliRunner().invoke(evaluate, [str(a) for a in args], env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("restore_log_record_factory")
+def test_dataset_mode_scores_human_labels_and_writes_json_in_the_current_folder(
+    emulator: Emulator,
+    labeled_dataset: tuple[str, str],
+    tiny_models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, category = labeled_dataset
+    config = write_config(tmp_path / "config.yaml")
+    monkeypatch.chdir(tmp_path)
+    emulator.clear_requests()
+
+    code, stdout, stderr = invoke_dataset(
+        "--dataset",
+        DATASET,
+        "--api-url",
+        emulator.url,
+        "--config",
+        config,
+        "--models",
+        tiny_models_dir,
+        "-q",
+    )
+
+    assert code == 0, stderr
+    rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.strip()}
+    assert rows[category][2:5] == ["100.0", "100.0", "100.0"]
+    assert rows["All"][1] == "100.0"
+    written = Path("evaluation-jane-eval.json")
+    assert f"wrote {written}" in stderr
+    document = json.loads((tmp_path / written).read_text())
+    assert document["dataset"] == DATASET and document["labelset"] == "ground-truth"
+    assert document["samples"] == {"evaluated": 1, "failed": 0, "not_human_labeled": 1}
+    assert document["failures"] == [] and document["images"] == 1
+    assert document["overall"]["pq"] == 1.0
+    assert document["pipeline"]["box_threshold"] == 0.0
+    assert {r.method for r in emulator.requests} == {"GET"}
+    assert emulator.label_write_counts() == {}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("restore_log_record_factory")
+def test_dataset_mode_exits_1_and_lists_samples_it_could_not_evaluate(
+    emulator: Emulator,
+    labeled_dataset: tuple[str, str],
+    tiny_models_dir: Path,
+    tmp_path: Path,
+) -> None:
+    broken = add_sample(emulator, "broken.png", png_bytes(48, 32, seed=3))
+    emulator.set_label_status(broken, "ground-truth", "REVIEWED")
+    out = tmp_path / "pq.json"
+
+    code, stdout, stderr = invoke_dataset(
+        "--dataset",
+        DATASET,
+        "--api-url",
+        emulator.url,
+        "--config",
+        write_config(tmp_path / "config.yaml"),
+        "--models",
+        tiny_models_dir,
+        "--out",
+        out,
+        "-q",
+    )
+
+    assert code == 1, stderr
+    assert "All" in stdout
+    assert "1 samples could not be evaluated" in stderr
+    document = json.loads(out.read_text())
+    assert document["samples"] == {"evaluated": 1, "failed": 1, "not_human_labeled": 1}
+    assert document["failures"] == [
+        {
+            "sample_uuid": broken,
+            "sample_name": "broken.png",
+            "reason": "the label has no segmentation bitmap",
+        }
+    ]
+
+
+@pytest.mark.usefixtures("restore_log_record_factory")
+def test_dataset_mode_without_a_key_exits_2_before_any_request(emulator: Emulator) -> None:
+    code, stdout, stderr = invoke_dataset("--dataset", DATASET, "--api-url", emulator.url, key=None)
+
+    assert code == 2
+    assert stdout == ""
+    assert "SEGMENTS_API_KEY" in stderr and len(stderr.strip().splitlines()) == 1
+    assert emulator.requests == []
+
+
+@pytest.mark.usefixtures("restore_log_record_factory")
+def test_dataset_mode_names_a_missing_labelset(emulator: Emulator) -> None:
+    emulator.create_dataset(DATASET, categories=list(DEMO_CATEGORIES))
+
+    code, _, stderr = invoke_dataset(
+        "--dataset", DATASET, "--api-url", emulator.url, "--labelset", "nope"
+    )
+
+    assert code == 2
+    assert "has no labelset 'nope'" in stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["--dataset", "jane/eval", "--predictions", "{pred}"],
+            "not both",
+            id="both-modes",
+        ),
+        pytest.param(
+            ["--dataset", "jane/eval", "--ground-truth", "{gt}"],
+            "not both",
+            id="dataset-and-ground-truth",
+        ),
+        pytest.param([], "give --dataset OWNER/NAME", id="no-mode"),
+        pytest.param(
+            ["--predictions", "{pred}", "--ground-truth", "{gt}", "--limit", "3"],
+            "--limit only apply with --dataset",
+            id="dataset-option-in-local-mode",
+        ),
+        pytest.param(["--dataset", "no-owner"], "OWNER/NAME", id="bad-dataset-name"),
+    ],
+)
+def test_modes_are_exclusive_and_checked_before_the_key(
+    exports: tuple[Path, Path], args: list[str], message: str
+) -> None:
+    pred_dir, gt_dir = exports
+    filled = [a.format(pred=pred_dir, gt=gt_dir) for a in args]
+
+    code, stdout, stderr = invoke_dataset(*filled, key=None)
+
+    assert code == 2
+    assert stdout == ""
+    assert message in stderr and "SEGMENTS_API_KEY" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+
+
+def test_help_shows_the_dataset_mode() -> None:
+    wide = {"terminal_width": 200, "max_content_width": 200}  # no wrapping inside the names
+    result = CliRunner().invoke(evaluate, ["--help"], **wide)
+    code, stdout = result.exit_code, result.stdout
+    assert code == 0
+    assert "prelabel evaluate --dataset" in stdout
+    assert "evaluation-OWNER-NAME.json" in stdout

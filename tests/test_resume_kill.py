@@ -160,11 +160,17 @@ def test_kill_9_at_any_point_then_rerun_writes_each_label_exactly_once(
         assert stage == UPLOADED and asset0
         assert label_uploads() == 1 and emulator.label_write_counts() == {}
 
-        # 4. Killed after some labels were written: s3's image download hangs.
+        # 4. Killed after some labels were written, with s3's image download hanging.
         image3 = url_path(images[3])
         emulator.set_faults([FaultRule(path=image3, method="GET", hang_rate=1.0, hang_s=HANG)])
         emulator.clear_requests()
-        runner.kill_when(runner.start(), runner.hung("GET", image3), "s3's image download")
+        # The overlapped engine downloads ahead, so s3's download may hang before s0-s2 are
+        # written: wait for both.
+        runner.kill_when(
+            runner.start(),
+            lambda: runner.hung("GET", image3)() and len(emulator.label_write_counts()) == 3,
+            "s3's hung download and three label writes",
+        )
         assert emulator.label_write_counts() == {(u, GT): 1 for u in s[:3]}
         assert label_uploads() == 3  # s0's asset was reused, not uploaded again
         assert emulator.get_label(s[0])["attributes"]["segmentation_bitmap"]["url"] == asset0

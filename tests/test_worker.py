@@ -549,7 +549,8 @@ def test_a_server_that_stops_answering_ends_the_run_cleanly(
 
     assert "rerun to resume" in str(raised.value)
     report = read_report(tmp_path / "out" / "report.json")  # closed, valid JSON
-    assert [o["result"] for o in report["samples"]] == ["failed", "failed"]
+    assert [o["result"] for o in report["samples"]] == ["failed", "failed", "failed"]
+    assert all(o["transient"] for o in report["samples"])
     # Each label re-read: its own 2 attempts, not multiplied by the write loop's.
     hung = requests_matching(emulator, "GET", "/labels/", fault="hang")
     assert len(hung) == 3 * 2

@@ -1,21 +1,74 @@
 """``prelabel evaluate``: panoptic quality of predictions against human labels.
 
-Local mode only in this build: two COCO-panoptic exports on disk. Nothing is uploaded.
+Two modes, exactly one per call: ``--dataset`` predicts on a Segments.ai dataset's
+human-labeled samples and scores against those labels (read-only, nothing is uploaded);
+``--predictions`` with ``--ground-truth`` compares two COCO-panoptic exports on disk.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from prelabel.cli._common import UsageFailure, quiet_option
+from prelabel.cli._common import (
+    UsageFailure,
+    config_option,
+    device_option,
+    models_option,
+    quiet_option,
+)
+from prelabel.cli.run import apply_overrides, install_redaction, read_api_key
 
 #: Name of the result file written beside the predictions' JSON unless --out says otherwise.
 DEFAULT_RESULT_NAME = "evaluation.json"
+#: Result file of --dataset mode, in the current folder: evaluation-OWNER-NAME.json.
+DEFAULT_DATASET_RESULT = "evaluation-{owner}-{name}.json"
+#: Labelset read in --dataset mode unless --labelset names another.
+DEFAULT_LABELSET = "ground-truth"
+
+_SHOWN_DATASET_RESULT = DEFAULT_DATASET_RESULT.format(owner="OWNER", name="NAME")
+_DATASET = re.compile(r"([^/\s]+)/([^/\s]+)")
+_UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @click.command()
+@click.option(
+    "--dataset",
+    default=None,
+    help="Evaluate on this Segments.ai dataset (OWNER/NAME): predict on every sample whose "
+    "label is LABELED, REVIEWED or VERIFIED and score against that label. Read-only.",
+)
+@click.option(
+    "--labelset",
+    default=None,
+    help=f"With --dataset: the labelset holding the human labels (default {DEFAULT_LABELSET}).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --dataset: evaluate at most N human-labeled samples (oldest first).",
+)
+@click.option(
+    "--api-url",
+    default=None,
+    help="With --dataset: API base URL (default https://api.segments.ai/, or remote.api_url in "
+    "the config). Point it at `prelabel emulator` to try things without an account.",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="With --dataset: file holding the API key. Default: the SEGMENTS_API_KEY environment "
+    "variable.",
+)
+@models_option
+@config_option
+@device_option
 @click.option(
     "--predictions",
     "predictions_path",
@@ -37,11 +90,20 @@ DEFAULT_RESULT_NAME = "evaluation.json"
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help=f"Result JSON. Default: {DEFAULT_RESULT_NAME} beside the predictions' JSON, so the "
-    "score stays with the run it scores.",
+    help=f"Result JSON. Default with --dataset: {_SHOWN_DATASET_RESULT} in the current folder;"
+    f" with --predictions: {DEFAULT_RESULT_NAME} beside the predictions' "
+    "JSON, so the score stays with the run it scores.",
 )
 @quiet_option
 def evaluate(
+    dataset: str | None,
+    labelset: str | None,
+    limit: int | None,
+    api_url: str | None,
+    api_key_file: Path | None,
+    models_dir: Path | None,
+    config_path: Path | None,
+    device: str | None,
     predictions_path: Path | None,
     ground_truth_path: Path | None,
     out_path: Path | None,
@@ -52,13 +114,173 @@ def evaluate(
     COCO panopticapi's definition: a predicted and a labeled segment of one category match at
     IoU > 0.5; unlabeled pixels are ignored. Prints a table (each category, then the means over
     all categories, things and stuff, in percent) and writes the numbers as JSON. Use it to
-    tune thresholds and prompts before a run. Exit code 2 for unusable input.
+    tune thresholds and prompts before a run.
+
+    With --dataset, the pipeline predicts on the samples a person has labeled and nothing is
+    uploaded. Categories the config ignores are not evaluated (their labeled pixels count as
+    unlabeled). A sample that cannot be evaluated (missing bitmap, unreadable image) is logged,
+    listed under "failures" in the JSON, and the rest goes on.
+
+    Exit code 0 on success, 1 when some dataset samples could not be evaluated (the scores
+    cover the others), 2 for usage, config, key or model problems and unusable exports.
 
     \b
     Example:
+      export SEGMENTS_API_KEY=...   # never printed or logged
+      prelabel evaluate --dataset jane/streets --config configs/default.yaml --limit 50
       prelabel predict photos/ --categories cats.yaml --out pred/
       prelabel evaluate --predictions pred/ --ground-truth labels-export/ --out pq.json
     """
+    if dataset is not None:
+        if predictions_path is not None or ground_truth_path is not None:
+            raise UsageFailure(
+                "give either --dataset OWNER/NAME or --predictions PATH with --ground-truth "
+                "PATH, not both"
+            )
+        _evaluate_dataset(
+            dataset,
+            labelset=labelset or DEFAULT_LABELSET,
+            limit=limit,
+            api_url=api_url,
+            api_key_file=api_key_file,
+            models_dir=models_dir,
+            config_path=config_path,
+            device=device,
+            out_path=out_path,
+            quiet=quiet,
+        )
+        return
+    if predictions_path is None and ground_truth_path is None:
+        raise UsageFailure(
+            "give --dataset OWNER/NAME to evaluate on a dataset's human labels, or "
+            "--predictions PATH and --ground-truth PATH to compare two exports"
+        )
+    dataset_only = {
+        "--labelset": labelset,
+        "--limit": limit,
+        "--api-url": api_url,
+        "--api-key-file": api_key_file,
+        "--models": models_dir,
+        "--config": config_path,
+        "--device": device,
+    }
+    given = [name for name, value in dataset_only.items() if value is not None]
+    if given:
+        raise UsageFailure(f"{', '.join(given)} only apply with --dataset")
+    if predictions_path is None or ground_truth_path is None:
+        raise UsageFailure("give both --predictions PATH and --ground-truth PATH")
+    _evaluate_exports(predictions_path, ground_truth_path, out_path=out_path, quiet=quiet)
+
+
+def default_dataset_result(dataset: str) -> Path:
+    """``evaluation-OWNER-NAME.json`` in the current folder, odd characters replaced."""
+    owner, _, name = dataset.partition("/")
+    return Path(
+        DEFAULT_DATASET_RESULT.format(
+            owner=_UNSAFE_IN_FILENAME.sub("_", owner), name=_UNSAFE_IN_FILENAME.sub("_", name)
+        )
+    )
+
+
+def _evaluate_dataset(
+    dataset: str,
+    *,
+    labelset: str,
+    limit: int | None,
+    api_url: str | None,
+    api_key_file: Path | None,
+    models_dir: Path | None,
+    config_path: Path | None,
+    device: str | None,
+    out_path: Path | None,
+    quiet: bool,
+) -> None:
+    """Connect, check the dataset and config, load the models, evaluate, print and write.
+
+    Checks run cheapest first (as in ``prelabel run``): a bad key or dataset is reported
+    before seconds go into loading the models.
+    """
+    if not _DATASET.fullmatch(dataset):
+        raise UsageFailure(f"--dataset must be OWNER/NAME, got {dataset!r}")
+    key = read_api_key(api_key_file)
+    install_redaction(key)
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from prelabel.config import load_settings
+    from prelabel.errors import PrelabelError
+    from prelabel.evaluate import format_table, write_result
+    from prelabel.evaluation_run import (
+        HUMAN_LABEL_STATUSES,
+        evaluate_dataset,
+        evaluated_categories,
+    )
+    from prelabel.progress import TqdmProgress
+    from prelabel.segments_client import SegmentsApi
+    from prelabel.worker import RunOptions, prepare
+
+    try:
+        settings = apply_overrides(load_settings(config_path), api_url=api_url, device=device)
+        api = SegmentsApi.connect(key, settings.remote)
+    except PrelabelError as exc:
+        raise UsageFailure(str(exc)) from None
+    try:
+        _, taxonomy = prepare(api, settings, RunOptions(dataset=dataset, labelset=labelset))
+        # Imported here: torch and transformers take seconds.
+        from prelabel.pipeline.pipeline import Pipeline
+
+        pipeline = Pipeline.load(settings, models_dir)
+        with logging_redirect_tqdm():
+            evaluation = evaluate_dataset(
+                api,
+                pipeline,
+                taxonomy,
+                dataset=dataset,
+                labelset=labelset,
+                limit=limit,
+                max_image_pixels=settings.pipeline.max_image_pixels,
+                progress=TqdmProgress(disable=quiet),
+            )
+        evaluated = {c.id for c in evaluated_categories(taxonomy)}
+        meta: dict[str, Any] = {
+            "dataset": dataset,
+            "labelset": labelset,
+            "label_statuses": sorted(HUMAN_LABEL_STATUSES),
+            "limit": limit,
+            "config": None if config_path is None else str(config_path),
+            # The thresholds scored, so results of two configs can be told apart later.
+            "pipeline": settings.pipeline.model_dump(mode="json"),
+            "ignored_categories": [c.name for c in taxonomy.categories if c.id not in evaluated],
+            **evaluation.as_meta(),
+        }
+        out = out_path or default_dataset_result(dataset)
+        write_result(evaluation.result, out, meta=meta)
+    except PrelabelError as exc:
+        raise UsageFailure(str(exc)) from None
+    finally:
+        api.close()
+    click.echo(format_table(evaluation.result))
+    if evaluation.result.images == 0 and not evaluation.failures:
+        click.echo(
+            f"no sample of {dataset} has a human label ({', '.join(sorted(HUMAN_LABEL_STATUSES))})"
+            f" in labelset {labelset!r}: nothing was evaluated",
+            err=True,
+        )
+    if evaluation.failures:
+        click.echo(
+            f"{len(evaluation.failures)} samples could not be evaluated and are left out of the "
+            f"scores; reasons under 'failures' in {out}",
+            err=True,
+        )
+    click.echo(f"wrote {out}", err=True)
+    if evaluation.failures:
+        sys.exit(1)
+
+
+def _evaluate_exports(
+    predictions_path: Path, ground_truth_path: Path, *, out_path: Path | None, quiet: bool
+) -> None:
+    """Local mode: two COCO-panoptic exports on disk."""
     from prelabel.errors import PrelabelError
     from prelabel.evaluate import (
         evaluate_coco_dirs,
@@ -68,8 +290,6 @@ def evaluate(
     )
     from prelabel.progress import TqdmProgress
 
-    if predictions_path is None or ground_truth_path is None:
-        raise UsageFailure("give both --predictions PATH and --ground-truth PATH")
     try:
         predictions = locate_coco_panoptic(predictions_path)
         ground_truth = locate_coco_panoptic(ground_truth_path)

@@ -179,51 +179,53 @@ def execute(
     device: str | None,
     quiet: bool,
 ) -> Any:
-    """Shared by run and sync: settings, connection, checks, then the worker."""
+    """Settings, state and progress around :func:`prelabel.worker.run_dataset`."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from prelabel.config import load_settings
-    from prelabel.errors import AuthError, PrelabelError
+    from prelabel.errors import PrelabelError
     from prelabel.progress import TqdmProgress
-    from prelabel.segments_client import SegmentsApi
     from prelabel.state import StateStore, default_state_dir
-    from prelabel.worker import DatasetWorker, prepare
+    from prelabel.worker import run_dataset
 
     try:
         settings = apply_overrides(load_settings(config_path), api_url=api_url, device=device)
-        api = SegmentsApi.connect(key, settings.remote)
     except PrelabelError as exc:
         raise UsageFailure(str(exc)) from None
     state = StateStore.in_dir(state_dir or default_state_dir())
     try:
-        info, taxonomy = prepare(api, settings, options)
-
-        def load_pipeline() -> Any:
-            # Imported here: torch and transformers take seconds, and a run that stops at a
-            # key or config problem, or has nothing to do, never needs them.
-            from prelabel.pipeline.pipeline import Pipeline
-
-            # Logs a warning when tiny random-weight models are in use.
-            return Pipeline.load(settings, models_dir)
-
-        worker = DatasetWorker(
-            api,
-            settings,
-            options,
-            taxonomy,
-            state,
-            load_pipeline,
-            expected_samples=info.samples_count,
-        )
         with logging_redirect_tqdm():
-            return worker.run(TqdmProgress(disable=quiet))
-    except AuthError as exc:
-        raise UsageFailure(str(exc)) from None
+            return run_dataset(
+                key,
+                settings,
+                options,
+                state=state,
+                load_pipeline=pipeline_loader(settings, models_dir),
+                progress=TqdmProgress(disable=quiet),
+            )
     except PrelabelError as exc:
         raise UsageFailure(str(exc)) from None
     finally:
         state.close()
-        api.close()
+
+
+def pipeline_loader(settings: Any, models_dir: Path | None) -> Callable[[], Any]:
+    """A loader that builds the pipeline on first call and returns the same one after.
+
+    torch and transformers are imported only then: a run that stops at a key or config
+    problem, or has nothing to do, never needs them.
+    """
+    loaded: list[Any] = []
+
+    def load() -> Any:
+        if not loaded:
+            from prelabel.pipeline.pipeline import Pipeline
+
+            # Logs a warning when tiny random-weight models are in use.
+            loaded.append(Pipeline.load(settings, models_dir))
+        return loaded[0]
+
+    return load
 
 
 def apply_overrides(settings: Any, *, api_url: str | None, device: str | None) -> Any:

@@ -1,0 +1,118 @@
+"""A long-running worker: pre-label what arrived since the last cycle, every interval.
+
+Each cycle is exactly ``prelabel run`` (same selection, safety rules and resume state), so a
+sample uploaded between cycles is picked up by the next one. Stopping (SIGTERM, SIGINT) is
+cooperative: the worker starts no new sample, lets uploads in flight finish, and the loop
+returns, so nothing is half-written and the state file stays consistent. When the API fails, the
+next attempt comes sooner than the interval but backs off exponentially, with jitter so that
+several workers do not retry in step.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+from prelabel.errors import AuthError, ConfigError, RemoteError
+from prelabel.report import RunSummary
+
+logger = logging.getLogger(__name__)
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$", re.IGNORECASE)
+_UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0}
+
+
+def parse_interval(text: str) -> float:
+    """``"10m"`` -> 600.0; accepts s, m, h suffixes or plain seconds."""
+    match = _INTERVAL.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"interval {text!r} is not a positive duration like 30s, 10m or 1h")
+    unit = match.group(2).lower() if match.group(2) else None
+    return float(match.group(1)) * _UNIT_S[unit]
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    interval_s: float
+    once: bool = False
+    #: First wait after a failed cycle; doubles per failure, up to ``max(interval, 5 min)``.
+    backoff_initial_s: float = 5.0
+    jitter: float = 0.1
+
+    def delay_after_failure(self, failures: int, rng: random.Random) -> float:
+        cap = max(self.interval_s, 300.0)
+        base = min(cap, self.backoff_initial_s * 2 ** (failures - 1))
+        return base * (1 + rng.uniform(0, self.jitter * 2))
+
+    def delay_after_success(self, rng: random.Random) -> float:
+        return self.interval_s * (1 + rng.uniform(-self.jitter, self.jitter))
+
+
+class StopSignal:
+    """Set by SIGTERM or SIGINT; the worker polls it between samples."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.event.is_set():
+            return
+        logger.warning(
+            "%s received: finishing the samples in flight, then stopping",
+            signal.Signals(signum).name,
+        )
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+def sync_loop(
+    cycle: Callable[[Callable[[], bool]], RunSummary],
+    policy: SyncPolicy,
+    stop: StopSignal,
+    *,
+    rng: random.Random | None = None,
+    on_summary: Callable[[RunSummary], None] = lambda _summary: None,
+) -> RunSummary | None:
+    """Run ``cycle(should_stop)`` until stopped (or once); returns the last cycle's summary.
+
+    Key, config and dataset errors end the loop (they will not fix themselves); server and
+    network errors are logged and retried with backoff. With ``policy.once`` a failing cycle
+    raises, so cron sees a non-zero exit.
+    """
+    rng = rng or random.Random()
+    failures = 0
+    last: RunSummary | None = None
+    while not stop.is_set():
+        try:
+            last = cycle(stop.is_set)
+        except (AuthError, ConfigError):
+            raise
+        except RemoteError as exc:
+            if policy.once:
+                raise
+            failures += 1
+            delay = policy.delay_after_failure(failures, rng)
+            logger.warning(
+                "sync cycle failed (%d in a row): %s; next try in %.0f s", failures, exc, delay
+            )
+        else:
+            failures = 0
+            on_summary(last)
+            if policy.once:
+                break
+            delay = policy.delay_after_success(rng)
+            logger.info("next cycle in %.0f s", delay)
+        stop.event.wait(delay)
+    return last
