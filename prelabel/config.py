@@ -34,6 +34,9 @@ class ModelSettings(FrozenModel):
     clipseg: str = "CIDAS/clipseg-rd64-refined"
     device: DeviceName = "auto"
     dtype: DtypeName = "auto"
+    #: torch.compile the fixed-shape image encoders (SAM, CLIPSeg vision). Pays off on a GPU
+    #: over many images; the first images are slow while it compiles.
+    compile: bool = False
 
 
 class CategoryOptions(FrozenModel):
@@ -109,6 +112,9 @@ class WorkerSettings(FrozenModel):
     fetch_workers: int = Field(default=4, ge=1, le=64)
     #: Decoded images waiting for inference at most (bounds memory).
     prefetch: int = Field(default=8, ge=1, le=256)
+    #: Images per Grounding DINO and SAM encoder call (overlapped engine). Above 1 helps a GPU;
+    #: on a CPU it gains nothing. Prefetch should be at least this.
+    batch_size: int = Field(default=1, ge=1, le=64)
     #: Threads encoding, uploading and writing labels behind inference.
     deliver_workers: int = Field(default=4, ge=1, le=64)
     #: Predictions waiting for upload at most (bounds memory).

@@ -3,8 +3,9 @@
 Per sample the worker's steps are begin -> fetch -> infer -> deliver (see
 :class:`prelabel.worker.DatasetWorker`). Here ``begin + fetch`` (state lookup, download,
 decode) run in a fetch pool up to ``prefetch`` samples ahead, ``infer`` runs on the calling
-thread one sample at a time (one model, one device), and ``deliver`` (encode, upload, re-read,
-write) runs in a deliver pool with at most ``deliver_queue`` samples in flight.
+thread (one model, one device) on ``batch_size`` samples per model call, and ``deliver``
+(encode, upload, re-read, write) runs in a deliver pool with at most ``deliver_queue`` samples
+in flight.
 
 Why it cannot deadlock: no thread ever waits on a queue another stage fills. The calling thread
 only waits on futures, and every future finishes on its own (the steps never raise for a
@@ -39,6 +40,8 @@ class Steps(Protocol):
     def fetch(self, job: Job) -> Job: ...
 
     def infer(self, job: Job) -> Job: ...
+
+    def infer_batch(self, jobs: list[Job]) -> list[Job]: ...
 
     def deliver(self, job: Job) -> SampleOutcome: ...
 
@@ -87,12 +90,15 @@ def run_overlapped(
                     future.cancel()
                 fetching.clear()
                 break
-            job = fetching.popleft().result()
+            # Up to batch_size samples in order; with batch_size 1 this is one sample.
+            batch = [fetching.popleft().result()]
+            while fetching and len(batch) < settings.batch_size:
+                batch.append(fetching.popleft().result())
             refill()
-            job = steps.infer(job)
-            while len(delivering) >= settings.deliver_queue:
-                collect(block=True)
-            delivering.add(deliver_pool.submit(steps.deliver, job))
+            for job in steps.infer_batch(batch) if len(batch) > 1 else [steps.infer(batch[0])]:
+                while len(delivering) >= settings.deliver_queue:
+                    collect(block=True)
+                delivering.add(deliver_pool.submit(steps.deliver, job))
             collect(block=False)
         while delivering:
             collect(block=True)

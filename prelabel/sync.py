@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from prelabel.errors import AuthError, ConfigError, RemoteError
+from prelabel.errors import AuthError, ConfigError, NotFoundRemoteError, RemoteError
 from prelabel.report import RunSummary
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,9 @@ class SyncPolicy:
 
     def delay_after_failure(self, failures: int, rng: random.Random) -> float:
         cap = max(self.interval_s, 300.0)
-        base = min(cap, self.backoff_initial_s * 2 ** (failures - 1))
+        # The exponent is bounded: 2 ** 1024 no longer converts to a float (OverflowError
+        # after about three days of a failing API at the 5 min cap).
+        base = min(cap, self.backoff_initial_s * 2 ** min(failures - 1, 64))
         return base * (1 + rng.uniform(0, self.jitter * 2))
 
     def delay_after_success(self, rng: random.Random) -> float:
@@ -97,8 +99,8 @@ def sync_loop(
     while not stop.is_set():
         try:
             last = cycle(stop.is_set)
-        except (AuthError, ConfigError):
-            raise
+        except (AuthError, ConfigError, NotFoundRemoteError):
+            raise  # a refused key, a bad config, a missing dataset: retrying cannot help
         except RemoteError as exc:
             if policy.once:
                 raise

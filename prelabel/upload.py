@@ -43,7 +43,7 @@ class WriteResult:
 
 def upload_asset(
     api: SegmentsApi,
-    state: StateStore,
+    state: StateStore | None,
     *,
     dataset: str,
     labelset: str,
@@ -51,13 +51,19 @@ def upload_asset(
     sample_name: str,
     encoded: EncodedLabel,
 ) -> PendingLabel:
-    """Upload the bitmap and record it before any label write refers to it."""
+    """Upload the bitmap and record it before any label write refers to it.
+
+    ``state`` is None where the caller records state itself (the Ray engine's upload stage runs
+    on machines without the driver's state file and reports the URL back instead).
+    """
     url = api.upload_png(encoded.png, f"{sample_uuid}.png")
     pending = PendingLabel(
         asset_url=url,
         attributes=label_attributes(encoded.annotations, url),
         score=encoded.score,
     )
+    if state is None:
+        return pending
     state.mark_uploaded(
         dataset,
         labelset,

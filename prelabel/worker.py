@@ -241,6 +241,23 @@ class DatasetWorker:
         """Predict the panoptic map (the one stage that uses the model)."""
         return self._guard(job, self._infer)
 
+    def infer_batch(self, jobs: list[Job]) -> list[Job]:
+        """:meth:`infer` for several jobs in one model call; if the batch fails, each job is
+        retried alone so one odd image fails only itself."""
+        todo = [j for j in jobs if j.outcome is None and j.pending is None and j.image is not None]
+        if len(todo) < 2:
+            return [self.infer(job) for job in jobs]
+        try:
+            predictions = self.pipeline.predict_batch([j.image for j in todo], self.taxonomy)
+        except (ModelLoadError, AuthError):
+            raise
+        except (PrelabelError, OSError, ValueError, RuntimeError) as exc:
+            logger.warning("batch of %d failed (%s); predicting one by one", len(todo), exc)
+            return [self.infer(job) for job in jobs]
+        for job, prediction in zip(todo, predictions, strict=True):
+            job.prediction, job.image = prediction, None
+        return jobs
+
     def deliver(self, job: Job) -> SampleOutcome:
         """Encode, upload, re-read and write the label, record state (I/O: thread pool)."""
         try:

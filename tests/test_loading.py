@@ -262,3 +262,16 @@ def test_explicit_dtypes() -> None:
     assert resolve_dtype("float32", torch.device("cuda")) == torch.float32
     with pytest.raises(ConfigError, match="unknown dtype 'half'"):
         resolve_dtype("half", torch.device("cpu"))
+
+
+def test_attention_uses_sdpa_where_the_model_supports_it(tiny_models: object) -> None:
+    assert tiny_models.sam.config._attn_implementation == "sdpa"
+    assert tiny_models.clipseg.config._attn_implementation == "sdpa"
+
+
+def test_compile_wraps_the_fixed_shape_encoders(tiny_models_dir: Path) -> None:
+    import torch
+
+    models = load_models(ModelSettings(device="cpu", compile=True), tiny_models_dir)
+    assert isinstance(models.sam.vision_encoder, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(models.clipseg.clip.vision_model, torch._dynamo.eval_frame.OptimizedModule)

@@ -104,8 +104,13 @@ def test_large_image_is_processed_downscaled_and_returned_full_size(tiny_models:
     small = Pipeline(tiny_models, settings)
     taxonomy = build_taxonomy(CATEGORIES, {}, settings)
     embedded: list[tuple[int, int]] = []
-    real_embed = small.segmenter.embed
-    small.segmenter.embed = lambda image: (embedded.append(image.size), real_embed(image))[1]
+    real_embed = small.segmenter.embed_batch
+
+    def spy(images: list[Image.Image]) -> object:
+        embedded.extend(image.size for image in images)
+        return real_embed(images)
+
+    small.segmenter.embed_batch = spy
     prediction = small.predict(_image(256, 128), taxonomy)
     assert embedded == [(64, 32)]  # the models saw the downscaled image
     _check_contract(prediction, (256, 128))
@@ -159,3 +164,33 @@ def test_many_thing_prompts_split_by_the_token_limit(pipeline: Pipeline) -> None
     )
     assert set(found.category_ids.tolist()) <= {c.id for c in cats}
     assert len(found) > 0
+
+
+def test_a_batch_of_same_size_images_predicts_what_single_images_predict(
+    pipeline: Pipeline,
+) -> None:
+    taxonomy = build_taxonomy(CATEGORIES, {}, OPEN)
+    images = [_image(96, 64, seed=seed) for seed in (1, 2, 3)]
+    passes = pipeline.segmenter.encoder_passes
+    batch = pipeline.predict_batch(images, taxonomy)
+    assert pipeline.segmenter.encoder_passes - passes == 3  # one pass per image, one call
+    for image, batched in zip(images, batch, strict=True):
+        single = pipeline.predict(image, taxonomy)
+        assert (batched.id_map == single.id_map).mean() > 0.999
+        assert [s.category_id for s in batched.segments] == [s.category_id for s in single.segments]
+
+
+def test_a_batch_of_mixed_sizes_keeps_each_image_size(pipeline: Pipeline) -> None:
+    """Grounding DINO pads a mixed batch, which moves random-weight boxes a little, so only
+    the contract is compared; SAM pads every image to 1024 anyway, so its embeddings match."""
+    taxonomy = build_taxonomy(CATEGORIES, {}, OPEN)
+    images = [_image(96, 64, seed=1), _image(64, 80, seed=2), _image(50, 50, seed=3)]
+    for image, batched in zip(images, pipeline.predict_batch(images, taxonomy), strict=True):
+        _check_contract(batched, image.size)
+    embeddings = pipeline.segmenter.embed_batch(images)
+    for image, embedding in zip(images, embeddings, strict=True):
+        single = pipeline.segmenter.embed(image)
+        assert embedding.original_size == single.original_size
+        np.testing.assert_allclose(
+            embedding.embeddings.numpy(), single.embeddings.numpy(), rtol=1e-4, atol=1e-5
+        )

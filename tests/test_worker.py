@@ -685,3 +685,38 @@ def test_prepare_refuses_a_missing_labelset_or_no_categories(
         _prepare(emulator, seeded_dataset.full_name, labelset="predictions")
     with pytest.raises(ConfigError, match="no categories"):
         _prepare(emulator, "jane/empty")
+
+
+def test_batched_inference_labels_every_sample_once_and_isolates_a_bad_image(
+    emulator: Emulator, seeded_dataset: SeededDataset, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    from prelabel.config import WorkerSettings
+
+    bad = emulator.add_image_sample(
+        seeded_dataset.full_name, "zz-corrupt.png", emulator.add_asset(b"not a png", "c.png")
+    )
+    settings = make_settings(emulator.url).model_copy(
+        update={"worker": WorkerSettings(batch_size=3, prefetch=6)}
+    )
+    calls: list[int] = []
+    real = pipeline.predict_batch
+
+    def spy(images: list[Image.Image], taxonomy: Taxonomy) -> list[PanopticPrediction]:
+        calls.append(len(images))
+        return real(images, taxonomy)
+
+    pipeline.predict_batch = spy  # type: ignore[method-assign]
+    try:
+        result = run_worker(
+            emulator, tmp_path, pipeline, seeded_dataset.full_name, settings=settings
+        )
+    finally:
+        del pipeline.predict_batch
+    assert max(calls) > 1  # the model really saw batches
+    assert {u: o["result"] for u, o in result.outcomes.items()} == {
+        **dict.fromkeys(seeded_dataset.sample_uuids, "labeled"),
+        bad: "failed",
+    }
+    assert emulator.label_write_counts() == {
+        (u, "ground-truth"): 1 for u in seeded_dataset.sample_uuids
+    }

@@ -112,6 +112,29 @@ def install_redaction(secret: str) -> None:
     show_default=True,
     help="Where report.json (every sample's outcome) is written.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine (overlapped I/O and inference). ray: a Ray cluster "
+    "(pip install 'prelabel[ray]').",
+)
+@click.option("--ray-address", default=None, help="Ray cluster address (default: start locally).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Ray: prediction actors, one model copy each.",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Ray: GPUs per prediction actor (default 1 when the cluster has GPUs, else 0; "
+    "0.5 puts two actors on one GPU).",
+)
 def run(
     dataset: str,
     api_url: str | None,
@@ -126,6 +149,10 @@ def run(
     dry_run: bool,
     overwrite_prelabels: bool,
     output_dir: Path,
+    engine: str,
+    ray_address: str | None,
+    workers: int,
+    gpus_per_worker: float | None,
 ) -> None:
     """Pre-label every unlabeled sample of a Segments.ai dataset.
 
@@ -140,6 +167,7 @@ def run(
     Example:
       export SEGMENTS_API_KEY=...   # never printed or logged
       prelabel run --dataset jane/streets --config configs/default.yaml --models ~/models
+      prelabel run --dataset jane/big --engine ray --ray-address auto --workers 8
     """
     from prelabel.worker import RunOptions
 
@@ -153,9 +181,19 @@ def run(
         overwrite_prelabels=overwrite_prelabels,
         output_dir=output_dir,
     )
+    ray_options = None
+    if engine == "ray":
+        from prelabel.ray_engine import RayOptions
+
+        if dry_run:
+            raise UsageFailure("--dry-run is not supported with --engine ray")
+        ray_options = RayOptions(
+            address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker
+        )
     summary = execute(
         key,
         options,
+        ray_options=ray_options,
         api_url=api_url,
         state_dir=state_dir,
         models_dir=models_dir,
@@ -172,6 +210,7 @@ def execute(
     key: str,
     options: Any,
     *,
+    ray_options: Any = None,
     api_url: str | None,
     state_dir: Path | None,
     models_dir: Path | None,
@@ -194,6 +233,18 @@ def execute(
         raise UsageFailure(str(exc)) from None
     state = StateStore.in_dir(state_dir or default_state_dir())
     try:
+        if ray_options is not None:
+            from prelabel.ray_engine import run_on_ray
+
+            return run_on_ray(
+                key,
+                settings,
+                options,
+                ray_options,
+                state=state,
+                models_dir=models_dir,
+                progress=TqdmProgress(disable=quiet),
+            )
         with logging_redirect_tqdm():
             return run_dataset(
                 key,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from prelabel.cli.run import (
 @click.option(
     "--overwrite-prelabels",
     is_flag=True,
-    help="Also redo samples whose label is still PRELABELED (never a person's label).",
+    help="In the first cycle, also redo samples whose label is still PRELABELED (never a "
+    "person's label); later cycles label new samples only.",
 )
 @click.option(
     "--output-dir",
@@ -94,17 +96,24 @@ def sync(
     stop.install()
     state = StateStore.in_dir(state_dir or default_state_dir())
 
+    # --overwrite-prelabels redoes PRELABELED labels until one cycle completes; after that
+    # every label it finds PRELABELED is one it just wrote, and redoing them each cycle would
+    # rewrite the dataset every interval.
+    current = [options]
+
     def cycle(should_stop: Any) -> Any:
         with logging_redirect_tqdm():
-            return run_dataset(
+            summary = run_dataset(
                 key,
                 settings,
-                options,
+                current[0],
                 state=state,
                 load_pipeline=load,
                 progress=TqdmProgress(disable=quiet),
                 should_stop=should_stop,
             )
+        current[0] = replace(options, overwrite_prelabels=False)
+        return summary
 
     try:
         last = sync_loop(cycle, policy, stop, on_summary=print_summary)

@@ -214,7 +214,6 @@ class ThingDetector:
     def count_tokens(self, text: str) -> int:
         return len(self.processor.tokenizer(text)["input_ids"])
 
-    @torch.inference_mode()
     def detect(
         self,
         image: Image.Image,
@@ -225,27 +224,57 @@ class ThingDetector:
         max_detections: int,
     ) -> Detections:
         """Boxes in pixels of ``image`` for the given thing prompts."""
+        (found,) = self.detect_batch(
+            [image],
+            prompts,
+            nms_iou=nms_iou,
+            cross_category_iou=cross_category_iou,
+            max_detections=max_detections,
+        )
+        return found
+
+    @torch.inference_mode()
+    def detect_batch(
+        self,
+        images: Sequence[Image.Image],
+        prompts: Sequence[CategoryPrompt],
+        *,
+        nms_iou: float,
+        cross_category_iou: float,
+        max_detections: int,
+    ) -> list[Detections]:
+        """One model call per prompt chunk for all ``images`` (padded to a common size; the
+        pixel mask keeps padding out and boxes come back relative to each image)."""
         if not prompts:
-            return Detections.empty()
+            return [Detections.empty() for _ in images]
         chunks = build_prompt_chunks(prompts, self.count_tokens, self.max_tokens)
         if len(chunks) > 1:
             logger.info(
                 "thing prompts split into %d queries (token limit %d)", len(chunks), self.max_tokens
             )
-        pixels = self.processor.image_processor(images=image, return_tensors="pt").to(self.device)
+        pixels = self.processor.image_processor(images=list(images), return_tensors="pt").to(
+            self.device
+        )
         dtype = next(self.model.parameters()).dtype
-        found = [self._detect_chunk(pixels, chunk, prompts, dtype, image.size) for chunk in chunks]
-        merged = Detections(
-            boxes=np.concatenate([d.boxes for d in found]),
-            scores=np.concatenate([d.scores for d in found]),
-            category_ids=np.concatenate([d.category_ids for d in found]),
-        )
-        return suppress_duplicates(
-            merged,
-            nms_iou=nms_iou,
-            cross_category_iou=cross_category_iou,
-            max_detections=max_detections,
-        )
+        sizes = [image.size for image in images]
+        per_chunk = [self._detect_chunk(pixels, chunk, prompts, dtype, sizes) for chunk in chunks]
+        results = []
+        for index in range(len(images)):
+            found = [chunk_result[index] for chunk_result in per_chunk]
+            merged = Detections(
+                boxes=np.concatenate([d.boxes for d in found]),
+                scores=np.concatenate([d.scores for d in found]),
+                category_ids=np.concatenate([d.category_ids for d in found]),
+            )
+            results.append(
+                suppress_duplicates(
+                    merged,
+                    nms_iou=nms_iou,
+                    cross_category_iou=cross_category_iou,
+                    max_detections=max_detections,
+                )
+            )
+        return results
 
     def _detect_chunk(
         self,
@@ -253,8 +282,9 @@ class ThingDetector:
         chunk: PromptChunk,
         prompts: Sequence[CategoryPrompt],
         dtype: torch.dtype,
-        size: tuple[int, int],
-    ) -> Detections:
+        sizes: Sequence[tuple[int, int]],
+    ) -> list[Detections]:
+        batch = len(sizes)
         text = self.processor.tokenizer(
             chunk.text, return_offsets_mapping=True, return_tensors="pt"
         )
@@ -262,13 +292,16 @@ class ThingDetector:
         outputs = self.model(
             pixel_values=pixels["pixel_values"].to(dtype),
             pixel_mask=pixels.get("pixel_mask"),
-            **{k: v.to(self.device) for k, v in text.items()},
+            **{k: v.to(self.device).expand(batch, -1) for k, v in text.items()},
         )
         n_tokens = offsets.shape[0]
-        token_probs = outputs.logits[0, :, :n_tokens].float().sigmoid().cpu().numpy()
-        width, height = size
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        boxes = (center_to_corners_format(outputs.pred_boxes[0].float().cpu()) * scale).numpy()
-        boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
-        scores = prompt_scores(token_probs, token_prompt_index(offsets, chunk.spans), len(prompts))
-        return select_detections(boxes, scores, prompts)
+        token_index = token_prompt_index(offsets, chunk.spans)
+        all_probs = outputs.logits[:, :, :n_tokens].float().sigmoid().cpu().numpy()
+        all_boxes = center_to_corners_format(outputs.pred_boxes.float().cpu()).numpy()
+        found = []
+        for index, (width, height) in enumerate(sizes):
+            limits = np.array([width, height, width, height], dtype=np.float32)
+            boxes = np.clip(all_boxes[index] * limits, 0, limits).astype(np.float32)
+            scores = prompt_scores(all_probs[index], token_index, len(prompts))
+            found.append(select_detections(boxes, scores, prompts))
+        return found

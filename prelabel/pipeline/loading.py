@@ -202,7 +202,18 @@ def load_models(settings: ModelSettings, models_dir: Path | None = None) -> Load
         logger.warning(
             "tiny random-weight models in use: masks are meaningless (%s)", ", ".join(tiny_roles)
         )
+    if settings.compile:
+        compile_encoders(loaded["sam"], loaded["clipseg"])
     return LoadedModels(**loaded, device=device, dtype=dtype, is_tiny=bool(tiny_roles))
+
+
+def compile_encoders(sam: Any, clipseg: Any) -> None:
+    """``torch.compile`` the image encoders, whose input shape never changes (SAM's 1024 square,
+    CLIPSeg's 352 square), so they compile once. Grounding DINO sees varying image sizes and
+    would recompile, so it is left alone. Attention already uses PyTorch SDPA in SAM and
+    CLIPSeg (transformers' default where a model supports it)."""
+    sam.vision_encoder = torch.compile(sam.vision_encoder)
+    clipseg.clip.vision_model = torch.compile(clipseg.clip.vision_model)
 
 
 def is_tiny_model_dir(path: str | Path) -> bool:

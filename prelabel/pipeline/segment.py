@@ -65,18 +65,27 @@ class SamSegmenter:
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    @torch.inference_mode()
     def embed(self, image: Image.Image) -> ImageEmbedding:
         """Run the image encoder once; reuse the result for every prompt of this image."""
-        inputs = self.processor.image_processor(images=image, return_tensors="pt")
+        (embedding,) = self.embed_batch([image])
+        return embedding
+
+    @torch.inference_mode()
+    def embed_batch(self, images: Sequence[Image.Image]) -> list[ImageEmbedding]:
+        """One encoder call for several images (each padded to SAM's 1024 square): still one
+        encoder pass per image, but the GPU sees a batch."""
+        inputs = self.processor.image_processor(images=list(images), return_tensors="pt")
         pixel_values = inputs["pixel_values"].to(self.device, self._dtype)
         embeddings = self.model.get_image_embeddings(pixel_values)
-        self.encoder_passes += 1
-        return ImageEmbedding(
-            embeddings=embeddings,
-            original_size=tuple(int(v) for v in inputs["original_sizes"][0]),
-            reshaped_size=tuple(int(v) for v in inputs["reshaped_input_sizes"][0]),
-        )
+        self.encoder_passes += len(images)
+        return [
+            ImageEmbedding(
+                embeddings=embeddings[index : index + 1],
+                original_size=tuple(int(v) for v in inputs["original_sizes"][index]),
+                reshaped_size=tuple(int(v) for v in inputs["reshaped_input_sizes"][index]),
+            )
+            for index in range(len(images))
+        ]
 
     @torch.inference_mode()
     def segment_boxes(
