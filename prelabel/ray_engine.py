@@ -127,7 +127,8 @@ def run_on_ray(
                 fn_constructor_kwargs={
                     **shared,
                     "taxonomy": taxonomy,
-                    "models_dir": str(models_dir) if models_dir else "",
+                    # Absolute: actors resolve paths in their own working directory.
+                    "models_dir": str(models_dir.resolve()) if models_dir else "",
                     "torch_threads": ray_options.torch_threads,
                 },
                 compute=ActorPoolStrategy(size=ray_options.workers),
