@@ -10,9 +10,9 @@ in flight.
 Why it cannot deadlock: no thread ever waits on a queue another stage fills. The calling thread
 only waits on futures, and every future finishes on its own (the steps never raise for a
 sample's own problem, only for run-wide ones). Memory is bounded by ``prefetch + batch_size``
-decoded images plus ``deliver_queue + batch_size`` predictions, whatever the dataset size. A run-wide error (refused key,
-models that cannot load, server down) cancels what has not started, lets deliveries in flight
-finish (nothing is left half-written), and is raised.
+decoded images plus ``deliver_queue + batch_size`` predictions, whatever the dataset size. A
+run-wide error (refused key, models that cannot load, server down) cancels what has not
+started, lets deliveries in flight finish (nothing is left half-written), and is raised.
 """
 
 from __future__ import annotations
