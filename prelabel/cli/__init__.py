@@ -12,8 +12,7 @@ import logging
 import click
 
 from prelabel import __version__
-
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from prelabel.cli._common import CONTEXT_SETTINGS
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)

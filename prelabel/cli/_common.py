@@ -6,6 +6,10 @@ from pathlib import Path
 
 import click
 
+#: Given to every command, not only the group: click caches a command's help option the first
+#: time it builds it, so a command invoked on its own (tests, embedding) must carry -h too.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
 
 class UsageFailure(click.ClickException):
     """A usage, config, model or auth problem: one line on stderr, exit code 2, no traceback."""

@@ -10,10 +10,12 @@ from types import FrameType
 
 import click
 
+from prelabel.cli._common import CONTEXT_SETTINGS
+
 TRIAL_API_KEY = "emulator-key"
 
 
-@click.command("emulator")
+@click.command("emulator", context_settings=CONTEXT_SETTINGS)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 = a free port."

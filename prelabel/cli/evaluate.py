@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from prelabel.cli._common import (
+    CONTEXT_SETTINGS,
     UsageFailure,
     config_option,
     device_option,
@@ -35,7 +36,7 @@ _DATASET = re.compile(r"([^/\s]+)/([^/\s]+)")
 _UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--dataset",
     default=None,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from prelabel.cli._common import UsageFailure
+from prelabel.cli._common import CONTEXT_SETTINGS, UsageFailure
 
 
-@click.group("models")
+@click.group("models", context_settings=CONTEXT_SETTINGS)
 def models() -> None:
     """Prepare model weights for offline use.
 
@@ -23,7 +23,7 @@ def models() -> None:
     """
 
 
-@models.command("tiny")
+@models.command("tiny", context_settings=CONTEXT_SETTINGS)
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random weights.")
 def tiny(out_dir: Path, seed: int) -> None:
@@ -58,7 +58,7 @@ def tiny(out_dir: Path, seed: int) -> None:
     )
 
 
-@models.command("convert-sam")
+@models.command("convert-sam", context_settings=CONTEXT_SETTINGS)
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 def convert_sam(checkpoint: Path, out_dir: Path) -> None:

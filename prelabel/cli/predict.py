@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from prelabel.cli._common import (
+    CONTEXT_SETTINGS,
     UsageFailure,
     config_option,
     device_option,
@@ -16,7 +17,7 @@ from prelabel.cli._common import (
 )
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--categories",

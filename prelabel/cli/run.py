@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from prelabel.cli._common import (
+    CONTEXT_SETTINGS,
     UsageFailure,
     config_option,
     device_option,
@@ -90,7 +91,7 @@ def install_redaction(secret: str) -> None:
     logging.setLogRecordFactory(factory)
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @remote_options
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N samples.")
 @click.option(

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from prelabel.cli._common import UsageFailure
+from prelabel.cli._common import CONTEXT_SETTINGS, UsageFailure
 from prelabel.cli.run import (
     apply_overrides,
     install_redaction,
@@ -20,7 +20,7 @@ from prelabel.cli.run import (
 )
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @remote_options
 @click.option(
     "--interval",
