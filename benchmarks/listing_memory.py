@@ -40,7 +40,7 @@ from PIL import Image
 from segments import SegmentsClient
 
 from prelabel.config import RemoteSettings
-from prelabel.segments_client import SampleRef, SegmentsApi
+from prelabel.segments.client import SampleRef, SegmentsApi
 
 KEY = "benchmark-key"
 DATASET = "jane/big"

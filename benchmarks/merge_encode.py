@@ -28,7 +28,8 @@ import numpy.typing as npt
 from PIL import Image
 from segments.utils import bitmap2file
 
-from prelabel.encode import encode_label, segmentation_png
+from prelabel.formats.bitmap import segmentation_png
+from prelabel.formats.label import encode_label
 from prelabel.panoptic import MaskCandidate, PanopticPrediction
 from prelabel.pipeline.merge import merge_panoptic
 

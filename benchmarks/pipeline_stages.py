@@ -58,7 +58,7 @@ from transformers import (
 )
 
 from prelabel.config import CategoryOptions, ModelSettings, PipelineSettings
-from prelabel.encode import encode_label
+from prelabel.formats.label import encode_label
 from prelabel.panoptic import MaskCandidate, PanopticPrediction
 from prelabel.pipeline.loading import MODEL_SUBDIRS, LoadedModels, load_models, quiet_progress_bars
 from prelabel.pipeline.merge import merge_panoptic

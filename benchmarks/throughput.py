@@ -8,10 +8,10 @@ read when a sample starts, the image download, ``POST /assets/``, the presigned 
 label re-read before writing and the label ``PUT``). The three measurements share one loaded
 :class:`Pipeline` (tiny random models by default) and the same ``--samples`` images:
 
-(a) ``sequential``: :class:`~prelabel.worker.DatasetWorker` with ``worker.engine=sequential``,
+(a) ``sequential``: :class:`~prelabel.run.dataset.DatasetWorker` with ``worker.engine=sequential``,
     the loop built from the same begin/fetch/infer/deliver steps, one sample at a time;
 (b) ``pipelined``: the same worker with ``worker.engine=overlapped``
-    (:func:`prelabel.overlap.run_overlapped`);
+    (:func:`prelabel.run.overlapped.run_overlapped`);
 (c) ``inference``: ``Pipeline.predict`` alone over the same images, decoded into memory
     beforehand (no download, no PNG encoding, no upload). ``encode_label`` is timed separately
     and printed, but is not part of (c). (c) runs twice, before (a) and after (b), and the
@@ -80,16 +80,19 @@ from PIL import Image
 from prelabel.config import ModelSettings, PipelineSettings, RemoteSettings, Settings
 from prelabel.config import WorkerSettings as WorkerConfig
 from prelabel.emulator import Emulator, FaultRule
-from prelabel.encode import encode_label
+from prelabel.formats.label import encode_label
 from prelabel.images import decode_image
 from prelabel.panoptic import PanopticPrediction
 from prelabel.pipeline.loading import load_models
 from prelabel.pipeline.pipeline import Pipeline
-from prelabel.report import RunSummary
-from prelabel.segments_client import SegmentsApi
+from prelabel.run.dataset import DatasetWorker
+from prelabel.run.job import RunOptions
+from prelabel.run.report import RunSummary
+from prelabel.run.steps import SampleSteps
+from prelabel.segments.client import SegmentsApi
+from prelabel.segments.dataset import check_dataset
 from prelabel.state import StateStore
 from prelabel.taxonomy import Taxonomy
-from prelabel.worker import DatasetWorker, RunOptions, prepare
 
 KEY = "benchmark-key"
 LABELSET = "ground-truth"
@@ -217,9 +220,9 @@ def run_worker(
     state = StateStore.in_dir(work_dir / "state")
     try:
         options = RunOptions(dataset=dataset, labelset=LABELSET, output_dir=work_dir / "out")
-        _, taxonomy = prepare(api, settings, options)
+        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
         timed = TimedPipeline(pipeline)
-        worker = DatasetWorker(api, settings, options, taxonomy, state, lambda: timed)
+        worker = DatasetWorker(SampleSteps(api, settings, options, taxonomy, lambda: timed), state)
         started = time.perf_counter()
         summary = worker.run(progress)
         seconds = time.perf_counter() - started

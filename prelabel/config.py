@@ -119,7 +119,7 @@ class WorkerSettings(FrozenModel):
     deliver_workers: int = Field(default=4, ge=1, le=64)
     #: Predictions waiting for upload at most (bounds memory).
     deliver_queue: int = Field(default=8, ge=1, le=256)
-    #: A worker's claim on a sample (see prelabel.state) lapses after this long, so samples of
+    #: A worker's claim on a sample (see prelabel.state.store) lapses after this long, so samples of
     #: a killed worker are picked up again; longer than one sample can take.
     lease_s: float = Field(default=1800.0, gt=0)
 
@@ -164,3 +164,16 @@ def describe_validation_error(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
+
+
+def with_overrides(
+    settings: Settings, *, api_url: str | None = None, device: str | None = None
+) -> Settings:
+    """``settings`` with the command line's ``--api-url`` and ``--device`` applied."""
+    if api_url:
+        remote = settings.remote.model_copy(update={"api_url": api_url})
+        settings = settings.model_copy(update={"remote": remote})
+    if device:
+        models = settings.models.model_copy(update={"device": device})
+        settings = settings.model_copy(update={"models": models})
+    return settings

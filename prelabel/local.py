@@ -9,53 +9,55 @@ run goes on.
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from prelabel.encode import encode_label
-from prelabel.errors import PrelabelError
-from prelabel.export import CocoPanopticWriter, overlay
+from prelabel.formats.atomic import write_json
+from prelabel.formats.coco_panoptic import CocoPanopticWriter
+from prelabel.formats.label import encode_label
+from prelabel.formats.overlay import overlay
 from prelabel.images import decode_image
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.progress import NullProgress, Progress
+from prelabel.run.outcome import SampleOutcome
+from prelabel.run.policy import Failure, guarded
+from prelabel.segments.client import SampleRef
 from prelabel.taxonomy import Taxonomy
 
-logger = logging.getLogger(__name__)
 
-#: Failures that belong to one image. Anything else is a bug and stops the run.
-#: RuntimeError covers torch's errors on odd inputs (and CUDA out of memory on a huge image).
-_PER_IMAGE_ERRORS = (PrelabelError, OSError, ValueError, RuntimeError)
+@dataclass
+class _FileJob:
+    """One image file through the policy's :func:`guarded`, as a sample is in a run."""
 
+    sample: SampleRef
+    outcome: SampleOutcome | None = None
 
-@dataclass(frozen=True)
-class ImageOutcome:
-    """What happened to one input file; ``error`` is None on success."""
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
 
-    path: str
-    name: str
-    segments: int = 0
-    score: float = 0.0
-    seconds: float = 0.0
-    error: str | None = None
+    def fail(self, failure: Failure) -> None:
+        self.outcome = SampleOutcome(
+            self.sample.uuid, self.sample.name, "failed", reason=failure.reason
+        )
 
 
 @dataclass(frozen=True)
 class LocalReport:
-    outcomes: tuple[ImageOutcome, ...]
+    """Every file's outcome; ``sample_uuid`` of a local outcome is the file's path."""
+
+    outcomes: tuple[SampleOutcome, ...]
     out_dir: Path
 
     @property
-    def failed(self) -> list[ImageOutcome]:
-        return [o for o in self.outcomes if o.error is not None]
+    def failed(self) -> list[SampleOutcome]:
+        return [o for o in self.outcomes if o.result == "failed"]
 
     @property
-    def succeeded(self) -> list[ImageOutcome]:
-        return [o for o in self.outcomes if o.error is None]
+    def succeeded(self) -> list[SampleOutcome]:
+        return [o for o in self.outcomes if o.result != "failed"]
 
 
 def predict_files(
@@ -66,7 +68,11 @@ def predict_files(
     out_dir: Path,
     progress: Progress | None = None,
 ) -> LocalReport:
-    """Predict every image file and write the outputs described in the module docstring."""
+    """Predict every image file and write the outputs described in the module docstring.
+
+    A file that fails is recorded with its reason (the failure policy of a run: prelabel's
+    errors by message, anything unexpected by type and message) and the rest goes on.
+    """
     progress = progress or NullProgress()
     for sub in ("bitmaps", "labels", "overlays"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -76,55 +82,70 @@ def predict_files(
     progress.start(len(paths), "predict")
     try:
         for path, name in zip(paths, names, strict=True):
-            outcome = _predict_one(path, name, pipeline, taxonomy, out_dir, writer)
+            job = _FileJob(SampleRef(str(path), name, image_url=None, label_status=None))
+            step = _Predict(path, pipeline, taxonomy, out_dir, writer)
+            outcome = guarded(job, step).outcome
+            assert outcome is not None
             outcomes.append(outcome)
             progress.advance()
-            progress.note(failed=sum(o.error is not None for o in outcomes))
+            progress.note(failed=sum(o.result == "failed" for o in outcomes))
     finally:
         progress.close()
         writer.close()
     report = LocalReport(outcomes=tuple(outcomes), out_dir=out_dir)
-    _write_json(out_dir / "report.json", {"images": [asdict(o) for o in outcomes]})
+    write_json(out_dir / "report.json", {"images": [_report_entry(o) for o in outcomes]})
     return report
 
 
-def _predict_one(
-    path: Path,
-    name: str,
-    pipeline: Pipeline,
-    taxonomy: Taxonomy,
-    out_dir: Path,
-    writer: CocoPanopticWriter,
-) -> ImageOutcome:
-    start = time.perf_counter()
-    try:
-        image = decode_image(path, max_pixels=pipeline.settings.max_image_pixels)
-        prediction = pipeline.predict(image, taxonomy)
+@dataclass(frozen=True)
+class _Predict:
+    """The work on one file: decode, predict, encode, write its outputs."""
+
+    path: Path
+    pipeline: Pipeline
+    taxonomy: Taxonomy
+    out_dir: Path
+    writer: CocoPanopticWriter
+
+    def __call__(self, job: _FileJob) -> None:
+        start = time.perf_counter()
+        name, out_dir = job.sample.name, self.out_dir
+        image = decode_image(self.path, max_pixels=self.pipeline.settings.max_image_pixels)
+        prediction = self.pipeline.predict(image, self.taxonomy)
         encoded = encode_label(prediction)
         (out_dir / "bitmaps" / f"{name}.png").write_bytes(encoded.png)
-        _write_json(
+        write_json(
             out_dir / "labels" / f"{name}.json",
             {
-                "image": str(path),
+                "image": str(self.path),
                 "annotations": encoded.annotations,
                 "score": encoded.score,
                 "segments": [asdict(s) for s in prediction.segments],
             },
         )
-        overlay(image, prediction, taxonomy).save(out_dir / "overlays" / f"{name}.jpg", quality=90)
-        writer.add(f"{name}.png", prediction)
-    except _PER_IMAGE_ERRORS as exc:
-        is_expected = isinstance(exc, PrelabelError)
-        logger.error("%s: %s", path, exc, exc_info=not is_expected)
-        reason = str(exc) if is_expected else f"{type(exc).__name__}: {exc}"
-        return ImageOutcome(path=str(path), name=name, error=reason)
-    return ImageOutcome(
-        path=str(path),
-        name=name,
-        segments=len(prediction.segments),
-        score=encoded.score,
-        seconds=round(time.perf_counter() - start, 3),
-    )
+        preview = overlay(image, prediction, self.taxonomy)
+        preview.save(out_dir / "overlays" / f"{name}.jpg", quality=90)
+        self.writer.add(f"{name}.png", prediction)
+        job.outcome = SampleOutcome(
+            job.sample.uuid,
+            name,
+            "predicted",
+            segments=len(prediction.segments),
+            score=encoded.score,
+            seconds=round(time.perf_counter() - start, 3),
+        )
+
+
+def _report_entry(outcome: SampleOutcome) -> dict[str, object]:
+    """report.json's entry per image (its keys predate the shared outcome type)."""
+    return {
+        "path": outcome.sample_uuid,
+        "name": outcome.sample_name,
+        "segments": outcome.segments or 0,
+        "score": outcome.score or 0.0,
+        "seconds": outcome.seconds or 0.0,
+        "error": outcome.reason if outcome.result == "failed" else None,
+    }
 
 
 def unique_names(paths: Sequence[Path]) -> list[str]:
@@ -137,10 +158,3 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
         seen[stem] = count
         names.append(stem if count == 1 else f"{stem}-{count}")
     return names
-
-
-def _write_json(path: Path, data: object) -> None:
-    """Write to a temporary file and rename, so a killed run never leaves half a JSON."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)

@@ -10,24 +10,25 @@ from __future__ import annotations
 import html
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
 
 from prelabel.config import CategoryOptions, Settings
-from prelabel.encode import encode_label
-from prelabel.errors import AuthError
-from prelabel.export import overlay
+from prelabel.errors import AuthError, RemoteError, SampleError
+from prelabel.formats.overlay import overlay
 from prelabel.panoptic import PanopticPrediction
 from prelabel.pipeline.pipeline import Pipeline
-from prelabel.report import SampleOutcome
-from prelabel.segments_client import SampleRef, SegmentsApi
-from prelabel.source import load_image, select_samples
-from prelabel.state import StateStore, default_state_dir
+from prelabel.run.job import Job, RunOptions
+from prelabel.run.outcome import SampleOutcome
+from prelabel.run.recorder import Recorder
+from prelabel.run.steps import SampleSteps
+from prelabel.segments.client import SampleRef, SegmentsApi
+from prelabel.segments.dataset import check_dataset
+from prelabel.segments.samples import select_samples
+from prelabel.state import StateStore
 from prelabel.taxonomy import Taxonomy, build_taxonomy, categories_from_task_attributes
-from prelabel.upload import upload_asset, write_label
-from prelabel.worker import RunOptions, prepare
 
 
 @dataclass
@@ -96,10 +97,10 @@ class ReviewSession:
         self.api = api
         self.settings = settings or Settings()
         self.options = RunOptions(dataset=dataset, labelset=labelset)
-        self.info, self.taxonomy = prepare(api, self.settings, self.options)
+        self.info, self.taxonomy = check_dataset(api, self.settings, dataset, labelset)
         self.category_options: dict[str, CategoryOptions] = dict(self.settings.categories)
         self.pipeline = pipeline or Pipeline.load(self.settings, models_dir)
-        self.state = StateStore.in_dir(state_dir or default_state_dir())
+        self.state = StateStore.in_dir(state_dir)
 
     @classmethod
     def connect(
@@ -155,43 +156,59 @@ class ReviewSession:
         settings = self.pipeline.settings.model_copy(update=changes)
         self.pipeline = Pipeline(self.pipeline.models, settings)
 
+    def _steps(self, *, overwrite_prelabels: bool = False) -> SampleSteps:
+        """The run's steps with the current (tuned) taxonomy and pipeline."""
+        options = replace(self.options, overwrite_prelabels=overwrite_prelabels)
+        settings = self.settings.model_copy(update={"pipeline": self.pipeline.settings})
+        return SampleSteps(self.api, settings, options, self.taxonomy, lambda: self.pipeline)
+
     def predict(self, sample: SampleRef) -> ReviewItem:
-        image = load_image(self.api, sample, max_pixels=self.pipeline.settings.max_image_pixels)
-        prediction = self.pipeline.predict(image, self.taxonomy)
-        return ReviewItem(sample=sample, image=image, prediction=prediction, taxonomy=self.taxonomy)
+        """Download and predict one sample, through the same steps as ``prelabel run``.
+
+        Raises:
+            SampleError: the sample failed (its image cannot be read, ...), with the reason.
+        """
+        steps = self._steps()
+        job = steps.fetch(Job(sample))
+        image = job.image
+        job = steps.infer(job)
+        if job.outcome is not None or image is None or job.prediction is None:
+            reason = job.outcome.reason if job.outcome else "nothing was predicted"
+            raise SampleError(
+                f"{sample.name}: {reason}", sample_uuid=sample.uuid, sample_name=sample.name
+            )
+        return ReviewItem(
+            sample=sample, image=image, prediction=job.prediction, taxonomy=self.taxonomy
+        )
 
     def push(
         self, items: Iterable[ReviewItem], *, overwrite_prelabels: bool = False
     ) -> list[SampleOutcome]:
-        """Upload accepted predictions as PRELABELED labels, safely (see :mod:`prelabel.upload`)."""
-        outcomes = []
-        dataset, labelset = self.options.dataset, self.options.labelset
+        """Upload accepted predictions as PRELABELED labels, safely (see
+        :mod:`prelabel.segments.upload`), and return every item's outcome.
+
+        One failing item fails only itself. When the server stays down (the failure policy's
+        transient stop), the items not yet tried are returned as failed with that reason.
+        """
+        steps = self._steps(overwrite_prelabels=overwrite_prelabels)
+        recorder = Recorder(self.state, steps.options, lease_s=self.settings.worker.lease_s)
+        outcomes: list[SampleOutcome] = []
+        stopped: str | None = None
         for item in items:
-            sample = item.sample
-            pending = upload_asset(
-                self.api,
-                self.state,
-                dataset=dataset,
-                labelset=labelset,
-                sample_uuid=sample.uuid,
-                sample_name=sample.name,
-                encoded=encode_label(item.prediction),
-            )
-            result = write_label(
-                self.api,
-                self.settings.remote,
-                sample_uuid=sample.uuid,
-                labelset=labelset,
-                pending=pending,
-                overwrite=overwrite_prelabels,
-            )
-            if result.written:
-                self.state.mark_labeled(dataset, labelset, sample.uuid, sample.name)
-                outcomes.append(SampleOutcome(sample.uuid, sample.name, "labeled"))
-            else:
-                reason = result.reason or "not written"
-                self.state.mark_skipped(dataset, labelset, sample.uuid, sample.name, reason)
-                outcomes.append(SampleOutcome(sample.uuid, sample.name, "skipped", reason=reason))
+            job = Job(item.sample, prediction=item.prediction)
+            if stopped is not None:
+                job.finish("failed", reason=f"not pushed: {stopped}", record_state=False)
+                assert job.outcome is not None
+                outcomes.append(job.outcome)
+                continue
+            job = steps.deliver(job, recorder.record_upload)
+            try:
+                outcomes.append(recorder.record(job))
+            except RemoteError as exc:
+                assert job.outcome is not None
+                outcomes.append(job.outcome)
+                stopped = str(exc)
+        recorder.close()
         return outcomes
 
     def close(self) -> None:

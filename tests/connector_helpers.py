@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -21,6 +23,20 @@ from segments.utils import bitmap2file, load_label_bitmap_from_url
 
 from prelabel.config import ModelSettings, PipelineSettings, RemoteSettings, Settings
 from prelabel.emulator import Emulator, RequestRecord
+from prelabel.run.dataset import DatasetWorker
+from prelabel.run.job import RunOptions
+from prelabel.run.report import RunSummary
+from prelabel.run.steps import SampleSteps
+from prelabel.segments.client import SegmentsApi
+from prelabel.segments.dataset import check_dataset
+from prelabel.state import SampleRecord, StateStore
+from tests.fixtures.emulator import EMULATOR_API_KEY
+
+if TYPE_CHECKING:
+    from prelabel.run.steps import Predictor
+
+#: Longest any single run may take before a test calls it a deadlock.
+DEADLOCK_S = 60.0
 
 #: Thresholds at 0 make the tiny random models find something in every image, so labels are
 #: non-empty; ``max_detections`` keeps SAM's batch (and the test) small.
@@ -158,3 +174,92 @@ def free_port() -> int:
 def url_path(url: str) -> str:
     """``http://host:port/s3/assets/x.png`` -> ``/s3/assets/x.png``."""
     return "/" + url.split("://", 1)[1].split("/", 1)[1]
+
+
+@dataclass
+class WorkerRun:
+    """What one run left: its summary (None when it raised), error, report, model loads."""
+
+    summary: RunSummary | None
+    error: BaseException | None
+    report: dict[str, Any]
+    loads: int
+
+    @property
+    def outcomes(self) -> dict[str, dict[str, Any]]:
+        return outcomes_by_uuid(self.report)
+
+
+def run_worker(
+    emulator: Emulator,
+    tmp_path: Path,
+    pipeline: Predictor,
+    dataset: str,
+    *,
+    settings: Settings | None = None,
+    state_dir: str = "state",
+    output_dir: str = "out",
+    should_stop: Callable[[], bool] | None = None,
+    reraise: bool = True,
+    **options: Any,
+) -> WorkerRun:
+    """One ``prelabel run`` minus the CLI: connect, check, ``DatasetWorker.run()``, close.
+
+    The run goes in a thread: one that outlives :data:`DEADLOCK_S` fails the test as a
+    deadlock. An error of the run is raised (``reraise``) or returned in ``error``; either way
+    the report is read back (it is closed, valid JSON, whether the run finished or stopped).
+    """
+    settings = settings or make_settings(emulator.url)
+    loads = 0
+
+    def load() -> Predictor:
+        nonlocal loads
+        loads += 1
+        return pipeline
+
+    api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
+    state = StateStore.in_dir(tmp_path / state_dir)
+    box: dict[str, Any] = {}
+    try:
+        opts = RunOptions(dataset=dataset, output_dir=tmp_path / output_dir, **options)
+        _, taxonomy = check_dataset(api, settings, opts.dataset, opts.labelset)
+        worker = DatasetWorker(SampleSteps(api, settings, opts, taxonomy, load), state)
+
+        def target() -> None:
+            try:
+                box["summary"] = worker.run(should_stop=should_stop)
+            except BaseException as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name="test-worker", daemon=True)
+        thread.start()
+        thread.join(DEADLOCK_S)
+        assert not thread.is_alive(), f"the worker still runs after {DEADLOCK_S} s: deadlock"
+    finally:
+        state.close()
+        api.close()
+    if reraise and "error" in box:
+        raise box["error"]
+    report = read_report(tmp_path / output_dir / "report.json")
+    return WorkerRun(box.get("summary"), box.get("error"), report, loads)
+
+
+def state_record(
+    tmp_path: Path,
+    dataset: str,
+    uuid: str,
+    *,
+    state_dir: str = "state",
+    labelset: str = "ground-truth",
+) -> SampleRecord | None:
+    """The resume record a run left in ``tmp_path/state_dir`` for one sample."""
+    store = StateStore.in_dir(tmp_path / state_dir)
+    try:
+        return store.get(dataset, labelset, uuid)
+    finally:
+        store.close()
+
+
+def state_stage(tmp_path: Path, dataset: str, uuid: str) -> str | None:
+    record = state_record(tmp_path, dataset, uuid)
+    return None if record is None else record.stage

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from prelabel.cli.evaluate import evaluate
 from prelabel.emulator import Emulator
-from prelabel.evaluate import evaluate_coco_dirs
+from prelabel.evaluate.exports import evaluate_coco_dirs
 from tests.connector_helpers import LABELING_PIPELINE, write_config
 from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY, png_bytes
 from tests.test_evaluate import GT_IMAGES, PRED_IMAGES, write_export

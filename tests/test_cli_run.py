@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 from segments import SegmentsClient
 
 from prelabel.cli import main
-from prelabel.cli.run import install_redaction
+from prelabel.cli._common import install_redaction
 from prelabel.emulator import Emulator, FaultRule
 from tests.connector_helpers import (
     assert_valid_prelabel,
@@ -276,7 +276,7 @@ def test_a_server_down_at_start_as_a_real_process(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("Error: cannot reach " + url), done.stderr
-    assert all(line.startswith("WARNING prelabel.segments_client") for line in lines[:-1])
+    assert all(line.startswith("WARNING prelabel.segments.transport") for line in lines[:-1])
     assert "Traceback" not in done.stderr and "AttributeError" not in done.stderr
     assert "sk-down-1234" not in done.stderr + done.stdout
 

@@ -22,7 +22,11 @@ from prelabel.pipeline.convert_sam import (
     infer_sam_config,
     rename_original_keys,
 )
-from tests.fixtures.models import SMALL_SAM, original_sam_state_dict, write_original_sam_checkpoint
+from tests.fixtures.models import (
+    original_sam_state_dict,
+    small_sam_config,
+    write_original_sam_checkpoint,
+)
 
 VARIANT_CONFIGS = {
     v.name: {
@@ -166,7 +170,7 @@ def test_round_trip_reproduces_the_reference_model(tmp_path: Path) -> None:
 
     # The same weights under another layout (4 decoder heads instead of SAM's 8) give other
     # masks: the comparison above also checks the config the converter inferred.
-    wrong = SamConfig(**SMALL_SAM)
+    wrong = small_sam_config()
     wrong.mask_decoder_config.num_attention_heads = 4
     miswired = SamModel(wrong).eval()
     miswired.load_state_dict(new_state)

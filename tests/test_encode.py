@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from segments.typing import ImageSegmentationLabelAttributes
 
-from prelabel.encode import (
+from prelabel.formats.label import (
     EncodedLabel,
     check_prediction,
     encode_label,
@@ -225,7 +225,7 @@ def test_label_attributes_parse_as_sdk_model() -> None:
 def test_png_pixels_equal_the_sdk_bitmap2file(shape: tuple[int, int]) -> None:
     from segments.utils import bitmap2file
 
-    from prelabel.encode import segmentation_png
+    from prelabel.formats.bitmap import segmentation_png
 
     rng = np.random.default_rng(sum(shape))
     id_map = rng.integers(0, MAX_SEGMENT_ID + 1, size=shape).astype(np.uint32)

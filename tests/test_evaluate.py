@@ -18,22 +18,24 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from prelabel import evaluate as evaluate_module
 from prelabel.config import PipelineSettings
 from prelabel.errors import ConfigError
-from prelabel.evaluate import (
-    CategoryPQ,
-    PanopticFrame,
-    PQAccumulator,
-    PQResult,
+from prelabel.evaluate import pq as evaluate_module
+from prelabel.evaluate.exports import (
     evaluate_coco_dirs,
-    format_table,
-    frame_from_prediction,
     locate_coco_panoptic,
     read_coco_categories,
     read_coco_panoptic,
 )
-from prelabel.export import CocoPanopticWriter
+from prelabel.evaluate.pq import (
+    CategoryPQ,
+    PanopticFrame,
+    PQAccumulator,
+    PQResult,
+    frame_from_prediction,
+)
+from prelabel.evaluate.results import format_table
+from prelabel.formats.coco_panoptic import CocoPanopticWriter
 from prelabel.panoptic import PanopticPrediction, Segment
 from prelabel.progress import TqdmProgress
 from prelabel.taxonomy import Category, build_taxonomy

@@ -24,19 +24,18 @@ from PIL import Image
 
 from prelabel.config import CategoryOptions
 from prelabel.emulator import Emulator, FaultRule
-from prelabel.encode import segmentation_png
 from prelabel.errors import RemoteError
-from prelabel.evaluation_run import (
+from prelabel.evaluate.dataset import (
     DatasetEvaluation,
     Predictor,
-    decode_bitmap,
     evaluate_dataset,
     evaluated_categories,
     ground_truth_frame,
 )
+from prelabel.formats.bitmap import decode_bitmap, segmentation_png
 from prelabel.images import decode_image
 from prelabel.panoptic import PanopticPrediction
-from prelabel.segments_client import SegmentsApi
+from prelabel.segments.client import SegmentsApi
 from prelabel.taxonomy import Taxonomy, build_taxonomy, categories_from_task_attributes
 from tests.connector_helpers import LABELING_PIPELINE, remote_settings, requests_matching
 from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY, png_bytes
@@ -368,7 +367,7 @@ def test_bad_samples_are_reported_by_name_and_the_rest_is_evaluated(
     sample_with("broken-image.png", good_url, image=b"not an image")
     good = add_labeled_sample(emulator, pipeline, taxonomy, "good.png", seed=1)
 
-    with caplog.at_level(logging.ERROR, logger="prelabel.evaluation_run"):
+    with caplog.at_level(logging.ERROR, logger="prelabel.run.policy"):
         evaluation = run_evaluation(api, pipeline, taxonomy)
 
     reasons = {f.sample_name: f.reason for f in evaluation.failures}

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from prelabel.config import CategoryOptions, PipelineSettings
-from prelabel.export import CocoPanopticWriter, category_color, colorize, overlay
+from prelabel.formats.coco_panoptic import CocoPanopticWriter
+from prelabel.formats.overlay import category_color, colorize, overlay
 from prelabel.panoptic import MaskCandidate, PanopticPrediction, Segment
 from prelabel.pipeline.merge import merge_panoptic
 from prelabel.taxonomy import Category, Taxonomy, build_taxonomy

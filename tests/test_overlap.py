@@ -2,14 +2,14 @@
 
 Two layers:
 
-- :func:`prelabel.overlap.run_overlapped` driven by a small deterministic fake of the worker's
-  steps (sleeps create pressure, counters under a lock observe it). This pins down the
+- :func:`prelabel.run.overlapped.run_overlapped` driven by a small deterministic fake of the
+  worker's steps (sleeps create pressure, counters under a lock observe it). This pins down the
   scheduling itself: every sample recorded once, at most ``prefetch`` samples queued ahead of
   inference and ``deliver_queue`` deliveries in flight, inference and ``record`` on the calling
   thread, a run-wide error in any stage raised promptly with the deliveries in flight finished
   and recorded, ``should_stop`` abandoning prefetched samples. The real steps are tested through
   the worker below and in ``tests/test_worker.py``.
-- :class:`~prelabel.worker.DatasetWorker` with ``engine="overlapped"``, tiny models and the
+- :class:`~prelabel.run.dataset.DatasetWorker` with ``engine="overlapped"``, tiny models and the
   emulator, with faults injected in each stage (image downloads, decoding, the model, asset
   creation, the presigned upload, the label write): the run finishes, good samples are labeled
   exactly once, bad ones fail alone with a reason; a person's label is never written over; a
@@ -36,33 +36,30 @@ from segments import SegmentsClient
 from prelabel.config import PipelineSettings, Settings, WorkerSettings
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import RemoteError
-from prelabel.overlap import run_overlapped
 from prelabel.panoptic import PanopticPrediction
 from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
-from prelabel.report import RunSummary, SampleOutcome
-from prelabel.segments_client import SampleRef, SegmentsApi
-from prelabel.state import FAILED, LABELED, StateStore
+from prelabel.run.job import Job
+from prelabel.run.outcome import SampleOutcome
+from prelabel.run.overlapped import run_overlapped
+from prelabel.segments.client import SampleRef
+from prelabel.state import FAILED, LABELED
 from prelabel.taxonomy import Taxonomy
-from prelabel.worker import DatasetWorker, Job, RunOptions, prepare
 from tests.connector_helpers import (
     LABELING_PIPELINE,
     assert_valid_prelabel,
     human_attributes,
     make_settings,
-    outcomes_by_uuid,
-    read_report,
     requests_matching,
+    run_worker,
+    state_stage,
     url_path,
     wait_for,
 )
-from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY, png_bytes
+from tests.fixtures.emulator import DEMO_CATEGORIES, png_bytes
 
 GT = "ground-truth"
 CATEGORY_IDS = [c["id"] for c in DEMO_CATEGORIES]
-
-#: Longest any single run may take before the test calls it a deadlock.
-DEADLOCK_S = 60.0
 
 
 class RunWide(Exception):
@@ -109,6 +106,8 @@ class FakeSteps:
     in_flight_at_failure: int | None = None
     infer_threads: set[int] = field(default_factory=set)
     stage_threads: dict[str, set[str]] = field(default_factory=dict)
+    #: What the run's recorder would do with each outcome (set by ``run_guarded``).
+    on_record: Callable[[SampleOutcome], None] = lambda outcome: None
 
     def _thread(self, stage: str) -> None:
         self.stage_threads.setdefault(stage, set()).add(threading.current_thread().name)
@@ -129,10 +128,7 @@ class FakeSteps:
             raise RunWide(f"fetch {index(job)}")
         return job
 
-    def infer(self, job: Job) -> Job:
-        return self.infer_batch([job])[0]
-
-    def infer_batch(self, jobs: list[Job]) -> list[Job]:
+    def infer(self, jobs: list[Job]) -> list[Job]:
         ids = [index(j) for j in jobs]
         with self.lock:
             self.infer_threads.add(threading.get_ident())
@@ -160,7 +156,7 @@ class FakeSteps:
             self.max_predictions = max(self.max_predictions, waiting)
         return jobs
 
-    def deliver(self, job: Job) -> SampleOutcome:
+    def deliver(self, job: Job) -> Job:
         i = index(job)
         with self.lock:
             self._thread("deliver")
@@ -179,7 +175,12 @@ class FakeSteps:
                 self.in_flight -= 1
         with self.lock:
             self.delivered.append(i)
-        return SampleOutcome(job.sample.uuid, job.sample.name, "labeled")
+        job.finish("labeled")
+        return job
+
+    def record(self, job: Job) -> None:
+        assert job.outcome is not None
+        self.on_record(job.outcome)
 
 
 @dataclass
@@ -228,7 +229,8 @@ def run_guarded(
     def target() -> None:
         box["caller"] = threading.get_ident()
         try:
-            run_overlapped(steps, samples, worker, record, should_stop)
+            steps.on_record = record
+            run_overlapped(steps, samples, worker, should_stop)
         except BaseException as exc:
             box["error"] = exc
 
@@ -305,9 +307,9 @@ def test_a_lazy_listing_is_read_only_prefetch_ahead_of_the_model() -> None:
     ahead: list[int] = []
 
     class Watching(FakeSteps):
-        def infer_batch(self, jobs: list[Job]) -> list[Job]:
+        def infer(self, jobs: list[Job]) -> list[Job]:
             ahead.append(yielded - (index(jobs[-1]) + 1))
-            return super().infer_batch(jobs)
+            return super().infer(jobs)
 
     worker = pools(prefetch=4)
     steps = Watching()
@@ -427,63 +429,6 @@ class FaultyPipeline(Pipeline):
         return super().predict(image, taxonomy, **kwargs)
 
 
-@dataclass
-class WorkerRun:
-    summary: RunSummary | None
-    error: BaseException | None
-    report: dict[str, Any]
-
-    @property
-    def outcomes(self) -> dict[str, dict[str, Any]]:
-        return outcomes_by_uuid(self.report)
-
-
-def run_worker(
-    emulator: Emulator,
-    tmp_path: Path,
-    pipeline: Pipeline,
-    dataset: str,
-    settings: Settings,
-    *,
-    output_dir: str = "out",
-    should_stop: Callable[[], bool] | None = None,
-) -> WorkerRun:
-    """Connect, prepare, ``DatasetWorker.run()`` in a thread (a deadlock fails the test)."""
-    api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
-    state = StateStore.in_dir(tmp_path / "state")
-    box: dict[str, Any] = {}
-    try:
-        opts = RunOptions(dataset=dataset, output_dir=tmp_path / output_dir)
-        _, taxonomy = prepare(api, settings, opts)
-        worker = DatasetWorker(api, settings, opts, taxonomy, state, lambda: pipeline)
-
-        def target() -> None:
-            try:
-                box["summary"] = worker.run(should_stop=should_stop)
-            except BaseException as exc:
-                box["error"] = exc
-
-        thread = threading.Thread(target=target, name="test-worker", daemon=True)
-        thread.start()
-        thread.join(DEADLOCK_S)
-        assert not thread.is_alive(), f"the worker still runs after {DEADLOCK_S} s: deadlock"
-    finally:
-        state.close()
-        api.close()
-    # The report is closed (valid JSON) whether the run finished or stopped on an error.
-    report = read_report(tmp_path / output_dir / "report.json")
-    return WorkerRun(box.get("summary"), box.get("error"), report)
-
-
-def state_stage(tmp_path: Path, dataset: str, uuid: str) -> str | None:
-    store = StateStore.in_dir(tmp_path / "state")
-    try:
-        record = store.get(dataset, GT, uuid)
-        return None if record is None else record.stage
-    finally:
-        store.close()
-
-
 def add_dataset(
     emulator: Emulator, name: str, images: dict[str, bytes], urls: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -545,7 +490,9 @@ def test_faults_in_every_stage_fail_only_their_samples(
         ]
     )
 
-    result = run_worker(emulator, tmp_path, pipeline, "jane/faults", settings)
+    result = run_worker(
+        emulator, tmp_path, pipeline, "jane/faults", settings=settings, reraise=False
+    )
 
     faulted = Counter((r.method, r.path.split("/")[1], r.fault) for r in emulator.requests)
     emulator.clear_faults()
@@ -607,7 +554,12 @@ def test_labels_a_person_saves_during_an_overlapped_run_are_left_alone(
     pipeline = FaultyPipeline(tiny_models, LABELING_PIPELINE, before=person)
 
     result = run_worker(
-        emulator, tmp_path, pipeline, "jane/race", overlapped_settings(emulator.url)
+        emulator,
+        tmp_path,
+        pipeline,
+        "jane/race",
+        settings=overlapped_settings(emulator.url),
+        reraise=False,
     )
 
     assert result.error is None
@@ -645,7 +597,8 @@ def test_a_run_stopped_by_the_server_resumes_and_writes_every_label_once(
         tmp_path,
         pipeline,
         "jane/resume",
-        overlapped_settings(emulator.url, retry_attempts=2),
+        settings=overlapped_settings(emulator.url, retry_attempts=2),
+        reraise=False,
     )
 
     assert isinstance(first.error, RemoteError) and "in a row" in str(first.error)
@@ -661,8 +614,9 @@ def test_a_run_stopped_by_the_server_resumes_and_writes_every_label_once(
         tmp_path,
         pipeline,
         "jane/resume",
-        overlapped_settings(emulator.url),
+        settings=overlapped_settings(emulator.url),
         output_dir="out2",
+        reraise=False,
     )
 
     assert second.error is None
@@ -692,8 +646,9 @@ def test_a_stopped_run_abandons_prefetched_samples_and_the_next_run_labels_them_
         tmp_path,
         pipeline,
         "jane/stop",
-        settings,
+        settings=settings,
         should_stop=lambda: pipeline.calls >= 2,
+        reraise=False,
     )
 
     assert first.error is None
@@ -703,7 +658,15 @@ def test_a_stopped_run_abandons_prefetched_samples_and_the_next_run_labels_them_
         assert emulator.get_label(uuid) is None
         assert state_stage(tmp_path, "jane/stop", uuid) is None
 
-    second = run_worker(emulator, tmp_path, pipeline, "jane/stop", settings, output_dir="out2")
+    second = run_worker(
+        emulator,
+        tmp_path,
+        pipeline,
+        "jane/stop",
+        settings=settings,
+        output_dir="out2",
+        reraise=False,
+    )
 
     assert second.error is None
     assert set(second.outcomes) == set(u[2:])

@@ -9,8 +9,10 @@ process importing torch and transformers, about 5 s), so the tests keep the numb
 The actors run in Ray worker processes, which inherit this process's environment at
 ``ray.init``: ``PRELABEL_RAY_PID_DIR`` (each actor leaves a ``predict-PID`` or ``deliver-PID``
 file there when it has started, so tests see how many actors were started and can kill one),
-``OMP_NUM_THREADS=1`` and no proxy for 127.0.0.1. Results are checked on the emulator (labels,
-write counters, the request log) or in the report and state files the driver leaves.
+``OMP_NUM_THREADS=1``, no proxy for 127.0.0.1, and the step faults of ``tests/step_faults.py``
+(installed in every worker by Ray's ``worker_process_setup_hook``; idle until a test writes the
+faults file). Results are checked on the emulator (labels, write counters, the request log) or
+in the report and state files the driver leaves.
 
 Marked ``ray``: ``pytest -m "not ray"`` leaves them out; ``.ci/run`` runs them.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import pickle
 import re
 import signal
 import sys
@@ -35,9 +38,9 @@ from segments import SegmentsClient
 
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import ConfigError
-from prelabel.report import RunSummary
+from prelabel.run.job import RunOptions
+from prelabel.run.report import RunSummary
 from prelabel.state import LABELED, SKIPPED, StateStore
-from prelabel.worker import RunOptions
 from tests.connector_helpers import (
     assert_valid_prelabel,
     human_attributes,
@@ -45,6 +48,7 @@ from tests.connector_helpers import (
     outcomes_by_uuid,
     read_report,
     requests_matching,
+    state_stage,
     wait_for,
     write_config,
 )
@@ -52,34 +56,49 @@ from tests.fixtures.emulator import (
     DEMO_CATEGORIES,
     EMULATOR_API_KEY,
     SeededDataset,
+    clean_proxies,
     seed_dataset_via_sdk,
 )
+from tests.step_faults import BATCHES_ENV, FAULTS_ENV, STEPS, injected_reason, write_faults
 
 pytestmark = pytest.mark.ray
 
 CATEGORY_IDS = [c["id"] for c in DEMO_CATEGORIES]
 GT = "ground-truth"
-_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def pid_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def worker_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The files the actors read and write besides the emulator: PIDs, faults, batches."""
+    folder = tmp_path_factory.mktemp("ray-files")
+    (folder / "pids").mkdir()
+    return {"pids": folder / "pids", "faults": folder / "faults.json", "batches": folder / "b.txt"}
+
+
+@pytest.fixture(scope="module")
+def pid_dir(worker_files: dict[str, Path]) -> Iterator[Path]:
     """A local Ray instance for the module; yields the folder actors note their PIDs in."""
     ray = pytest.importorskip("ray")
-    folder = tmp_path_factory.mktemp("ray-pids")
+    folder = worker_files["pids"]
     with pytest.MonkeyPatch.context() as env:
         # Set before ray.init: the raylet, and through it every worker, inherits them.
         env.setenv("PRELABEL_RAY_PID_DIR", str(folder))
         env.setenv("OMP_NUM_THREADS", "1")
-        env.delenv("SEGMENTS_API_KEY", raising=False)
-        for name in _PROXY_VARIABLES:
-            env.delenv(name, raising=False)
-            env.delenv(name.lower(), raising=False)
-        env.setenv("NO_PROXY", "127.0.0.1,localhost")
-        env.setenv("no_proxy", "127.0.0.1,localhost")
+        env.setenv(FAULTS_ENV, str(worker_files["faults"]))
+        env.setenv(BATCHES_ENV, str(worker_files["batches"]))
+        # The workers import tests.step_faults for the setup hook.
+        env.setenv("PYTHONPATH", str(REPO))
         env.delenv("RAY_ADDRESS", raising=False)
+        clean_proxies(env)
         # "local": a new instance even when a cluster runs on this machine.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"worker_process_setup_hook": "tests.step_faults.install"},
+        )
         try:
             worker_env = ray.get(
                 ray.remote(num_cpus=0)(
@@ -100,7 +119,7 @@ def pid_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def ray_options(**overrides: Any) -> Any:
-    from prelabel.ray_engine import RayOptions
+    from prelabel.run.ray_engine import RayOptions
 
     # 2 x 0.5 CPU for prediction + 2 x 0.25 for uploads fit in num_cpus=2.
     defaults: dict[str, Any] = {
@@ -149,7 +168,7 @@ def run_ray(
     **run_options: Any,
 ) -> RayRun:
     """``run_on_ray`` minus the CLI, with the state in ``tmp_path/state``."""
-    from prelabel.ray_engine import run_on_ray
+    from prelabel.run.ray_engine import run_on_ray
 
     clear(pid_dir)
     state = StateStore.in_dir(tmp_path / "state")
@@ -172,15 +191,6 @@ def run_ray(
         pids(pid_dir, "predict"),
         pids(pid_dir, "deliver"),
     )
-
-
-def state_stage(tmp_path: Path, dataset: str, uuid: str) -> str | None:
-    store = StateStore.in_dir(tmp_path / "state")
-    try:
-        record = store.get(dataset, GT, uuid)
-    finally:
-        store.close()
-    return None if record is None else record.stage
 
 
 def assert_labeled_once(emulator: Emulator, client: SegmentsClient, seeded: SeededDataset) -> None:
@@ -389,9 +399,10 @@ def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
 ) -> None:
     """What Ray does when an upload actor dies after the write but before answering: the same
     batch runs again on another actor. Here both runs of the stage are called in-process."""
-    from prelabel.ray_engine import _Deliver, _options_dict, _Predict
-    from prelabel.segments_client import SegmentsApi
-    from prelabel.worker import prepare
+    from prelabel.run.job import Job
+    from prelabel.run.ray_engine import _ActorSetup, _Deliver, _jobs, _Predict
+    from prelabel.segments.client import SampleRef, SegmentsApi
+    from prelabel.segments.dataset import check_dataset
 
     seeded = seed_dataset_via_sdk(segments_client, name="ray-retry", n_images=1)
     [uuid] = seeded.sample_uuids
@@ -399,42 +410,36 @@ def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
     options = RunOptions(dataset=seeded.full_name, output_dir=tmp_path)
     api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
     try:
-        _, taxonomy = prepare(api, settings, options)
+        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
     finally:
         api.close()
-    shared = {
-        "api_key": EMULATOR_API_KEY,
-        "settings_json": settings.model_dump_json(),
-        "options": _options_dict(options),
-    }
-    row = {
-        "uuid": [uuid],
-        "name": [seeded.sample_names[0]],
-        "image_url": [segments_client.get_sample(uuid).attributes.image.url],
-        "asset_url": [""],
-        "attributes": [""],
-        "score": [0.0],
-    }
-    predicted = _Predict(
-        **shared, taxonomy=taxonomy, models_dir=str(tiny_models_dir), torch_threads=1
-    )(row)
-    deliver = _Deliver(**shared)
+    setup = _ActorSetup(EMULATOR_API_KEY, settings.model_dump_json(), options, taxonomy)
+    image_url = segments_client.get_sample(uuid).attributes.image.url
+    sample = SampleRef(uuid, seeded.sample_names[0], image_url, None)
+    predicted = _Predict(setup, models_dir=str(tiny_models_dir), torch_threads=1)(
+        {"job": [pickle.dumps(Job(sample))]}
+    )
 
-    first = deliver(predicted)
-    retried = _Deliver(**shared)(predicted)
+    [first] = _jobs(_Deliver(setup)(predicted))
+    [retried] = _jobs(_Deliver(setup)(predicted))
 
-    assert first["result"] == ["labeled"]
-    assert retried["result"] == ["skipped"]
-    assert retried["reason"] == ["already pre-labeled"]
+    assert first.outcome is not None and retried.outcome is not None
+    assert first.outcome.result == "labeled"
+    assert retried.outcome.result == "skipped"
+    assert retried.outcome.reason == "already pre-labeled"
     assert emulator.label_write_count(uuid) == 1
     label = segments_client.get_label(uuid)
-    assert label.attributes.model_dump()["segmentation_bitmap"]["url"] == first["asset_url"][0]
+    assert first.pending is not None
+    assert label.attributes.model_dump()["segmentation_bitmap"]["url"] == first.pending.asset_url
+    assert "api_key" not in repr(setup) and EMULATOR_API_KEY not in repr(setup)
 
 
 # The CLI ---------------------------------------------------------------------------------------
 
 
-def invoke_cli(tmp_path: Path, api_url: str, dataset: str, models: Path, *extra: str) -> Any:
+def invoke_cli(
+    tmp_path: Path, api_url: str, dataset: str, models: Path, *extra: str, engine: str = "ray"
+) -> Any:
     from prelabel.cli import main
 
     args = [
@@ -451,7 +456,7 @@ def invoke_cli(tmp_path: Path, api_url: str, dataset: str, models: Path, *extra:
         str(models),
         "-q",
         "--engine",
-        "ray",
+        engine,
         *extra,
     ]
     return CliRunner().invoke(main, args, env={"SEGMENTS_API_KEY": EMULATOR_API_KEY})
@@ -474,13 +479,13 @@ def test_cli_two_actors_label_every_sample_once_and_a_rerun_has_nothing_to_do(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import prelabel.ray_engine
+    import prelabel.run.ray_engine
 
     # The CLI sets address, --workers and --gpus-per-worker; the rest as in ray_options().
     small = functools.partial(
-        prelabel.ray_engine.RayOptions, cpus_per_worker=0.5, torch_threads=1, batch_size=1
+        prelabel.run.ray_engine.RayOptions, cpus_per_worker=0.5, torch_threads=1, batch_size=1
     )
-    monkeypatch.setattr(prelabel.ray_engine, "RayOptions", small)
+    monkeypatch.setattr(prelabel.run.ray_engine, "RayOptions", small)
     seeded = seed_dataset_via_sdk(segments_client, name="ray-cli", n_images=8)
     clear(pid_dir)
     out = tmp_path / "out"
@@ -545,10 +550,10 @@ def test_an_actor_that_cannot_load_the_models_ends_the_run_with_a_one_line_error
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import prelabel.ray_engine
+    import prelabel.run.ray_engine
 
-    one_upload_actor = functools.partial(prelabel.ray_engine.RayOptions, upload_workers=1)
-    monkeypatch.setattr(prelabel.ray_engine, "RayOptions", one_upload_actor)
+    one_upload_actor = functools.partial(prelabel.run.ray_engine.RayOptions, upload_workers=1)
+    monkeypatch.setattr(prelabel.run.ray_engine, "RayOptions", one_upload_actor)
     seeded = seed_dataset_via_sdk(segments_client, name="ray-no-models", n_images=2)
     empty = tmp_path / "models"  # e.g. the weights were not copied to a worker node
     empty.mkdir()
@@ -580,7 +585,7 @@ def test_an_actor_that_cannot_load_the_models_ends_the_run_with_a_one_line_error
 def test_engine_ray_without_ray_installed_is_a_one_line_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prelabel.ray_engine import _ray
+    from prelabel.run.ray_engine import _ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
 
@@ -591,3 +596,103 @@ def test_engine_ray_without_ray_installed_is_a_one_line_error(
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: the ray engine needs Ray: pip install 'prelabel[ray]'"
     )
+
+
+# One lifecycle: the same failure rules as the local engines --------------------------------------
+
+
+def test_an_unexpected_exception_in_any_step_fails_only_its_sample(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+    pid_dir: Path,
+    worker_files: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    seeded = seed_dataset_via_sdk(segments_client, name="ray-steps", n_images=len(STEPS) + 1)
+    broken = dict(zip(STEPS, seeded.sample_names, strict=False))  # one sample per step
+    write_faults(worker_files["faults"], broken)
+    try:
+        result = run_ray(
+            emulator,
+            tmp_path,
+            pid_dir,
+            tiny_models_dir,
+            seeded.full_name,
+            options=ray_options(workers=1, cpus_per_worker=1.0),
+        )
+    finally:
+        worker_files["faults"].unlink()
+
+    by_name = {o["sample_name"]: o for o in result.outcomes.values()}
+    assert len(by_name) == len(STEPS) + 1  # the Ray job went on to the end
+    for step, name in broken.items():
+        assert by_name[name]["result"] == "failed", step
+        assert by_name[name]["reason"] == injected_reason(step)
+    [fine] = set(seeded.sample_names) - set(broken.values())
+    assert by_name[fine]["result"] == "labeled"
+    assert result.summary.counts == {"failed": len(STEPS), "labeled": 1}
+
+
+def test_with_batch_size_above_one_the_actors_call_predict_batch(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+    pid_dir: Path,
+    worker_files: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    seeded = seed_dataset_via_sdk(segments_client, name="ray-batches", n_images=8)
+    worker_files["batches"].unlink(missing_ok=True)
+
+    result = run_ray(
+        emulator,
+        tmp_path,
+        pid_dir,
+        tiny_models_dir,
+        seeded.full_name,
+        options=ray_options(workers=1, cpus_per_worker=1.0, batch_size=4),
+    )
+
+    assert result.summary.counts == {"labeled": 8}
+    sizes = [int(line) for line in worker_files["batches"].read_text().split()]
+    assert sizes and max(sizes) > 1 and all(size <= 4 for size in sizes), sizes
+    assert_labeled_once(emulator, segments_client, seeded)
+
+
+@pytest.mark.usefixtures("_restore_log_record_factory")
+@pytest.mark.parametrize("engine", ["ray", "local"])
+def test_three_samples_in_a_row_failing_on_server_trouble_stop_every_engine_alike(
+    engine: str,
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+    pid_dir: Path,
+    tmp_path: Path,
+) -> None:
+    seeded = seed_dataset_via_sdk(segments_client, name=f"down-{engine}", n_images=12)
+    emulator.clear_requests()
+    emulator.set_faults(
+        [FaultRule(path="/assets/*", method="POST", error_rate=1.0, error_statuses=(503,))]
+    )
+    extra = ["--workers", "1"] if engine == "ray" else []
+
+    result = invoke_cli(
+        tmp_path,
+        emulator.url,
+        seeded.full_name,
+        tiny_models_dir,
+        *extra,
+        "--output-dir",
+        str(tmp_path / "out"),
+        engine=engine,
+    )
+
+    emulator.clear_faults()
+    assert result.exit_code == 2, (result.output, result.exception)
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert error.startswith("Error: stopping: 3 samples in a row failed to reach the server")
+    assert error.endswith("rerun to resume")
+    assert requests_matching(emulator, "PUT", "/labels/") == []
+    failed = [o for o in read_report(tmp_path / "out" / "report.json")["samples"]]
+    assert 3 <= len(failed) < 12 and all(o["transient"] for o in failed)

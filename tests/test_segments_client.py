@@ -22,7 +22,7 @@ from segments.utils import bitmap2file
 
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import AuthError, NotFoundRemoteError, RemoteError, TransientRemoteError
-from prelabel.segments_client import SegmentsApi, classify
+from prelabel.segments.client import SegmentsApi, classify
 from tests.connector_helpers import (
     free_port,
     remote_settings,
@@ -31,7 +31,7 @@ from tests.connector_helpers import (
 )
 from tests.fixtures.emulator import EMULATOR_API_KEY, SeededDataset, png_bytes
 
-CLIENT_LOGGER = "prelabel.segments_client"
+CLIENT_LOGGER = "prelabel.segments.transport"
 
 
 # classify(): SDK exceptions as the SDK builds them --------------------------------------------

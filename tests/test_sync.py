@@ -31,10 +31,9 @@ from prelabel.errors import (
     RemoteError,
     TransientRemoteError,
 )
-from prelabel.report import RunSummary
-from prelabel.state import StateStore
-from prelabel.sync import StopSignal, SyncPolicy, parse_interval, sync_loop
-from prelabel.worker import owner_is_dead
+from prelabel.run.report import RunSummary
+from prelabel.run.sync import StopSignal, SyncPolicy, parse_interval, sync_loop
+from prelabel.state import StateStore, owner_is_dead
 
 DS, GT = "jane/demo", "ground-truth"
 

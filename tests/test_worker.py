@@ -11,7 +11,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +21,26 @@ from segments import SegmentsClient
 
 from prelabel.config import CategoryOptions, PipelineSettings, Settings
 from prelabel.emulator import Emulator, FaultRule
-from prelabel.encode import label_attributes
 from prelabel.errors import ConfigError, RemoteError
+from prelabel.formats.label import label_attributes
 from prelabel.panoptic import PanopticPrediction
 from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
-from prelabel.report import RunSummary
-from prelabel.segments_client import SegmentsApi
+from prelabel.segments.client import SegmentsApi
+from prelabel.segments.dataset import check_dataset
+from prelabel.segments.upload import PendingLabel, write_label
 from prelabel.state import FAILED, LABELED, SKIPPED, UPLOADED, StateStore
 from prelabel.taxonomy import Taxonomy
-from prelabel.upload import PendingLabel, write_label
-from prelabel.worker import DatasetWorker, RunOptions, prepare
 from tests.connector_helpers import (
     LABELING_PIPELINE,
     assert_valid_prelabel,
     human_attributes,
     make_settings,
-    outcomes_by_uuid,
     read_report,
     remote_settings,
     requests_matching,
+    run_worker,
+    state_record,
     wait_for,
 )
 from tests.fixtures.emulator import (
@@ -77,58 +76,6 @@ class HookedPipeline(Pipeline):
         self._before(self.calls)
         self.calls += 1
         return super().predict(image, taxonomy, **kwargs)
-
-
-@dataclass
-class RunResult:
-    summary: RunSummary
-    report: dict[str, Any]
-    loads: int
-
-    @property
-    def outcomes(self) -> dict[str, dict[str, Any]]:
-        return outcomes_by_uuid(self.report)
-
-
-def run_worker(
-    emulator: Emulator,
-    tmp_path: Path,
-    pipeline: Pipeline,
-    dataset: str,
-    *,
-    settings: Settings | None = None,
-    state_dir: str = "state",
-    output_dir: str = "out",
-    **options: Any,
-) -> RunResult:
-    """One ``prelabel run`` minus the CLI: connect, prepare, run the worker, close."""
-    settings = settings or make_settings(emulator.url)
-    loads = 0
-
-    def load() -> Pipeline:
-        nonlocal loads
-        loads += 1
-        return pipeline
-
-    api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
-    state = StateStore.in_dir(tmp_path / state_dir)
-    try:
-        opts = RunOptions(dataset=dataset, output_dir=tmp_path / output_dir, **options)
-        _, taxonomy = prepare(api, settings, opts)
-        summary = DatasetWorker(api, settings, opts, taxonomy, state, load).run()
-    finally:
-        state.close()
-        api.close()
-    assert summary.report_path is not None
-    return RunResult(summary, read_report(summary.report_path), loads)
-
-
-def state_record(tmp_path: Path, dataset: str, uuid: str, state_dir: str = "state") -> Any:
-    store = StateStore.in_dir(tmp_path / state_dir)
-    try:
-        return store.get(dataset, GT, uuid)
-    finally:
-        store.close()
 
 
 def label_uploads(emulator: Emulator, seeded: SeededDataset) -> int:
@@ -532,7 +479,7 @@ def test_under_5xx_429_and_dropped_connections_every_sample_is_labeled_exactly_o
     retries = [
         r
         for r in caplog.records
-        if r.name == "prelabel.segments_client" and "retrying" in r.getMessage()
+        if r.name == "prelabel.segments.transport" and "retrying" in r.getMessage()
     ]
     assert all(r.levelno == logging.WARNING for r in retries)
     assert len(retries) == len(faulted)  # one WARNING per failed request, each retried
@@ -646,7 +593,7 @@ def _prepare(
     settings = settings or make_settings(emulator.url)
     api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
     try:
-        prepare(api, settings, RunOptions(dataset=dataset, **options))
+        check_dataset(api, settings, dataset, options.get("labelset", "ground-truth"))
     finally:
         api.close()
 

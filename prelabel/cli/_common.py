@@ -1,20 +1,57 @@
-"""Pieces shared by the commands: the exit-code-2 error and option decorators."""
+"""Pieces shared by the commands: the exit-code-2 error, option decorators, key handling.
+
+Options that several commands take are declared once here, as decorators, so their names,
+types and help read the same everywhere; commands only add their own.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from prelabel.config import Settings
+    from prelabel.run.report import RunSummary
 
 #: Given to every command, not only the group: click caches a command's help option the first
 #: time it builds it, so a command invoked on its own (tests, embedding) must carry -h too.
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class UsageFailure(click.ClickException):
     """A usage, config, model or auth problem: one line on stderr, exit code 2, no traceback."""
 
     exit_code = 2
+
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """Turn prelabel's own errors into :class:`UsageFailure` (one line, exit code 2)."""
+    from prelabel.errors import PrelabelError
+
+    try:
+        yield
+    except PrelabelError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(fn: F) -> F:
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return apply
 
 
 models_option = click.option(
@@ -42,3 +79,171 @@ device_option = click.option(
 )
 
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+
+
+def api_url_option(prefix: str = "") -> Callable[[F], F]:
+    return click.option(
+        "--api-url",
+        default=None,
+        help=f"{prefix}API base URL (default https://api.segments.ai/, or remote.api_url in the "
+        "config). Point it at `prelabel emulator` to try things without an account.",
+    )
+
+
+def api_key_file_option(prefix: str = "") -> Callable[[F], F]:
+    return click.option(
+        "--api-key-file",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        default=None,
+        help=f"{prefix}File holding the API key. Default: the SEGMENTS_API_KEY environment "
+        "variable.",
+    )
+
+
+def overwrite_option(help: str) -> Callable[[F], F]:
+    return click.option("--overwrite-prelabels", is_flag=True, help=help)
+
+
+def output_dir_option(help: str) -> Callable[[F], F]:
+    return click.option(
+        "--output-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("prelabel-output"),
+        show_default=True,
+        help=help,
+    )
+
+
+#: The options of every command that labels a dataset (run, sync).
+dataset_options = _stack(
+    click.option(
+        "--dataset", required=True, help="Dataset as OWNER/NAME, e.g. jane/street-scenes."
+    ),
+    api_url_option(),
+    click.option(
+        "--labelset", default="ground-truth", show_default=True, help="Labelset to write."
+    ),
+    api_key_file_option(),
+    click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where resume state is kept (default ~/.local/state/prelabel).",
+    ),
+    models_option,
+    config_option,
+    device_option,
+    quiet_option,
+)
+
+
+@dataclass(frozen=True)
+class LabelingArgs:
+    """The options every labeling command shares, as one value (see :func:`labeling_options`)."""
+
+    dataset: str
+    api_url: str | None
+    labelset: str
+    api_key_file: Path | None
+    state_dir: Path | None
+    models_dir: Path | None
+    config_path: Path | None
+    device: str | None
+    quiet: bool
+    overwrite_prelabels: bool
+    output_dir: Path
+
+    def key_and_settings(self) -> tuple[str, Settings]:
+        return key_and_settings(
+            self.api_key_file, self.config_path, api_url=self.api_url, device=self.device
+        )
+
+
+def labeling_options(
+    *, overwrite_help: str, output_help: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """:data:`dataset_options`, ``--overwrite-prelabels`` and ``--output-dir``, handed to the
+    command as one :class:`LabelingArgs` in its first parameter, ``args``."""
+    names = [f.name for f in fields(LabelingArgs)]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def bundled(**kwargs: Any) -> Any:
+            args = LabelingArgs(**{name: kwargs.pop(name) for name in names})
+            return command(args, **kwargs)
+
+        options = _stack(
+            dataset_options, overwrite_option(overwrite_help), output_dir_option(output_help)
+        )
+        return options(bundled)
+
+    return decorate
+
+
+def key_and_settings(
+    api_key_file: Path | None,
+    config_path: Path | None,
+    *,
+    api_url: str | None = None,
+    device: str | None = None,
+) -> tuple[str, Settings]:
+    """The API key (see :func:`read_api_key`) and the settings (:func:`load_cli_settings`)."""
+    key = read_api_key(api_key_file)
+    return key, load_cli_settings(config_path, api_url=api_url, device=device)
+
+
+def read_api_key(api_key_file: Path | None) -> str:
+    """The key from ``--api-key-file`` or ``SEGMENTS_API_KEY``, redacted from all logs after."""
+    if api_key_file is not None:
+        key = api_key_file.read_text(encoding="utf-8").strip()
+        if not key:
+            raise UsageFailure(f"{api_key_file} is empty")
+    else:
+        key = os.environ.get("SEGMENTS_API_KEY", "").strip()
+        if not key:
+            raise UsageFailure("no API key: set SEGMENTS_API_KEY or pass --api-key-file FILE")
+    install_redaction(key)
+    return key
+
+
+def install_redaction(secret: str) -> None:
+    """Replace ``secret`` with ``***`` in every log record, whichever handler prints it.
+
+    Done at record creation rather than as a handler filter, because tqdm's logging redirect
+    swaps the handlers while a bar is shown.
+    """
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        message = record.getMessage()
+        if secret in message:
+            record.msg = message.replace(secret, "***")
+            record.args = None
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+def load_cli_settings(
+    config_path: Path | None, *, api_url: str | None = None, device: str | None = None
+) -> Settings:
+    """The config file with the command line's overrides; a bad config is exit code 2."""
+    from prelabel.config import load_settings, with_overrides
+
+    with usage_errors():
+        return with_overrides(load_settings(config_path), api_url=api_url, device=device)
+
+
+def print_summary(summary: RunSummary) -> None:
+    """A small table on stderr: results, then reasons by count."""
+    rows = [(result, "", count) for result, count in sorted(summary.counts.items())]
+    rows += [(result, reason, count) for (result, reason), count in summary.reasons.most_common()]
+    if not rows:
+        click.echo("nothing to do: no sample needs a pre-label", err=True)
+    width = max((len(r[0]) for r in rows), default=6)
+    for result, reason, count in rows:
+        line = f"{result:<{width}}  {count:>7}" + (f"  {reason}" if reason else "")
+        click.echo(line, err=True)
+    if summary.report_path:
+        click.echo(f"report: {summary.report_path}", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -150,7 +151,7 @@ def emulator(
                 click.echo(f"seeded {result.dataset}: {count} samples", err=True)
         # The URL comes after seeding, so a script that waits for it finds the data in place.
         click.echo(server.url)
-        click.get_text_stream("stdout").flush()
+        sys.stdout.flush()
         key_source = "--api-key/SEGMENTS_API_KEY" if api_key != TRIAL_API_KEY else "trial default"
         click.echo(f"user {username}, API key from {key_source}", err=True)
         click.echo("serving; Ctrl-C or SIGTERM stops", err=True)

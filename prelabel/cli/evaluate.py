@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from prelabel.cli._common import (
     CONTEXT_SETTINGS,
     UsageFailure,
+    api_key_file_option,
+    api_url_option,
     config_option,
     device_option,
+    key_and_settings,
     models_option,
     quiet_option,
+    usage_errors,
 )
-from prelabel.cli.run import apply_overrides, install_redaction, read_api_key
 
 #: Name of the result file written beside the predictions' JSON unless --out says otherwise.
 DEFAULT_RESULT_NAME = "evaluation.json"
@@ -31,9 +35,17 @@ DEFAULT_DATASET_RESULT = "evaluation-{owner}-{name}.json"
 #: Labelset read in --dataset mode unless --labelset names another.
 DEFAULT_LABELSET = "ground-truth"
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 _SHOWN_DATASET_RESULT = DEFAULT_DATASET_RESULT.format(owner="OWNER", name="NAME")
 _DATASET = re.compile(r"([^/\s]+)/([^/\s]+)")
 _UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _export_option(flag: str, help: str) -> Callable[[F], F]:
+    """``--predictions`` / ``--ground-truth``: a COCO-panoptic export, stored as ``NAME_path``."""
+    name = flag.removeprefix("--").replace("-", "_") + "_path"
+    return click.option(flag, name, type=click.Path(path_type=Path), default=None, help=help)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -54,36 +66,19 @@ _UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
     default=None,
     help="With --dataset: evaluate at most N human-labeled samples (oldest first).",
 )
-@click.option(
-    "--api-url",
-    default=None,
-    help="With --dataset: API base URL (default https://api.segments.ai/, or remote.api_url in "
-    "the config). Point it at `prelabel emulator` to try things without an account.",
-)
-@click.option(
-    "--api-key-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="With --dataset: file holding the API key. Default: the SEGMENTS_API_KEY environment "
-    "variable.",
-)
+@api_url_option("With --dataset: ")
+@api_key_file_option("With --dataset: ")
 @models_option
 @config_option
 @device_option
-@click.option(
+@_export_option(
     "--predictions",
-    "predictions_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="COCO-panoptic export to score: a folder with NAME.json and NAME/ (as `prelabel "
+    "COCO-panoptic export to score: a folder with NAME.json and NAME/ (as `prelabel "
     "predict` writes panoptic.json and panoptic/), the JSON file, or its PNG folder.",
 )
-@click.option(
+@_export_option(
     "--ground-truth",
-    "ground_truth_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="COCO-panoptic export of the human labels, in the same layouts. Its categories are "
+    "COCO-panoptic export of the human labels, in the same layouts. Its categories are "
     "the ones evaluated; both exports must hold the same images (matched by file_name).",
 )
 @click.option(
@@ -203,61 +198,47 @@ def _evaluate_dataset(
     """
     if not _DATASET.fullmatch(dataset):
         raise UsageFailure(f"--dataset must be OWNER/NAME, got {dataset!r}")
-    key = read_api_key(api_key_file)
-    install_redaction(key)
+    key, settings = key_and_settings(api_key_file, config_path, api_url=api_url, device=device)
 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from prelabel.config import load_settings
-    from prelabel.errors import PrelabelError
-    from prelabel.evaluate import format_table, write_result
-    from prelabel.evaluation_run import (
-        HUMAN_LABEL_STATUSES,
-        evaluate_dataset,
-        evaluated_categories,
-    )
+    from prelabel.evaluate.dataset import HUMAN_LABEL_STATUSES, evaluate_dataset, evaluation_meta
+    from prelabel.evaluate.results import format_table, write_result
     from prelabel.progress import TqdmProgress
-    from prelabel.segments_client import SegmentsApi
-    from prelabel.worker import RunOptions, prepare
+    from prelabel.segments.client import SegmentsApi
+    from prelabel.segments.dataset import check_dataset
 
-    try:
-        settings = apply_overrides(load_settings(config_path), api_url=api_url, device=device)
+    with usage_errors():
         api = SegmentsApi.connect(key, settings.remote)
-    except PrelabelError as exc:
-        raise UsageFailure(str(exc)) from None
     try:
-        _, taxonomy = prepare(api, settings, RunOptions(dataset=dataset, labelset=labelset))
-        # Imported here: torch and transformers take seconds.
-        from prelabel.pipeline.pipeline import Pipeline
+        with usage_errors():
+            _, taxonomy = check_dataset(api, settings, dataset, labelset)
+            # Imported here: torch and transformers take seconds.
+            from prelabel.pipeline.pipeline import Pipeline
 
-        pipeline = Pipeline.load(settings, models_dir)
-        with logging_redirect_tqdm():
-            evaluation = evaluate_dataset(
-                api,
-                pipeline,
+            pipeline = Pipeline.load(settings, models_dir)
+            with logging_redirect_tqdm():
+                evaluation = evaluate_dataset(
+                    api,
+                    pipeline,
+                    taxonomy,
+                    dataset=dataset,
+                    labelset=labelset,
+                    limit=limit,
+                    settings=settings,
+                    progress=TqdmProgress(disable=quiet),
+                )
+            meta = evaluation_meta(
+                evaluation,
                 taxonomy,
+                settings,
                 dataset=dataset,
                 labelset=labelset,
                 limit=limit,
-                max_image_pixels=settings.pipeline.max_image_pixels,
-                progress=TqdmProgress(disable=quiet),
+                config_path=config_path,
             )
-        evaluated = {c.id for c in evaluated_categories(taxonomy)}
-        meta: dict[str, Any] = {
-            "dataset": dataset,
-            "labelset": labelset,
-            "label_statuses": sorted(HUMAN_LABEL_STATUSES),
-            "limit": limit,
-            "config": None if config_path is None else str(config_path),
-            # The thresholds scored, so results of two configs can be told apart later.
-            "pipeline": settings.pipeline.model_dump(mode="json"),
-            "ignored_categories": [c.name for c in taxonomy.categories if c.id not in evaluated],
-            **evaluation.as_meta(),
-        }
-        out = out_path or default_dataset_result(dataset)
-        write_result(evaluation.result, out, meta=meta)
-    except PrelabelError as exc:
-        raise UsageFailure(str(exc)) from None
+            out = out_path or default_dataset_result(dataset)
+            write_result(evaluation.result, out, meta=meta)
     finally:
         api.close()
     click.echo(format_table(evaluation.result))
@@ -282,16 +263,11 @@ def _evaluate_exports(
     predictions_path: Path, ground_truth_path: Path, *, out_path: Path | None, quiet: bool
 ) -> None:
     """Local mode: two COCO-panoptic exports on disk."""
-    from prelabel.errors import PrelabelError
-    from prelabel.evaluate import (
-        evaluate_coco_dirs,
-        format_table,
-        locate_coco_panoptic,
-        write_result,
-    )
+    from prelabel.evaluate.exports import evaluate_coco_dirs, locate_coco_panoptic
+    from prelabel.evaluate.results import format_table, write_result
     from prelabel.progress import TqdmProgress
 
-    try:
+    with usage_errors():
         predictions = locate_coco_panoptic(predictions_path)
         ground_truth = locate_coco_panoptic(ground_truth_path)
         result = evaluate_coco_dirs(
@@ -306,7 +282,5 @@ def _evaluate_exports(
                 "ground_truth": str(ground_truth.json_path),
             },
         )
-    except PrelabelError as exc:
-        raise UsageFailure(str(exc)) from None
     click.echo(format_table(result))
     click.echo(f"wrote {out}", err=True)

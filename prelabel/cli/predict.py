@@ -12,8 +12,10 @@ from prelabel.cli._common import (
     UsageFailure,
     config_option,
     device_option,
+    load_cli_settings,
     models_option,
     quiet_option,
+    usage_errors,
 )
 
 
@@ -61,28 +63,20 @@ def predict(
       prelabel predict photos/ --categories configs/street-scene-categories.yaml \\
           --out out/ --models models-tiny
     """
-    from prelabel.config import load_settings
-    from prelabel.errors import PrelabelError
     from prelabel.images import find_images
     from prelabel.local import predict_files
     from prelabel.pipeline.pipeline import Pipeline
     from prelabel.progress import TqdmProgress
     from prelabel.taxonomy import build_taxonomy, load_categories_file
 
-    try:
-        settings = load_settings(config_path)
-        if device:
-            settings = settings.model_copy(
-                update={"models": settings.models.model_copy(update={"device": device})}
-            )
+    settings = load_cli_settings(config_path, device=device)
+    with usage_errors():
         categories, options = load_categories_file(categories_path)
         taxonomy = build_taxonomy(categories, {**options, **settings.categories}, settings.pipeline)
         files = find_images(list(paths))
         if not files:
             raise UsageFailure(f"no image files found in {', '.join(map(str, paths))}")
         pipeline = Pipeline.load(settings, models_dir)
-    except PrelabelError as exc:
-        raise UsageFailure(str(exc)) from None
     report = predict_files(
         files,
         pipeline=pipeline,
@@ -91,7 +85,7 @@ def predict(
         progress=TqdmProgress(disable=quiet),
     )
     for failure in report.failed:
-        click.echo(f"failed: {failure.path}: {failure.error}", err=True)
+        click.echo(f"failed: {failure.sample_uuid}: {failure.reason}", err=True)
     click.echo(
         f"{len(report.succeeded)} of {len(report.outcomes)} images pre-labeled -> {out_dir}",
         err=True,

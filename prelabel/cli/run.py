@@ -2,116 +2,32 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import click
 
 from prelabel.cli._common import (
     CONTEXT_SETTINGS,
+    LabelingArgs,
     UsageFailure,
-    config_option,
-    device_option,
-    models_option,
-    quiet_option,
+    labeling_options,
+    print_summary,
+    usage_errors,
 )
-
-logger = logging.getLogger(__name__)
-
-
-def remote_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every dataset command shares (run, sync, evaluate)."""
-    decorators = [
-        click.option(
-            "--dataset", required=True, help="Dataset as OWNER/NAME, e.g. jane/street-scenes."
-        ),
-        click.option(
-            "--api-url",
-            default=None,
-            help="API base URL (default https://api.segments.ai/, or remote.api_url in the "
-            "config). Point it at `prelabel emulator` to try things without an account.",
-        ),
-        click.option(
-            "--labelset", default="ground-truth", show_default=True, help="Labelset to write."
-        ),
-        click.option(
-            "--api-key-file",
-            type=click.Path(dir_okay=False, exists=True, path_type=Path),
-            default=None,
-            help="File holding the API key. Default: the SEGMENTS_API_KEY environment variable.",
-        ),
-        click.option(
-            "--state-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            default=None,
-            help="Where resume state is kept (default ~/.local/state/prelabel).",
-        ),
-        models_option,
-        config_option,
-        device_option,
-        quiet_option,
-    ]
-    for decorator in reversed(decorators):
-        fn = decorator(fn)
-    return fn
-
-
-def read_api_key(api_key_file: Path | None) -> str:
-    if api_key_file is not None:
-        key = api_key_file.read_text(encoding="utf-8").strip()
-        if not key:
-            raise UsageFailure(f"{api_key_file} is empty")
-        return key
-    key = os.environ.get("SEGMENTS_API_KEY", "").strip()
-    if not key:
-        raise UsageFailure("no API key: set SEGMENTS_API_KEY or pass --api-key-file FILE")
-    return key
-
-
-def install_redaction(secret: str) -> None:
-    """Replace ``secret`` with ``***`` in every log record, whichever handler prints it.
-
-    Done at record creation rather than as a handler filter, because tqdm's logging redirect
-    swaps the handlers while a bar is shown.
-    """
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        message = record.getMessage()
-        if secret in message:
-            record.msg = message.replace(secret, "***")
-            record.args = None
-        return record
-
-    logging.setLogRecordFactory(factory)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@remote_options
+@labeling_options(
+    overwrite_help="Also redo samples whose label is still PRELABELED. Labels a person touched "
+    "are never written over.",
+    output_help="Where report.json (every sample's outcome) is written.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Stop after N samples.")
 @click.option(
     "--dry-run",
     is_flag=True,
     help="Do everything but the asset upload and the label write; save what would be uploaded "
     "under OUTPUT_DIR/dry-run/.",
-)
-@click.option(
-    "--overwrite-prelabels",
-    is_flag=True,
-    help="Also redo samples whose label is still PRELABELED. Labels a person touched are never "
-    "written over.",
-)
-@click.option(
-    "--output-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("prelabel-output"),
-    show_default=True,
-    help="Where report.json (every sample's outcome) is written.",
 )
 @click.option(
     "--engine",
@@ -137,19 +53,9 @@ def install_redaction(secret: str) -> None:
     "0.5 puts two actors on one GPU).",
 )
 def run(
-    dataset: str,
-    api_url: str | None,
-    labelset: str,
-    api_key_file: Path | None,
-    state_dir: Path | None,
-    models_dir: Path | None,
-    config_path: Path | None,
-    device: str | None,
-    quiet: bool,
+    args: LabelingArgs,
     limit: int | None,
     dry_run: bool,
-    overwrite_prelabels: bool,
-    output_dir: Path,
     engine: str,
     ray_address: str | None,
     workers: int,
@@ -170,137 +76,53 @@ def run(
       prelabel run --dataset jane/streets --config configs/default.yaml --models ~/models
       prelabel run --dataset jane/big --engine ray --ray-address auto --workers 8
     """
-    from prelabel.worker import RunOptions
-
-    key = read_api_key(api_key_file)
-    install_redaction(key)
-    options = RunOptions(
-        dataset=dataset,
-        labelset=labelset,
-        limit=limit,
-        dry_run=dry_run,
-        overwrite_prelabels=overwrite_prelabels,
-        output_dir=output_dir,
-    )
-    ray_options = None
-    if engine == "ray":
-        from prelabel.ray_engine import RayOptions
-
-        if dry_run:
-            raise UsageFailure("--dry-run is not supported with --engine ray")
-        ray_options = RayOptions(
-            address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker
-        )
-    summary = execute(
-        key,
-        options,
-        ray_options=ray_options,
-        api_url=api_url,
-        state_dir=state_dir,
-        models_dir=models_dir,
-        config_path=config_path,
-        device=device,
-        quiet=quiet,
-    )
-    print_summary(summary)
-    if summary.failed:
-        sys.exit(1)
-
-
-def execute(
-    key: str,
-    options: Any,
-    *,
-    ray_options: Any = None,
-    api_url: str | None,
-    state_dir: Path | None,
-    models_dir: Path | None,
-    config_path: Path | None,
-    device: str | None,
-    quiet: bool,
-) -> Any:
-    """Settings, state and progress around :func:`prelabel.worker.run_dataset`."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from prelabel.config import load_settings
-    from prelabel.errors import PrelabelError
     from prelabel.progress import TqdmProgress
-    from prelabel.state import StateStore, default_state_dir
-    from prelabel.worker import run_dataset
+    from prelabel.run.job import RunOptions
+    from prelabel.run.models import pipeline_loader
+    from prelabel.state import StateStore
 
-    try:
-        settings = apply_overrides(load_settings(config_path), api_url=api_url, device=device)
-    except PrelabelError as exc:
-        raise UsageFailure(str(exc)) from None
-    state = StateStore.in_dir(state_dir or default_state_dir())
-    try:
-        if ray_options is not None:
-            from prelabel.ray_engine import run_on_ray
+    if engine == "ray" and dry_run:
+        raise UsageFailure("--dry-run is not supported with --engine ray")
+    key, settings = args.key_and_settings()
+    options = RunOptions(
+        dataset=args.dataset,
+        labelset=args.labelset,
+        limit=limit,
+        dry_run=dry_run,
+        overwrite_prelabels=args.overwrite_prelabels,
+        output_dir=args.output_dir,
+    )
+    progress = TqdmProgress(disable=args.quiet)
+    with StateStore.in_dir(args.state_dir) as state, usage_errors():
+        if engine == "ray":
+            from prelabel.run.ray_engine import RayOptions, run_on_ray
 
-            return run_on_ray(
+            ray_options = RayOptions(
+                address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker
+            )
+            summary = run_on_ray(
                 key,
                 settings,
                 options,
                 ray_options,
                 state=state,
-                models_dir=models_dir,
-                progress=TqdmProgress(disable=quiet),
+                models_dir=args.models_dir,
+                progress=progress,
             )
-        with logging_redirect_tqdm():
-            return run_dataset(
-                key,
-                settings,
-                options,
-                state=state,
-                load_pipeline=pipeline_loader(settings, models_dir),
-                progress=TqdmProgress(disable=quiet),
-            )
-    except PrelabelError as exc:
-        raise UsageFailure(str(exc)) from None
-    finally:
-        state.close()
+        else:
+            from prelabel.run.dataset import run_dataset
 
-
-def pipeline_loader(settings: Any, models_dir: Path | None) -> Callable[[], Any]:
-    """A loader that builds the pipeline on first call and returns the same one after.
-
-    torch and transformers are imported only then: a run that stops at a key or config
-    problem, or has nothing to do, never needs them.
-    """
-    loaded: list[Any] = []
-
-    def load() -> Any:
-        if not loaded:
-            from prelabel.pipeline.pipeline import Pipeline
-
-            # Logs a warning when tiny random-weight models are in use.
-            loaded.append(Pipeline.load(settings, models_dir))
-        return loaded[0]
-
-    return load
-
-
-def apply_overrides(settings: Any, *, api_url: str | None, device: str | None) -> Any:
-    if api_url:
-        settings = settings.model_copy(
-            update={"remote": settings.remote.model_copy(update={"api_url": api_url})}
-        )
-    if device:
-        settings = settings.model_copy(
-            update={"models": settings.models.model_copy(update={"device": device})}
-        )
-    return settings
-
-
-def print_summary(summary: Any) -> None:
-    """A small table on stderr: results, then reasons by count."""
-    rows = [(result, "", count) for result, count in sorted(summary.counts.items())]
-    rows += [(result, reason, count) for (result, reason), count in summary.reasons.most_common()]
-    if not rows:
-        click.echo("nothing to do: no sample needs a pre-label", err=True)
-    width = max((len(r[0]) for r in rows), default=6)
-    for result, reason, count in rows:
-        line = f"{result:<{width}}  {count:>7}" + (f"  {reason}" if reason else "")
-        click.echo(line, err=True)
-    if summary.report_path:
-        click.echo(f"report: {summary.report_path}", err=True)
+            with logging_redirect_tqdm():
+                summary = run_dataset(
+                    key,
+                    settings,
+                    options,
+                    state=state,
+                    load_pipeline=pipeline_loader(settings, args.models_dir),
+                    progress=progress,
+                )
+    print_summary(summary)
+    if summary.failed:
+        sys.exit(1)

@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 import click
 
-from prelabel.cli._common import CONTEXT_SETTINGS, UsageFailure
-from prelabel.cli.run import (
-    apply_overrides,
-    install_redaction,
-    pipeline_loader,
+from prelabel.cli._common import (
+    CONTEXT_SETTINGS,
+    LabelingArgs,
+    labeling_options,
     print_summary,
-    read_api_key,
-    remote_options,
+    usage_errors,
 )
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@remote_options
+@labeling_options(
+    overwrite_help="In the first cycle, also redo samples whose label is still PRELABELED "
+    "(never a person's label); later cycles label new samples only.",
+    output_help="Where each cycle's report.json is written (the latest cycle's).",
+)
 @click.option(
     "--interval",
     default="10m",
@@ -29,34 +28,7 @@ from prelabel.cli.run import (
     help="Time between cycles: 30s, 10m, 1h. Failing cycles are retried sooner, with backoff.",
 )
 @click.option("--once", is_flag=True, help="Run one cycle and exit (for cron or a CronJob).")
-@click.option(
-    "--overwrite-prelabels",
-    is_flag=True,
-    help="In the first cycle, also redo samples whose label is still PRELABELED (never a "
-    "person's label); later cycles label new samples only.",
-)
-@click.option(
-    "--output-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("prelabel-output"),
-    show_default=True,
-    help="Where each cycle's report.json is written (the latest cycle's).",
-)
-def sync(
-    dataset: str,
-    api_url: str | None,
-    labelset: str,
-    api_key_file: Path | None,
-    state_dir: Path | None,
-    models_dir: Path | None,
-    config_path: Path | None,
-    device: str | None,
-    quiet: bool,
-    interval: str,
-    once: bool,
-    overwrite_prelabels: bool,
-    output_dir: Path,
-) -> None:
+def sync(args: LabelingArgs, interval: str, once: bool) -> None:
     """Pre-label new samples of a dataset as they arrive, until stopped.
 
     Each cycle is a `prelabel run` (same selection, safety and resume), so samples
@@ -71,55 +43,34 @@ def sync(
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from prelabel.config import load_settings
-    from prelabel.errors import PrelabelError
     from prelabel.progress import TqdmProgress
-    from prelabel.state import StateStore, default_state_dir
-    from prelabel.sync import StopSignal, SyncPolicy, parse_interval, sync_loop
-    from prelabel.worker import RunOptions, run_dataset
+    from prelabel.run.job import RunOptions
+    from prelabel.run.models import pipeline_loader
+    from prelabel.run.sync import StopSignal, SyncPolicy, parse_interval, sync_dataset
+    from prelabel.state import StateStore
 
-    key = read_api_key(api_key_file)
-    install_redaction(key)
-    try:
+    key, settings = args.key_and_settings()
+    with usage_errors():
         policy = SyncPolicy(interval_s=parse_interval(interval), once=once)
-        settings = apply_overrides(load_settings(config_path), api_url=api_url, device=device)
-    except PrelabelError as exc:
-        raise UsageFailure(str(exc)) from None
     options = RunOptions(
-        dataset=dataset,
-        labelset=labelset,
-        overwrite_prelabels=overwrite_prelabels,
-        output_dir=output_dir,
+        dataset=args.dataset,
+        labelset=args.labelset,
+        overwrite_prelabels=args.overwrite_prelabels,
+        output_dir=args.output_dir,
     )
-    load = pipeline_loader(settings, models_dir)
     stop = StopSignal()
     stop.install()
-    state = StateStore.in_dir(state_dir or default_state_dir())
-
-    # --overwrite-prelabels redoes PRELABELED labels until one cycle completes; after that
-    # every label it finds PRELABELED is one it just wrote, and redoing them each cycle would
-    # rewrite the dataset every interval.
-    current = [options]
-
-    def cycle(should_stop: Any) -> Any:
-        with logging_redirect_tqdm():
-            summary = run_dataset(
-                key,
-                settings,
-                current[0],
-                state=state,
-                load_pipeline=load,
-                progress=TqdmProgress(disable=quiet),
-                should_stop=should_stop,
-            )
-        current[0] = replace(options, overwrite_prelabels=False)
-        return summary
-
-    try:
-        last = sync_loop(cycle, policy, stop, on_summary=print_summary)
-    except PrelabelError as exc:
-        raise UsageFailure(str(exc)) from None
-    finally:
-        state.close()
+    with StateStore.in_dir(args.state_dir) as state, usage_errors(), logging_redirect_tqdm():
+        last = sync_dataset(
+            key,
+            settings,
+            options,
+            state=state,
+            load_pipeline=pipeline_loader(settings, args.models_dir),
+            policy=policy,
+            stop=stop,
+            progress=lambda: TqdmProgress(disable=args.quiet),
+            on_summary=print_summary,
+        )
     if once and last is not None and last.failed:
         sys.exit(1)

@@ -12,7 +12,8 @@ import it; only the ``prelabel emulator`` command and the test fixtures do.
 from __future__ import annotations
 
 from prelabel.emulator.faults import FaultInjector, FaultRule
-from prelabel.emulator.server import DEFAULT_API_KEY, DEFAULT_USERNAME, Emulator, RequestRecord
+from prelabel.emulator.requestlog import RequestRecord
+from prelabel.emulator.server import DEFAULT_API_KEY, DEFAULT_USERNAME, Emulator
 from prelabel.emulator.store import Store
 
 __all__ = [

@@ -22,20 +22,59 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from prelabel.emulator.api import ApiError, Request, Response, detail_response, json_response
 from prelabel.emulator.faults import FaultRule
-
-if TYPE_CHECKING:
-    from prelabel.emulator.server import Emulator
+from prelabel.emulator.requestlog import RequestRecord
+from prelabel.emulator.wire import ApiError, Request, Response, detail_response, json_response
 
 PREFIX = "/_emulator/"
 _LABEL_PATH = re.compile(r"^/_emulator/labels/(?P<uuid>[^/]+)/(?P<labelset>[^/]+)$")
 
 
-def handle(emulator: Emulator, request: Request) -> Response:
+class Controlled(Protocol):
+    """What the side channel needs from the emulator it controls (:class:`~.server.Emulator`).
+
+    A protocol rather than the class itself, so this module depends only on what it uses, and
+    the HTTP server (:mod:`.http_server`), which routes ``/_emulator/`` requests here, and the
+    :class:`~.server.Emulator` that owns that server never form an import cycle with it.
+    """
+
+    @property
+    def requests(self) -> list[RequestRecord]: ...
+
+    def clear_requests(self) -> None: ...
+
+    @property
+    def faults(self) -> list[FaultRule]: ...
+
+    @property
+    def fault_seed(self) -> int: ...
+
+    def set_faults(self, rules: Iterable[FaultRule], seed: int | None = None) -> None: ...
+
+    def clear_faults(self) -> None: ...
+
+    def asset_upload_count(self) -> int: ...
+
+    def label_write_counts(self) -> dict[tuple[str, str], int]: ...
+
+    def write_label(
+        self,
+        sample_uuid: str,
+        labelset: str,
+        attributes: dict[str, Any] | None,
+        /,
+        *,
+        label_status: str = ...,
+        score: float | None = ...,
+        by: str = ...,
+    ) -> dict[str, Any] | None: ...
+
+
+def handle(emulator: Controlled, request: Request) -> Response:
     """Answer one side-channel request."""
     path = request.path.rstrip("/")
     method = request.method
@@ -82,7 +121,7 @@ def handle(emulator: Emulator, request: Request) -> Response:
     return detail_response(404, "Not found.")
 
 
-def _stats(emulator: Emulator) -> dict[str, Any]:
+def _stats(emulator: Controlled) -> dict[str, Any]:
     return {
         "requests": len(emulator.requests),
         "asset_uploads": emulator.asset_upload_count(),
@@ -93,5 +132,5 @@ def _stats(emulator: Emulator) -> dict[str, Any]:
     }
 
 
-def _faults(emulator: Emulator) -> dict[str, Any]:
+def _faults(emulator: Controlled) -> dict[str, Any]:
     return {"seed": emulator.fault_seed, "rules": [rule.to_dict() for rule in emulator.faults]}

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prelabel.emulator.api import ApiError
 from prelabel.emulator.server import Emulator
+from prelabel.emulator.wire import ApiError
 
 logger = logging.getLogger(__name__)
 

@@ -1,259 +1,46 @@
-"""The HTTP server and the :class:`Emulator` that owns it.
+"""The :class:`Emulator`: one local Segments.ai API, started, inspected and edited from a test.
 
-Standard library only (``http.server``): one thread per connection, HTTP/1.1 keep-alive like the
-real service, and gzip request bodies decoded as the SDK sends them. The handler reads each
-request completely, asks the fault injector what to do with it, then either misbehaves (latency,
-429, 5xx, dropped or hung connection) or hands it to :mod:`prelabel.emulator.api`. Every request
-the SDK makes is recorded in the request log; the ``/_emulator/`` side channel is not.
+The facade over the parts: it owns the store (:mod:`.store`), the API resources (:mod:`.api`),
+the fault injector (:mod:`.faults`), the request log (:mod:`.requestlog`) and the HTTP server
+(:mod:`.http_server`) that puts them on a port. Tests use it to start and stop an emulator, set
+faults, read the request log and write counters, and change state directly as a human in the
+web app (or an admin) would.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import gzip
 import logging
-import socket
-import socketserver
 import threading
-import urllib.parse
-import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from os import PathLike
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-from prelabel.emulator import control
-from prelabel.emulator.api import (
-    LABEL_STATUSES,
-    ApiError,
-    Request,
-    Response,
-    SegmentsApi,
-    detail_response,
-    json_response,
-    portable_urls,
-)
-from prelabel.emulator.faults import FaultDecision, FaultInjector, FaultRule, throttled_detail
+from prelabel.emulator.api.base import LABEL_STATUSES, task_type_of
+from prelabel.emulator.api.labels import label_json
+from prelabel.emulator.api.routes import SegmentsApi
+from prelabel.emulator.api.urls import asset_url, portable_urls
+from prelabel.emulator.faults import FaultInjector, FaultRule
+from prelabel.emulator.http_server import HttpServer
+from prelabel.emulator.requestlog import RequestLog, RequestRecord
 from prelabel.emulator.s3 import content_type_for
-from prelabel.emulator.store import (
-    GROUND_TRUTH,
-    UNLABELED,
-    Conflict,
-    DatasetRecord,
-    NewSample,
-    NotFound,
-    Store,
-)
+from prelabel.emulator.store import Store
+from prelabel.emulator.store.records import GROUND_TRUTH, UNLABELED, DatasetRecord, NewSample
+from prelabel.emulator.wire import Request, Response
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_KEY = "emulator-key"
 DEFAULT_USERNAME = "jane"
 
-# Bodies of injected 5xx answers, as a Django app behind a load balancer would send them. None of
-# them contains a phrase the SDK maps to a special exception, so all become NetworkError.
-_ERROR_PAGES: Mapping[int, bytes] = {
-    500: b"<h1>Server Error (500)</h1>",
-    502: b"<html><head><title>502 Bad Gateway</title></head><body>502 Bad Gateway</body></html>",
-    503: b"<html><head><title>503 Service Unavailable</title></head>"
-    b"<body>503 Service Temporarily Unavailable</body></html>",
-}
+_Part = TypeVar("_Part")
 
 
-@dataclass(frozen=True)
-class RequestRecord:
-    """One request the emulator received (the side channel excluded).
-
-    ``status`` is ``None`` when no answer was sent (``fault`` ``"drop"`` or ``"hang"``); ``fault``
-    names the injected failure (``"error"``, ``"throttle"``, ``"drop"``, ``"hang"``) or is
-    ``None`` for a normal answer.
-    """
-
-    method: str
-    path: str
-    query: str
-    status: int | None
-    fault: str | None
-
-
-class _Server(ThreadingHTTPServer):
-    """A threading HTTP server that can close its open keep-alive connections on stop.
-
-    Without that, a handler thread waiting for the next request on a client's pooled connection
-    would outlive :meth:`Emulator.stop`.
-    """
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
-        self.emulator = emulator
-        self._connections: set[socket.socket] = set()
-        self._active = 0
-        self._idle = threading.Condition()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall for
-        # seconds on machines without DNS; the name is never used here.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._idle:
-            self._connections.add(request)
-            self._active += 1
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._idle:
-            if request in self._connections:
-                self._connections.discard(request)
-                self._active -= 1
-                self._idle.notify_all()
-        super().shutdown_request(request)
-
-    def close_connections(self, timeout: float) -> None:
-        """Shut down every open connection and wait (bounded) for their threads to finish."""
-        with self._idle:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError as error:  # already closed by the peer
-                logger.debug("closing connection: %s", error)
-        with self._idle:
-            self._idle.wait_for(lambda: self._active == 0, timeout=timeout)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.error("unhandled error serving %s", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "segments-emulator"
-    # Headers and body go out in separate writes; with Nagle on, the client's delayed ACK would
-    # add ~40 ms to every response.
-    disable_nagle_algorithm = True
-
-    def do_GET(self) -> None:
-        self._handle()
-
-    def do_POST(self) -> None:
-        self._handle()
-
-    def do_PUT(self) -> None:
-        self._handle()
-
-    def do_PATCH(self) -> None:
-        self._handle()
-
-    def do_DELETE(self) -> None:
-        self._handle()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s - %s", self.address_string(), format % args)
-
-    def _handle(self) -> None:
-        emulator = self.server.emulator
-        split = urllib.parse.urlsplit(self.path)
-        body = self._read_body()
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        host = headers.get("host") or f"{emulator.host}:{emulator.port}"
-        query = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
-        request = Request(self.command, split.path, query, headers, body, f"http://{host}/")
-
-        if split.path.startswith(control.PREFIX):
-            self._send(_guarded(lambda: control.handle(emulator, request)))
-            return
-
-        decision = emulator._injector.decide(self.command, split.path)
-        if decision.latency_s > 0:
-            emulator._stopping.wait(decision.latency_s)
-        if decision.kind in {"drop", "hang"}:
-            emulator._record(
-                RequestRecord(self.command, split.path, split.query, None, decision.kind)
-            )
-            if decision.kind == "hang":
-                emulator._stopping.wait(decision.hang_s)
-            # No status line at all: the client sees the connection close under it.
-            self.close_connection = True
-            return
-        response = _fault_response(decision) if decision.kind else None
-        if response is None:
-            response = _guarded(lambda: emulator.api_dispatch(_decoded(request)))
-        # Record before answering: once the client has its answer, a test may read the log.
-        emulator._record(
-            RequestRecord(self.command, split.path, split.query, response.status, decision.kind)
-        )
-        self._send(response)
-
-    def _read_body(self) -> bytes:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0  # the SDK always sends a valid length; treat garbage as no body
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _send(self, response: Response) -> None:
-        try:
-            self.send_response(response.status)
-            if response.content_type:
-                self.send_header("Content-Type", response.content_type)
-            for name, value in response.headers:
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(response.body)))
-            self.end_headers()
-            if response.body:
-                self.wfile.write(response.body)
-        except (BrokenPipeError, ConnectionResetError) as error:
-            logger.debug("client went away before the answer: %s", error)
-            self.close_connection = True
-
-
-def _fault_response(decision: FaultDecision) -> Response:
-    if decision.kind == "throttle":
-        return json_response(
-            429,
-            {"detail": throttled_detail(decision.retry_after_s)},
-            [("Retry-After", str(decision.retry_after_s))],
-        )
-    status = decision.status or 500
-    page = _ERROR_PAGES.get(status, f"<h1>Error ({status})</h1>".encode())
-    return Response(status, page, "text/html")
-
-
-def _decoded(request: Request) -> Request:
-    """The request with a gzip body inflated (the SDK gzips sample and label writes)."""
-    if request.headers.get("content-encoding", "").lower() != "gzip":
-        return request
-    try:
-        body = gzip.decompress(request.body)
-    except (OSError, EOFError, zlib.error) as error:
-        raise ApiError(400, {"detail": f"Malformed gzip body: {error}"}) from error
-    return Request(
-        request.method, request.path, request.query, request.headers, body, request.base_url
-    )
-
-
-def _guarded(answer: Any) -> Response:
-    """Turn the API layer's exceptions into the error bodies a DRF server sends."""
-    try:
-        return answer()
-    except ApiError as error:
-        return json_response(error.status, error.body)
-    except NotFound as error:
-        return detail_response(404, str(error))
-    except Conflict as error:
-        return detail_response(400, str(error))
-    except Exception:
-        # A bug in the emulator: answer like a crashing server and keep the traceback.
-        logger.exception("emulator failed to handle a request")
-        return detail_response(500, "Internal emulator error.")
+def _running(part: _Part | None) -> _Part:
+    """A part that exists only while the emulator runs (server, store, API)."""
+    if part is None:
+        raise RuntimeError("the emulator is not running")
+    return part
 
 
 class Emulator:
@@ -289,9 +76,8 @@ class Emulator:
         self._injector = FaultInjector(seed=seed)
         self._injector.configure(faults)
         self._stopping = threading.Event()
-        self._log_lock = threading.Lock()
-        self._log: list[RequestRecord] = []
-        self._server: _Server | None = None
+        self._log = RequestLog()
+        self._server: HttpServer | None = None
         self._thread: threading.Thread | None = None
         self._store: Store | None = None
         self._api: SegmentsApi | None = None
@@ -304,7 +90,9 @@ class Emulator:
             raise RuntimeError("an Emulator can be started once; create a new one to restart")
         self._store = Store(self.db_path)
         self._api = SegmentsApi(self._store, self.api_key, self.username)
-        self._server = _Server((self.host, self._requested_port), self)
+        self._server = HttpServer(
+            (self.host, self._requested_port), self, self._injector, self._stopping, self._log
+        )
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -343,9 +131,7 @@ class Emulator:
     @property
     def port(self) -> int:
         """The bound port (the free one picked when constructed with ``port=0``)."""
-        if self._server is None:
-            raise RuntimeError("the emulator is not running")
-        return int(self._server.server_address[1])
+        return int(_running(self._server).server_address[1])
 
     @property
     def url(self) -> str:
@@ -355,15 +141,11 @@ class Emulator:
     @property
     def store(self) -> Store:
         """The state, for tests that need more than the helpers below."""
-        if self._store is None:
-            raise RuntimeError("the emulator is not running")
-        return self._store
+        return _running(self._store)
 
     @property
     def api(self) -> SegmentsApi:
-        if self._api is None:
-            raise RuntimeError("the emulator is not running")
-        return self._api
+        return _running(self._api)
 
     def api_dispatch(self, request: Request) -> Response:
         """Route one (decoded) API request, checking the key where the route needs it."""
@@ -396,29 +178,17 @@ class Emulator:
 
     # Introspection -------------------------------------------------------------------------
 
-    def _record(self, record: RequestRecord) -> None:
-        with self._log_lock:
-            self._log.append(record)
-        logger.debug("%s %s -> %s (%s)", record.method, record.path, record.status, record.fault)
-
     @property
     def requests(self) -> list[RequestRecord]:
         """A copy of the request log, oldest first."""
-        with self._log_lock:
-            return list(self._log)
+        return self._log.records()
 
     def clear_requests(self) -> None:
-        with self._log_lock:
-            self._log.clear()
+        self._log.clear()
 
     def request_count(self, method: str | None = None, path: str = "*") -> int:
         """How many logged requests match ``method`` (``None``: any) and the ``path`` glob."""
-        return sum(
-            1
-            for record in self.requests
-            if (method is None or record.method == method.upper())
-            and fnmatch.fnmatchcase(record.path, path)
-        )
+        return self._log.count(method, path)
 
     def label_write_count(self, sample_uuid: str, labelset: str = GROUND_TRUTH) -> int:
         """How many times the API wrote this label (PUT and PATCH; human edits not counted)."""
@@ -459,7 +229,7 @@ class Emulator:
         extension, content_type = content_type_for(filename)
         key = self.store.create_asset(self.username, filename, extension, content_type)
         self.store.store_asset_data(key, data)
-        return self.api.asset_url(key, self.url)
+        return asset_url(key, self.url)
 
     def add_samples(self, full_name: str, samples: Iterable[Mapping[str, Any]]) -> list[str]:
         """Insert samples (dicts with ``name``, ``attributes``, optional ``metadata``,
@@ -494,9 +264,7 @@ class Emulator:
         label = self.store.get_label(sample_uuid, labelset)
         if label is None:
             return None
-        dataset = self._dataset_of(sample_uuid)
-        task_type = dataset.fields.get("task_type", "segmentation-bitmap")
-        return self.api.label_json(label, task_type, self.url)
+        return label_json(label, task_type_of(self._dataset_of(sample_uuid)), self.url)
 
     def write_label(
         self,
@@ -513,10 +281,7 @@ class Emulator:
         Any status is allowed, including ``LABELING_IN_PROGRESS`` which the API refuses;
         ``UNLABELED`` deletes the label and returns ``None``.
         """
-        self._check_status(label_status)
-        self.api.label_target(sample_uuid, labelset)
-        if label_status == UNLABELED:
-            self._delete_label_if_any(sample_uuid, labelset)
+        if self._unlabeled(sample_uuid, labelset, label_status):
             return None
         self.store.put_label(
             sample_uuid,
@@ -534,10 +299,7 @@ class Emulator:
     ) -> dict[str, Any] | None:
         """Change only the status (creating an attribute-less label if there is none), as when
         an annotator opens, finishes or reviews a sample. ``UNLABELED`` deletes the label."""
-        self._check_status(label_status)
-        self.api.label_target(sample_uuid, labelset)
-        if label_status == UNLABELED:
-            self._delete_label_if_any(sample_uuid, labelset)
+        if self._unlabeled(sample_uuid, labelset, label_status):
             return None
         if self.store.get_label(sample_uuid, labelset) is None:
             self.store.put_label(
@@ -548,14 +310,17 @@ class Emulator:
             self.store.patch_label(sample_uuid, labelset, changes, by=by, count_write=False)
         return self.get_label(sample_uuid, labelset)
 
-    @staticmethod
-    def _check_status(label_status: str) -> None:
+    def _unlabeled(self, sample_uuid: str, labelset: str, label_status: str) -> bool:
+        """Check a human edit's status and target; for ``UNLABELED``, delete the label (if any)
+        and return True: the edit is done."""
         if label_status not in LABEL_STATUSES:
             raise ValueError(f"unknown label status {label_status!r}; use one of {LABEL_STATUSES}")
-
-    def _delete_label_if_any(self, sample_uuid: str, labelset: str) -> None:
+        self.api.label_target(sample_uuid, labelset)
+        if label_status != UNLABELED:
+            return False
         if self.store.get_label(sample_uuid, labelset) is not None:
             self.store.delete_label(sample_uuid, labelset)
+        return True
 
     def _dataset_of(self, sample_uuid: str) -> DatasetRecord:
         owner, _, name = self.store.get_sample(sample_uuid).dataset_full_name.partition("/")

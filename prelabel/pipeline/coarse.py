@@ -16,6 +16,7 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 from scipy import ndimage
+from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
 from prelabel.taxonomy import CategoryPrompt
 
@@ -39,7 +40,12 @@ class RegionPoints:
 class StuffSegmenter:
     """Runs CLIPSeg for all stuff phrases of one image in one batch, with one vision pass."""
 
-    def __init__(self, model: torch.nn.Module, processor: object, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: CLIPSegForImageSegmentation,
+        processor: CLIPSegProcessor,
+        device: torch.device,
+    ) -> None:
         self.model = model
         self.processor = processor
         self.device = device

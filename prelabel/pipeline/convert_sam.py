@@ -242,8 +242,9 @@ def _infer_sam_config(
     grid = pos.shape[1] if pos is not None else 1024 // patch
     image_size = grid * patch
 
-    rel_h = [state_dict.get(f"image_encoder.blocks.{i}.attn.rel_pos_h") for i in range(num_layers)]
-    use_rel_pos = all(t is not None for t in rel_h)
+    found = [state_dict.get(f"image_encoder.blocks.{i}.attn.rel_pos_h") for i in range(num_layers)]
+    rel_h = [t for t in found if t is not None]
+    use_rel_pos = len(rel_h) == num_layers
     by_dims = {(v.hidden_size, v.num_layers): v for v in SAM_VARIANTS}.get((hidden, num_layers))
     if use_rel_pos:
         head_dim = rel_h[0].shape[1]

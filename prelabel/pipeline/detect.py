@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from PIL import Image
+from transformers import BatchFeature, GroundingDinoForObjectDetection, GroundingDinoProcessor
 from transformers.image_transforms import center_to_corners_format
 
 from prelabel.taxonomy import CategoryPrompt
@@ -70,7 +71,7 @@ def build_prompt_chunks(
     """
     phrases = [(i, phrase) for i, p in enumerate(prompts) for phrase in p.phrases]
     chunks: list[PromptChunk] = []
-    text, spans = "", []
+    text, spans = "", list[tuple[int, int, int]]()
     for index, phrase in phrases:
         candidate = _append(text, phrase)
         if spans and count_tokens(candidate) > max_tokens:
@@ -205,7 +206,12 @@ def suppress_duplicates(
 class ThingDetector:
     """Runs Grounding DINO for the thing prompts of one image."""
 
-    def __init__(self, model: torch.nn.Module, processor: object, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: GroundingDinoForObjectDetection,
+        processor: GroundingDinoProcessor,
+        device: torch.device,
+    ) -> None:
         self.model = model
         self.processor = processor
         self.device = device
@@ -278,7 +284,7 @@ class ThingDetector:
 
     def _detect_chunk(
         self,
-        pixels: object,
+        pixels: BatchFeature,
         chunk: PromptChunk,
         prompts: Sequence[CategoryPrompt],
         dtype: torch.dtype,

@@ -238,8 +238,9 @@ def _window(mask: npt.NDArray[np.bool_]) -> _Window | None:
     return slice(r0, r1 + 1), slice(c0, c1 + 1)
 
 
-def _span(present: npt.NDArray[np.bool_]) -> tuple[int, int]:
+def _span(present: npt.NDArray[np.bool_] | np.bool_) -> tuple[int, int]:
     """First and last True index of a non-empty-of-True 1-D array."""
+    present = np.asarray(present)
     return int(np.argmax(present)), int(present.size - 1 - np.argmax(present[::-1]))
 
 

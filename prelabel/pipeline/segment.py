@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from PIL import Image
+from transformers import SamModel, SamProcessor
 
 #: Masks are upscaled to full resolution this many prompts at a time, bounding the float memory
 #: that post-processing needs (prompts x height x width x 4 bytes).
@@ -55,7 +56,7 @@ class PromptMasks:
 class SamSegmenter:
     """Wraps a transformers ``SamModel`` and its processor; counts encoder passes."""
 
-    def __init__(self, model: torch.nn.Module, processor: object, device: torch.device) -> None:
+    def __init__(self, model: SamModel, processor: SamProcessor, device: torch.device) -> None:
         self.model = model
         self.processor = processor
         self.device = device
@@ -81,8 +82,8 @@ class SamSegmenter:
         return [
             ImageEmbedding(
                 embeddings=embeddings[index : index + 1],
-                original_size=tuple(int(v) for v in inputs["original_sizes"][index]),
-                reshaped_size=tuple(int(v) for v in inputs["reshaped_input_sizes"][index]),
+                original_size=_pair(inputs["original_sizes"][index]),
+                reshaped_size=_pair(inputs["reshaped_input_sizes"][index]),
             )
             for index in range(len(images))
         ]
@@ -150,3 +151,9 @@ class SamSegmenter:
         return PromptMasks(
             masks=np.zeros((0, height, width), dtype=bool), scores=np.zeros(0, dtype=np.float32)
         )
+
+
+def _pair(values: torch.Tensor) -> tuple[int, int]:
+    """A processor's ``(height, width)`` tensor as two ints."""
+    height, width = (int(v) for v in values)
+    return height, width

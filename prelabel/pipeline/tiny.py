@@ -98,7 +98,7 @@ def write_tiny_models(out_dir: Path, seed: int = 0) -> Path:
                 ),
             ),
             "sam": (
-                SamModel(_sam_config()),
+                SamModel(tiny_sam_config()),
                 SamProcessor(image_processor=SamImageProcessorPil()),
             ),
             "clipseg": (
@@ -181,7 +181,8 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(sorted(table.items()))
 
 
-def _sam_config() -> SamConfig:
+def tiny_sam_config(decoder_heads: int = 2) -> SamConfig:
+    """The tiny SAM's config; ``decoder_heads=8`` gives the decoder layout of released SAMs."""
     # 2 x num_pos_feats must equal the prompt encoder's hidden size (the shared embedding).
     # The default init scales (1e-10 for the vision encoder, 0.02 elsewhere; irrelevant for loaded
     # checkpoints) give image embeddings of about 1e-21 and mask logits of about 1e-5 in a model
@@ -205,7 +206,7 @@ def _sam_config() -> SamConfig:
             "hidden_size": 32,
             "mlp_dim": 64,
             "num_hidden_layers": 2,
-            "num_attention_heads": 2,
+            "num_attention_heads": decoder_heads,
             "iou_head_hidden_dim": 32,
         },
         initializer_range=0.2,

@@ -90,8 +90,15 @@ class StateStore:
         self._db.executescript(SCHEMA)
 
     @classmethod
-    def in_dir(cls, state_dir: Path) -> StateStore:
-        return cls(state_dir / "state.sqlite")
+    def in_dir(cls, state_dir: Path | None) -> StateStore:
+        """The store of ``state_dir`` (``None``: :func:`default_state_dir`)."""
+        return cls((state_dir or default_state_dir()) / "state.sqlite")
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def get(self, dataset: str, labelset: str, sample_uuid: str) -> SampleRecord | None:
         with self._lock:

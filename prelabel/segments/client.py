@@ -1,14 +1,12 @@
 """The only module that calls the Segments.ai API.
 
 The official SDK does the HTTP and parsing; this module makes it safe to run unattended
-(shared/segments-api.md sections 0 and 4):
+(shared/segments-api.md sections 0 and 4), with the timeouts, error classification and retries
+of :mod:`prelabel.segments.transport`:
 
 - every request has a timeout (the SDK sets none, so a silent server hangs it forever);
 - transient failures (connection errors, timeouts, 5xx, 429 and the "throttled" message) are
   retried with tenacity, exponential backoff with jitter, honouring "available in N seconds";
-  the SDK retries nothing on POST and turns a 429 into a plain ``NetworkError``;
-- SDK exceptions are classified once, in :func:`classify`, into prelabel's error tree; it is the
-  one place that string-matches SDK messages;
 - a server that is down at start gives one clear line instead of the SDK's ``AttributeError``.
 
 The API key is held by the SDK client only and never appears in a message or log line.
@@ -17,23 +15,14 @@ The API key is held by the SDK client only and never appears in a message or log
 from __future__ import annotations
 
 import io
-import logging
-import random
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
 import segments.exceptions as sdk_errors
-from requests.adapters import HTTPAdapter
 from segments import SegmentsClient
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
+from segments.typing import LabelStatus
 
 from prelabel.config import RemoteSettings
 from prelabel.errors import (
@@ -42,17 +31,17 @@ from prelabel.errors import (
     RemoteError,
     TransientRemoteError,
 )
-
-logger = logging.getLogger(__name__)
+from prelabel.segments.statuses import PRELABELED
+from prelabel.segments.transport import (
+    TimeoutAdapter,
+    classified,
+    classify,
+    header_seconds,
+    message_of,
+    retrying,
+)
 
 T = TypeVar("T")
-
-#: Task types whose labels are segmentation bitmaps; anything else cannot take our labels.
-BITMAP_TASK_TYPES = frozenset({"segmentation-bitmap", "segmentation-bitmap-highres"})
-
-_AVAILABLE_IN = re.compile(r"available in (\d+(?:\.\d+)?) seconds?")
-_POSSIBLE_FIXES = re.compile(r"\n\s*possible fixes:", re.IGNORECASE)
-_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -84,94 +73,6 @@ class LabelState:
     bitmap_url: str | None = None
 
 
-class _TimeoutAdapter(HTTPAdapter):
-    """Gives every request a timeout unless the caller set one.
-
-    ``max_retries=0``: urllib3's immediate, unjittered retries would stack under ours.
-    """
-
-    def __init__(self, timeout: tuple[float, float]) -> None:
-        super().__init__(max_retries=0)
-        self._timeout = timeout
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
-
-
-def classify(exc: BaseException) -> RemoteError:
-    """Map an SDK or requests exception to prelabel's error tree.
-
-    The SDK lower-cases the response body into its message and maps by substring, losing the
-    status code; we read the status from ``exc.cause.response`` where the SDK kept it.
-    """
-    if isinstance(exc, RemoteError):
-        return exc
-    message = _message(exc)
-    status = _status(exc)
-    if isinstance(exc, sdk_errors.APILimitError) or "throttled" in message.lower():
-        return TransientRemoteError(f"rate limited: {message}", retry_after=_retry_after(message))
-    if isinstance(
-        exc, sdk_errors.AuthenticationError | sdk_errors.AuthorizationError
-    ) or status in {
-        401,
-        403,
-    }:
-        return AuthError(f"not authorised: {message}")
-    if isinstance(exc, sdk_errors.NotFoundError) or status == 404:
-        return NotFoundRemoteError(message)
-    if isinstance(exc, sdk_errors.TimeoutError | requests.Timeout | requests.ConnectionError):
-        return TransientRemoteError(f"connection problem: {message}")
-    if status in _TRANSIENT_STATUS:
-        return TransientRemoteError(f"server error {status}: {message}")
-    if isinstance(exc, sdk_errors.NetworkError) and status is None:
-        # No response at all: a reset, a refused connection or a malformed reply.
-        return TransientRemoteError(f"network error: {message}")
-    return RemoteError(message)
-
-
-def _message(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    # The SDK appends a multi-line "Possible fixes" hint to not-found errors: noise in one line.
-    text = _POSSIBLE_FIXES.split(str(text), maxsplit=1)[0]
-    return " ".join(text.split())[:500]
-
-
-def _status(exc: BaseException) -> int | None:
-    for candidate in (exc, getattr(exc, "cause", None)):
-        response = getattr(candidate, "response", None)
-        if response is not None and getattr(response, "status_code", None) is not None:
-            return int(response.status_code)
-    return None
-
-
-def _retry_after(message: str) -> float | None:
-    match = _AVAILABLE_IN.search(message.lower())
-    return float(match.group(1)) if match else None
-
-
-class _WaitHonouringRetryAfter:
-    """Exponential backoff with jitter, but never shorter than the server asked for.
-
-    ``initial * 2**(n-1)`` plus a jitter of up to ``initial``, capped at ``max``. Written out
-    rather than tenacity's ``wait_exponential_jitter``, whose ``initial`` is deprecated in 9.x
-    (``multiplier`` does not exist in 8.x) and whose jitter is a fixed 1 s whatever ``initial``.
-    """
-
-    def __init__(self, settings: RemoteSettings) -> None:
-        self._initial = settings.retry_initial_s
-        self._max = settings.retry_max_s
-
-    def __call__(self, state: RetryCallState) -> float:
-        exponent = min(state.attempt_number - 1, 60)
-        backoff = self._initial * 2**exponent + random.uniform(0, self._initial)
-        wait = min(backoff, self._max)
-        exc = state.outcome.exception() if state.outcome else None
-        hint = getattr(exc, "retry_after", None)
-        return max(wait, hint) if hint is not None else wait
-
-
 class SegmentsApi:
     """The calls the connector needs, each with timeouts, retries and classified errors."""
 
@@ -179,7 +80,7 @@ class SegmentsApi:
         self._client = client
         self._settings = settings
         self._downloads = requests.Session()
-        adapter = _TimeoutAdapter((settings.connect_timeout_s, settings.read_timeout_s))
+        adapter = TimeoutAdapter((settings.connect_timeout_s, settings.read_timeout_s))
         for session in (client.api_session, client.s3_session, self._downloads):
             session.mount("http://", adapter)
             session.mount("https://", adapter)
@@ -196,7 +97,7 @@ class SegmentsApi:
         if not api_key:
             raise AuthError("no API key: set SEGMENTS_API_KEY or pass --api-key-file")
         probe = requests.Session()
-        adapter = _TimeoutAdapter((settings.connect_timeout_s, settings.read_timeout_s))
+        adapter = TimeoutAdapter((settings.connect_timeout_s, settings.read_timeout_s))
         probe.mount("http://", adapter)
         probe.mount("https://", adapter)
         url = settings.api_url.rstrip("/") + "/api_status/"
@@ -213,7 +114,7 @@ class SegmentsApi:
             if response.status_code == 429 or response.status_code >= 500:
                 raise TransientRemoteError(
                     f"{settings.api_url} answered {response.status_code}",
-                    retry_after=_header_seconds(response.headers.get("Retry-After")),
+                    retry_after=header_seconds(response.headers.get("Retry-After")),
                 )
             if response.status_code >= 400:
                 raise RemoteError(
@@ -235,7 +136,7 @@ class SegmentsApi:
                 # reports any error status here as "did you use the right API key?"): retry,
                 # and the next probe tells a refused key apart.
                 raise TransientRemoteError(
-                    f"cannot connect to {settings.api_url}: {_message(exc)}"
+                    f"cannot connect to {settings.api_url}: {message_of(exc)}"
                 ) from None
 
         try:
@@ -246,7 +147,7 @@ class SegmentsApi:
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run one SDK call with classification and retries; ``what`` names it in logs."""
-        return retrying(self._settings, what)(_classified(fn))
+        return retrying(self._settings, what)(classified(fn))
 
     def get_dataset(self, full_name: str) -> DatasetInfo:
         try:
@@ -277,13 +178,14 @@ class SegmentsApi:
         page = 1
         per_page = self._settings.page_size
         while True:
-            try:
-                samples = self.call(
-                    f"list samples page {page}",
-                    lambda page=page: self._client.get_samples(
-                        dataset, labelset=labelset, sort="created_at", per_page=per_page, page=page
-                    ),
+
+            def get_page(page: int = page) -> list[Any]:
+                return self._client.get_samples(
+                    dataset, labelset=labelset, sort="created_at", per_page=per_page, page=page
                 )
+
+            try:
+                samples = self.call(f"list samples page {page}", get_page)
             except NotFoundRemoteError:
                 if page > 1:
                     return  # "Invalid page.": the previous page was the last, and full
@@ -339,11 +241,11 @@ class SegmentsApi:
         self, sample_uuid: str, labelset: str, attributes: dict[str, Any], score: float
     ) -> None:
         """Write a PRELABELED label, one attempt: the caller re-reads the label between
-        attempts (see :func:`prelabel.upload.write_label`) so a lost answer never causes a
+        attempts (see :func:`prelabel.segments.upload.write_label`) so a lost answer never causes a
         second write."""
-        _classified(
+        classified(
             lambda: self._client.add_label(
-                sample_uuid, labelset, attributes, label_status="PRELABELED", score=score
+                sample_uuid, labelset, attributes, label_status=LabelStatus(PRELABELED), score=score
             )
         )()
 
@@ -390,58 +292,8 @@ def _sample_ref(sample: Any) -> SampleRef:
     )
 
 
-def _classified(fn: Callable[[], T]) -> Callable[[], T]:
-    def run() -> T:
-        try:
-            return fn()
-        except (sdk_errors.SegmentsError, requests.RequestException) as exc:
-            raise classify(exc) from None
-
-    return run
-
-
-def retrying(
-    settings: RemoteSettings,
-    what: str,
-    *,
-    retry_on: type[BaseException] = TransientRemoteError,
-) -> Retrying:
-    """Tenacity policy for transient failures, with a warning per retry naming ``what``.
-
-    ``retry_on`` narrows what is retried (a subclass of :class:`TransientRemoteError`), for
-    loops whose body makes calls that already retry on their own.
-    """
-
-    def log_retry(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        logger.warning(
-            "%s failed (attempt %d of %d): %s; retrying in %.1f s",
-            what,
-            state.attempt_number,
-            settings.retry_attempts,
-            exc,
-            wait,
-        )
-
-    return Retrying(
-        retry=retry_if_exception_type(retry_on),
-        stop=stop_after_attempt(settings.retry_attempts),
-        wait=_WaitHonouringRetryAfter(settings),
-        before_sleep=log_retry,
-        reraise=True,
-    )
-
-
-def _int_or_none(value: object) -> int | None:
+def _int_or_none(value: Any) -> int | None:
     try:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
-        return None
-
-
-def _header_seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
         return None

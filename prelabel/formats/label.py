@@ -1,26 +1,20 @@
 """PanopticPrediction -> the pieces of a Segments.ai ``segmentation-bitmap`` label.
 
-A label is an RGBA PNG whose pixel ``R + 256*G + 65536*B`` is an object id, plus one annotation
-``{"id", "category_id"}`` per id (shared/segments-api.md section 5). The PNG holds exactly the
-pixels the SDK's ``segments.utils.bitmap2file`` would write (a test compares them), but is
-written by :func:`segmentation_png`: ``bitmap2file`` takes ~57 ms for a 1920x1080 map on our CPU,
-more than the whole 50 ms merge + encode budget, because PIL's adaptive row filters and default
-zlib level work hard on an image that is mostly runs of equal pixels. We also add the checks that
-helper lacks (it silently truncates ids >= 2^24, for instance).
+A label is an RGBA PNG of object ids (:mod:`prelabel.formats.bitmap`), plus one annotation
+``{"id", "category_id"}`` per id (shared/segments-api.md section 5), plus a score. We add the
+checks the SDK's ``bitmap2file`` lacks (it silently truncates ids >= 2^24, for instance).
 """
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from prelabel.formats.bitmap import segmentation_png
 from prelabel.panoptic import MAX_SEGMENT_ID, PanopticPrediction
 
 __all__ = [
@@ -29,7 +23,6 @@ __all__ = [
     "encode_label",
     "label_attributes",
     "label_score",
-    "segmentation_png",
 ]
 
 #: Largest id for which the presence check uses a bincount table instead of a sort.
@@ -65,37 +58,6 @@ def encode_label(prediction: PanopticPrediction) -> EncodedLabel:
         annotations=annotations,
         score=label_score(prediction),
     )
-
-
-def segmentation_png(id_map: npt.NDArray[np.uint32], level: int = 1) -> bytes:
-    """8-bit RGBA PNG of a ``(H, W)`` id map: R, G, B the id's low three bytes, A = 255.
-
-    Every row uses PNG's "Up" filter (each byte minus the byte above it), which turns the long
-    vertical runs of a segmentation into zeros that zlib level 1 packs fast and small. The caller
-    checks the ids fit in 24 bits (:func:`check_prediction`).
-    """
-    height, width = id_map.shape
-    rgba = np.ascontiguousarray(id_map, dtype="<u4").view(np.uint8).reshape(height, width * 4)
-    raw = np.empty((height, 1 + width * 4), dtype=np.uint8)
-    raw[:, 0] = 2  # filter type Up
-    raw[0, 0] = 0  # the first row has nothing above it: filter None
-    raw[0, 1:] = rgba[0]
-    np.subtract(rgba[1:], rgba[:-1], out=raw[1:, 1:])
-    raw[0, 4::4] = 255  # alpha is the 4th byte of each pixel: 255 in row 0 ...
-    raw[1:, 4::4] = 0  # ... and therefore an Up difference of 0 below it
-    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit, colour type RGBA
-    return b"".join(
-        [
-            b"\x89PNG\r\n\x1a\n",
-            _png_chunk(b"IHDR", header),
-            _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level)),
-            _png_chunk(b"IEND", b""),
-        ]
-    )
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
 
 def label_attributes(annotations: Sequence[Mapping[str, int]], bitmap_url: str) -> dict[str, Any]:

@@ -13,14 +13,8 @@ from PIL import Image
 
 from prelabel.errors import ImageError, RemoteError, SampleError
 from prelabel.images import decode_image
-from prelabel.segments_client import SampleRef, SegmentsApi
-
-PRELABELED = "PRELABELED"
-
-
-def is_selectable(status: str | None, *, overwrite_prelabels: bool) -> bool:
-    """True for no label, and for a PRELABELED label when overwriting is asked for."""
-    return status is None or (overwrite_prelabels and status == PRELABELED)
+from prelabel.segments.client import SampleRef, SegmentsApi
+from prelabel.segments.statuses import is_selectable
 
 
 def select_samples(

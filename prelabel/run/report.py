@@ -8,25 +8,13 @@ over 100k samples keeps memory flat, and it is valid JSON only once closed: a ki
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any
 
-Result = Literal["labeled", "skipped", "failed", "dry-run"]
-
-
-@dataclass(frozen=True)
-class SampleOutcome:
-    sample_uuid: str
-    sample_name: str
-    result: Result
-    reason: str | None = None
-    segments: int | None = None
-    score: float | None = None
-    #: A failure the server caused (timeouts, 5xx after retries): a rerun may well succeed.
-    transient: bool = False
+from prelabel.formats.atomic import atomic_file
+from prelabel.run.outcome import SampleOutcome
 
 
 @dataclass
@@ -65,10 +53,9 @@ class ReportWriter:
     """Streams outcomes into ``path`` (a JSON object with ``samples`` and ``summary``)."""
 
     def __init__(self, path: Path, header: dict[str, object]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._partial = path.with_name(path.name + ".partial")
-        self._file: IO[str] = self._partial.open("w", encoding="utf-8")
+        self._writing = atomic_file(path, "w", temp=path.with_name(path.name + ".partial"))
+        self._file: IO[Any] = self._writing.__enter__()
         self._file.write(json.dumps(header)[:-1] + ', "samples": [\n')
         self._first = True
 
@@ -81,6 +68,5 @@ class ReportWriter:
 
     def close(self, summary: RunSummary) -> Path:
         self._file.write('\n], "summary": ' + json.dumps(summary.as_dict()) + "}\n")
-        self._file.close()
-        os.replace(self._partial, self.path)
+        self._writing.__exit__(None, None, None)
         return self.path

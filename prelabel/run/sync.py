@@ -16,11 +16,17 @@ import re
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 
+from prelabel.config import Settings
 from prelabel.errors import AuthError, ConfigError, NotFoundRemoteError, RemoteError
-from prelabel.report import RunSummary
+from prelabel.progress import Progress
+from prelabel.run.dataset import run_dataset
+from prelabel.run.job import RunOptions
+from prelabel.run.report import RunSummary
+from prelabel.run.steps import Predictor
+from prelabel.state import StateStore
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +124,39 @@ def sync_loop(
             logger.info("next cycle in %.0f s", delay)
         stop.event.wait(delay)
     return last
+
+
+def sync_dataset(
+    api_key: str,
+    settings: Settings,
+    options: RunOptions,
+    *,
+    state: StateStore,
+    load_pipeline: Callable[[], Predictor],
+    policy: SyncPolicy,
+    stop: StopSignal,
+    progress: Callable[[], Progress],
+    on_summary: Callable[[RunSummary], None] = lambda _summary: None,
+) -> RunSummary | None:
+    """``prelabel sync``: :func:`sync_loop` over cycles of :func:`run_dataset`.
+
+    ``progress`` makes each cycle's bar. ``options.overwrite_prelabels`` holds for the first
+    cycle only: after one cycle completes, every PRELABELED label it finds is one it just
+    wrote, and redoing them each cycle would rewrite the dataset every interval.
+    """
+    current = [options]
+
+    def cycle(should_stop: Callable[[], bool]) -> RunSummary:
+        summary = run_dataset(
+            api_key,
+            settings,
+            current[0],
+            state=state,
+            load_pipeline=load_pipeline,
+            progress=progress(),
+            should_stop=should_stop,
+        )
+        current[0] = replace(options, overwrite_prelabels=False)
+        return summary
+
+    return sync_loop(cycle, policy, stop, on_summary=on_summary)

@@ -1,7 +1,7 @@
 """Write a pre-label to the server, never over a label a person has touched.
 
-Order: upload the bitmap asset (recorded in state, so a rerun reuses it), re-read the sample's
-label immediately before writing, write with status PRELABELED, record it. A write whose answer
+Order: upload the bitmap asset (the caller records it, so a rerun reuses it), re-read the
+sample's label immediately before writing, write with status PRELABELED. A write whose answer
 was lost is checked on the server before it is repeated, so each sample gets one label write.
 """
 
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from prelabel.config import RemoteSettings
-from prelabel.encode import EncodedLabel, label_attributes
 from prelabel.errors import TransientRemoteError
-from prelabel.segments_client import LabelState, SegmentsApi, retrying
-from prelabel.source import PRELABELED
-from prelabel.state import StateStore
+from prelabel.formats.label import EncodedLabel, label_attributes
+from prelabel.segments.client import LabelState, SegmentsApi
+from prelabel.segments.statuses import PRELABELED
+from prelabel.segments.transport import retrying
 
 logger = logging.getLogger(__name__)
 
@@ -41,39 +41,19 @@ class WriteResult:
     reason: str | None = None
 
 
-def upload_asset(
-    api: SegmentsApi,
-    state: StateStore | None,
-    *,
-    dataset: str,
-    labelset: str,
-    sample_uuid: str,
-    sample_name: str,
-    encoded: EncodedLabel,
-) -> PendingLabel:
-    """Upload the bitmap and record it before any label write refers to it.
+def upload_asset(api: SegmentsApi, encoded: EncodedLabel, filename: str) -> PendingLabel:
+    """Upload the bitmap; the caller records the returned label before writing it.
 
-    ``state`` is None where the caller records state itself (the Ray engine's upload stage runs
-    on machines without the driver's state file and reports the URL back instead).
+    Recording is the caller's job (the run's recorder): on the Ray engine the upload runs on a
+    machine without the driver's state file and the fact travels back to the driver instead.
+    A retried upload may leave an unused asset behind.
     """
-    url = api.upload_png(encoded.png, f"{sample_uuid}.png")
-    pending = PendingLabel(
+    url = api.upload_png(encoded.png, filename)
+    return PendingLabel(
         asset_url=url,
         attributes=label_attributes(encoded.annotations, url),
         score=encoded.score,
     )
-    if state is None:
-        return pending
-    state.mark_uploaded(
-        dataset,
-        labelset,
-        sample_uuid,
-        sample_name,
-        asset_url=url,
-        attributes=pending.attributes,
-        score=pending.score,
-    )
-    return pending
 
 
 def blocking_reason(current: LabelState, pending: PendingLabel, *, overwrite: bool) -> str | None:

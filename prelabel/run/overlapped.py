@@ -1,11 +1,11 @@
 """Overlap I/O with inference: thread pools with bounded queues around one inference stage.
 
-Per sample the worker's steps are begin -> fetch -> infer -> deliver (see
-:class:`prelabel.worker.DatasetWorker`). Here ``begin + fetch`` (state lookup, download,
-decode) run in a fetch pool up to ``prefetch`` samples ahead, ``infer`` runs on the calling
-thread (one model, one device) on ``batch_size`` samples per model call, and ``deliver``
-(encode, upload, re-read, write) runs in a deliver pool with at most ``deliver_queue`` samples
-in flight.
+Per sample the lifecycle's stages are begin -> fetch -> infer -> deliver -> record (see
+:mod:`prelabel.run.lifecycle`). Here ``begin + fetch`` (lease and resume record, label re-read,
+download, decode) run in a fetch pool up to ``prefetch`` samples ahead, ``infer`` on the
+calling thread (one model, one device) on ``batch_size`` samples per model call, ``deliver``
+(encode, upload, re-read, write) in a deliver pool with at most ``deliver_queue`` samples in
+flight, and ``record`` (outcomes into state, report and progress) on the calling thread.
 
 Why it cannot deadlock: no thread ever waits on a queue another stage fills. The calling thread
 only waits on futures, and every future finishes on its own (the steps never raise for a
@@ -22,38 +22,22 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Protocol
 
 from prelabel.config import WorkerSettings
-from prelabel.report import SampleOutcome
-from prelabel.segments_client import SampleRef
-
-if TYPE_CHECKING:
-    from prelabel.worker import Job
+from prelabel.run.job import Job
+from prelabel.run.lifecycle import Lifecycle
+from prelabel.segments.client import SampleRef
 
 logger = logging.getLogger(__name__)
 
 
-class Steps(Protocol):
-    def begin(self, sample: SampleRef) -> Job: ...
-
-    def fetch(self, job: Job) -> Job: ...
-
-    def infer(self, job: Job) -> Job: ...
-
-    def infer_batch(self, jobs: list[Job]) -> list[Job]: ...
-
-    def deliver(self, job: Job) -> SampleOutcome: ...
-
-
 def run_overlapped(
-    steps: Steps,
+    lifecycle: Lifecycle,
     samples: Iterable[SampleRef],
     settings: WorkerSettings,
-    record: Callable[[SampleOutcome], None],
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Run every sample through the steps; ``record`` is called on this thread per outcome.
+    """Run every sample through the lifecycle; ``record`` is called on this thread.
 
     Once ``should_stop()`` is true, samples fetched but not yet predicted are abandoned (nothing
     of theirs was written; the next run takes them) and those being delivered finish.
@@ -63,15 +47,18 @@ def run_overlapped(
         settings.deliver_workers, thread_name_prefix="prelabel-deliver"
     )
     fetching: deque[Future[Job]] = deque()
-    delivering: set[Future[SampleOutcome]] = set()
+    delivering: set[Future[Job]] = set()
     pending: Iterator[SampleRef] = iter(samples)
+
+    def begin_and_fetch(sample: SampleRef) -> Job:
+        return lifecycle.fetch(lifecycle.begin(sample))
 
     def refill() -> None:
         while len(fetching) < settings.prefetch:
             sample = next(pending, None)
             if sample is None:
                 return
-            fetching.append(fetch_pool.submit(lambda s=sample: steps.fetch(steps.begin(s))))
+            fetching.append(fetch_pool.submit(begin_and_fetch, sample))
 
     def collect(block: bool) -> None:
         if not delivering:
@@ -79,7 +66,7 @@ def run_overlapped(
         done, _ = wait(delivering, timeout=None if block else 0, return_when=FIRST_COMPLETED)
         for future in done:
             delivering.discard(future)
-            record(future.result())
+            lifecycle.record(future.result())
 
     try:
         refill()
@@ -95,10 +82,10 @@ def run_overlapped(
             while fetching and len(batch) < settings.batch_size:
                 batch.append(fetching.popleft().result())
             refill()
-            for job in steps.infer_batch(batch) if len(batch) > 1 else [steps.infer(batch[0])]:
+            for job in lifecycle.infer(batch):
                 while len(delivering) >= settings.deliver_queue:
                     collect(block=True)
-                delivering.add(deliver_pool.submit(steps.deliver, job))
+                delivering.add(deliver_pool.submit(lifecycle.deliver, job))
             collect(block=False)
         while delivering:
             collect(block=True)
@@ -111,7 +98,7 @@ def run_overlapped(
         for future in delivering:
             if not future.cancelled() and future.exception() is None:
                 with contextlib.suppress(Exception):  # the first error is the one to raise
-                    record(future.result())
+                    lifecycle.record(future.result())
         raise
     finally:
         fetch_pool.shutdown(wait=True, cancel_futures=True)

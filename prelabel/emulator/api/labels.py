@@ -1,0 +1,151 @@
+"""The label resource, ``/labels/{sample_uuid}/{labelset}``, and the JSON shape of a label.
+
+``PUT`` and ``PATCH`` validate as the real server does: only the statuses the docs allow, and,
+for segmentation-bitmap datasets, the shape of the label attributes (spec section 5), so a
+write the real service would refuse is refused here too. These are the writes
+:meth:`~prelabel.emulator.store.labels.LabelQueries.label_write_count` counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prelabel.emulator.api.base import ApiBase, task_type_of
+from prelabel.emulator.api.urls import local_urls, portable_urls
+from prelabel.emulator.api.validation import require_object
+from prelabel.emulator.store.records import DatasetRecord, LabelRecord, NotFound
+from prelabel.emulator.wire import Request, Response, field_error, json_response
+
+BITMAP_TASK_TYPES = frozenset({"segmentation-bitmap", "segmentation-bitmap-highres"})
+# What ``PUT /labels/...`` accepts per the docs (VERIFIED only where the dataset enables it).
+WRITABLE_STATUSES = frozenset({"LABELED", "REVIEWED", "REJECTED", "PRELABELED", "SKIPPED"})
+
+
+def label_json(label: LabelRecord, task_type: str, base_url: str) -> dict[str, Any]:
+    return {
+        "sample_uuid": label.sample_uuid,
+        "label_type": task_type,
+        "label_status": label.label_status,
+        "labelset": label.labelset,
+        "attributes": local_urls(label.attributes, base_url),
+        "created_at": label.created_at,
+        "created_by": label.created_by,
+        "updated_at": label.updated_at,
+        "updated_by": label.updated_by,
+        "score": label.score,
+        "rating": None,
+        "reviewed_at": label.reviewed_at,
+        "reviewed_by": label.reviewed_by,
+    }
+
+
+def label_summary(label: LabelRecord) -> dict[str, Any]:
+    """The short form of a label that a sample listing embeds without ``include_full_label``."""
+    return {
+        "label_status": label.label_status,
+        "score": label.score,
+        "updated_at": label.updated_at,
+        "created_by": label.created_by,
+        "reviewed_by": label.reviewed_by,
+    }
+
+
+def _check_bitmap_attributes(attributes: Any) -> None:
+    """The server-side shape check of a segmentation-bitmap label (spec section 5)."""
+    attributes = require_object(attributes, "attributes")
+    annotations = attributes.get("annotations")
+    if not isinstance(annotations, list):
+        raise field_error("attributes", "'annotations' must be a list.")
+    seen: set[int] = set()
+    for annotation in annotations:
+        if not isinstance(annotation, dict):
+            raise field_error("attributes", "Each annotation must be an object.")
+        object_id, category_id = annotation.get("id"), annotation.get("category_id")
+        if type(object_id) is not int or not 0 < object_id < 2**24:
+            raise field_error("attributes", f"Annotation id {object_id!r} must be in 1..2^24-1.")
+        if type(category_id) is not int:
+            raise field_error("attributes", f"Annotation category_id {category_id!r} is invalid.")
+        if object_id in seen:
+            raise field_error("attributes", f"Annotation id {object_id} is used twice.")
+        seen.add(object_id)
+    bitmap = attributes.get("segmentation_bitmap")
+    if not isinstance(bitmap, dict) or not isinstance(bitmap.get("url"), str):
+        raise field_error("attributes", "'segmentation_bitmap' must be an object with a 'url'.")
+
+
+def _score(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise field_error("score", "A valid number is required.")
+    return float(value)
+
+
+def _validated_label_changes(
+    dataset: DatasetRecord, body: Mapping[str, Any], partial: bool
+) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if "label_status" in body or not partial:
+        status = body.get("label_status")
+        writable = set(WRITABLE_STATUSES)
+        if dataset.fields.get("enable_label_status_verified"):
+            writable.add("VERIFIED")
+        if status not in writable:
+            raise field_error("label_status", f'"{status}" is not a valid choice.')
+        changes["label_status"] = status
+    if "attributes" in body or not partial:
+        attributes = body.get("attributes")
+        if task_type_of(dataset) in BITMAP_TASK_TYPES:
+            _check_bitmap_attributes(attributes)
+        else:
+            require_object(attributes, "attributes")
+        changes["attributes"] = attributes
+    if "score" in body or not partial:
+        changes["score"] = _score(body.get("score"))
+    return changes
+
+
+class LabelsApi(ApiBase):
+    """Reading, writing (``PUT`` replaces, ``PATCH`` changes some fields) and deleting labels."""
+
+    def get_label(self, request: Request, uuid: str, labelset: str) -> Response:
+        dataset = self.label_target(uuid, labelset)
+        label = self.store.get_label(uuid, labelset)
+        if label is None:
+            raise NotFound("Not found.")
+        return json_response(200, label_json(label, task_type_of(dataset), request.base_url))
+
+    def _label_write(
+        self, request: Request, uuid: str, labelset: str, partial: bool
+    ) -> tuple[DatasetRecord, dict[str, Any]]:
+        """The label's dataset and the validated changes the request body asks for."""
+        dataset = self.label_target(uuid, labelset)
+        body = require_object(request.json(), "non_field_errors")
+        return dataset, _validated_label_changes(dataset, body, partial)
+
+    def put_label(self, request: Request, uuid: str, labelset: str) -> Response:
+        dataset, changes = self._label_write(request, uuid, labelset, partial=False)
+        label, created = self.store.put_label(
+            uuid,
+            labelset,
+            changes["label_status"],
+            portable_urls(changes["attributes"], request.base_url),
+            changes["score"],
+            by=self.username,
+            count_write=True,
+        )
+        data = label_json(label, task_type_of(dataset), request.base_url)
+        return json_response(201 if created else 200, data)
+
+    def patch_label(self, request: Request, uuid: str, labelset: str) -> Response:
+        dataset, changes = self._label_write(request, uuid, labelset, partial=True)
+        if "attributes" in changes:
+            changes["attributes"] = portable_urls(changes["attributes"], request.base_url)
+        label = self.store.patch_label(uuid, labelset, changes, self.username, count_write=True)
+        return json_response(200, label_json(label, task_type_of(dataset), request.base_url))
+
+    def delete_label(self, request: Request, uuid: str, labelset: str) -> Response:
+        self.label_target(uuid, labelset)
+        self.store.delete_label(uuid, labelset)
+        return Response(204)

@@ -1,0 +1,86 @@
+"""A run's options and one sample's job: the values the steps, recorder and engines share."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from prelabel.formats.label import EncodedLabel
+from prelabel.panoptic import PanopticPrediction
+from prelabel.run.outcome import Result, SampleOutcome
+from prelabel.run.policy import Failure
+from prelabel.segments.client import SampleRef
+from prelabel.segments.upload import PendingLabel
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dataset: str
+    labelset: str = "ground-truth"
+    limit: int | None = None
+    dry_run: bool = False
+    overwrite_prelabels: bool = False
+    #: report.json goes here, and with ``dry_run`` what would have been uploaded.
+    output_dir: Path = Path("prelabel-output")
+
+
+@dataclass
+class Job:
+    """One sample on its way through the steps; what each step learns, the next one uses.
+
+    Steps fill it in and return it; only the recorder turns it into state. A finished job
+    (``outcome`` set, also early: skipped or failed) passes through later steps untouched.
+    Every field is plain data, so a job can travel between Ray workers.
+    """
+
+    sample: SampleRef
+    #: A label ready to write: from the resume state (uploaded by an earlier run), or uploaded
+    #: by this run's deliver step (then ``uploaded`` is True).
+    pending: PendingLabel | None = None
+    uploaded: bool = False
+    image: Image.Image | None = None
+    prediction: PanopticPrediction | None = None
+    encoded: EncodedLabel | None = None
+    segments: int | None = None
+    outcome: SampleOutcome | None = None
+    #: Whether the recorder should write the outcome to the state file: not for a sample
+    #: another worker holds, or one a person labeled meanwhile (nothing of ours happened).
+    record_state: bool = True
+    #: Whether this worker holds the sample's lease in the state store.
+    leased: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
+
+    def finish(
+        self,
+        result: Result,
+        *,
+        reason: str | None = None,
+        score: float | None = None,
+        transient: bool = False,
+        record_state: bool = True,
+    ) -> None:
+        """Set the outcome and drop what the sample no longer needs (image, prediction)."""
+        self.outcome = SampleOutcome(
+            self.sample.uuid,
+            self.sample.name,
+            result,
+            reason=reason,
+            segments=self.segments,
+            score=score,
+            transient=transient,
+            seconds=round(time.monotonic() - self.started, 3),
+        )
+        self.record_state = record_state
+        self.image = None
+        self.prediction = None
+        self.encoded = None
+
+    def fail(self, failure: Failure) -> None:
+        self.finish("failed", reason=failure.reason, transient=failure.transient)

@@ -1,0 +1,268 @@
+"""Scale a run past one GPU on Ray Data: ``prelabel run --engine ray``.
+
+The Ray engine is a scheduler over the same lifecycle as the local engines
+(:mod:`prelabel.run.lifecycle`); only where each stage runs differs:
+
+1. The driver connects, checks the dataset, lists the samples and *admits* each one through the
+   run's :class:`~prelabel.run.recorder.Recorder` (leases, resume records), as locally.
+   Samples whose bitmap an earlier run uploaded carry it along in their job.
+2. ``_Predict``, an actor pool with one model copy per actor (loaded once, in the actor's
+   constructor), runs the check, fetch, infer (``predict_batch`` on ``batch_size`` samples)
+   and encode steps. ``--workers`` actors, ``--gpus-per-worker`` each.
+3. ``_Deliver``, a second pool of CPU actors, runs the deliver step: upload the bitmap, re-read
+   the label right before writing, never over a person's label, and not again when our bitmap
+   is already there (:func:`prelabel.segments.upload.write_label`).
+4. The driver records each job as it streams in (state, report, progress, the transient stop):
+   workers share no disk, so only the driver keeps state; an uploaded asset reaches the
+   driver's state in the returned job.
+
+Jobs cross machines pickled in a one-column row: they are plain dataclasses. Every step runs
+under the failure policy (:mod:`prelabel.run.policy`), so an unexpected exception fails one
+sample, never the Ray job; run-wide errors end the run as locally.
+
+Why a sample is written once even when Ray retries: Ray Data re-runs a batch whose actor died.
+The retried delivery uploads a new bitmap, re-reads the label, finds a PRELABELED label that is
+not its own and, without ``--overwrite-prelabels``, skips ("already pre-labeled").
+
+Ray is an optional extra (``pip install prelabel[ray]``), imported only here.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prelabel.config import Settings
+from prelabel.errors import ConfigError, PrelabelError
+from prelabel.progress import NullProgress, Progress
+from prelabel.run.dataset import selected_samples
+from prelabel.run.job import Job, RunOptions
+from prelabel.run.recorder import Recorder
+from prelabel.run.report import ReportWriter, RunSummary
+from prelabel.run.steps import Predictor, SampleSteps
+from prelabel.segments.client import SegmentsApi
+from prelabel.segments.dataset import check_dataset
+from prelabel.state import StateStore
+from prelabel.taxonomy import Taxonomy
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None
+    #: Prediction actors (one model copy each).
+    workers: int = 1
+    #: None: 1 when the cluster has GPUs, else 0.
+    gpus_per_worker: float | None = None
+    cpus_per_worker: float = 1.0
+    #: Samples per prediction call of an actor (one ``predict_batch`` call).
+    batch_size: int = 4
+    #: Upload actors (I/O bound; cheap).
+    upload_workers: int = 2
+    #: torch intra-op threads per actor; 0 leaves torch's default.
+    torch_threads: int = 0
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the ray engine needs Ray: pip install 'prelabel[ray]'") from None
+    return ray
+
+
+def run_on_ray(
+    api_key: str,
+    settings: Settings,
+    options: RunOptions,
+    ray_options: RayOptions,
+    *,
+    state: StateStore,
+    models_dir: Path | None,
+    progress: Progress | None = None,
+) -> RunSummary:
+    """One ``prelabel run`` whose predictions and uploads run on a Ray cluster."""
+    ray = _ray()
+    api = SegmentsApi.connect(api_key, settings.remote)
+    try:
+        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
+        samples = list(selected_samples(api, options))
+    finally:
+        api.close()
+    report = ReportWriter(
+        options.output_dir / "report.json",
+        {"dataset": options.dataset, "labelset": options.labelset, "engine": "ray"},
+    )
+    recorder = Recorder(
+        state,
+        options,
+        lease_s=settings.worker.lease_s,
+        report=report,
+        progress=progress or NullProgress(),
+    )
+    recorder.progress.start(len(samples), "pre-label (ray)")
+    try:
+        rows = []
+        for sample in samples:
+            job = recorder.admit(sample)
+            if job.finished:
+                recorder.record(job)
+            else:
+                rows.append(_row(job))
+        if rows:
+            for job in _run_pools(
+                ray, rows, api_key, settings, options, ray_options, taxonomy, models_dir
+            ):
+                if job.uploaded:
+                    recorder.record_upload(job)
+                recorder.record(job)
+    finally:
+        recorder.close()
+    return recorder.summary
+
+
+def _run_pools(
+    ray: Any,
+    rows: list[dict[str, bytes]],
+    api_key: str,
+    settings: Settings,
+    options: RunOptions,
+    ray_options: RayOptions,
+    taxonomy: Taxonomy,
+    models_dir: Path | None,
+) -> Iterator[Job]:
+    """The two actor pools over ``rows``; yields each delivered job as it finishes."""
+    from ray.data import ActorPoolStrategy
+
+    if not ray.is_initialized():
+        ray.init(address=ray_options.address, log_to_driver=False)
+    # The key travels to the actors inside Ray (as constructor arguments); it is never logged
+    # there either, but anyone with access to the cluster's object store could read it: run on
+    # a cluster you control.
+    setup = _ActorSetup(api_key, settings.model_dump_json(), options, taxonomy)
+    gpus = ray_options.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    predicted = ray.data.from_items(rows).map_batches(
+        _Predict,
+        fn_constructor_kwargs={
+            "setup": setup,
+            # Absolute: actors resolve paths in their own working directory.
+            "models_dir": str(models_dir.resolve()) if models_dir else "",
+            "torch_threads": ray_options.torch_threads,
+        },
+        compute=ActorPoolStrategy(size=ray_options.workers),
+        batch_size=ray_options.batch_size,
+        num_gpus=gpus,
+        num_cpus=ray_options.cpus_per_worker,
+    )
+    delivered = predicted.map_batches(
+        _Deliver,
+        fn_constructor_kwargs={"setup": setup},
+        compute=ActorPoolStrategy(size=ray_options.upload_workers),
+        batch_size=1,
+        num_cpus=0.25,
+    )
+    try:
+        for row in delivered.iter_rows():
+            yield _job(row)
+    except ray.exceptions.RayActorError as exc:
+        if not exc.actor_init_failed:
+            raise
+        # E.g. --models missing on a worker node: one line, as in the local engine.
+        raise PrelabelError(f"a Ray actor failed to start: {_last_error(exc)}") from None
+
+
+def _last_error(exc: Exception) -> str:
+    """The message of the exception at the end of the remote traceback Ray reports as text."""
+    text = str(exc).rstrip()
+    _, sep, tail = text.rpartition("\nprelabel.errors.")
+    if sep:
+        return tail.partition(": ")[2]
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def _row(job: Job) -> dict[str, bytes]:
+    return {"job": pickle.dumps(job)}
+
+
+def _job(row: dict[str, Any]) -> Job:
+    job = pickle.loads(row["job"])
+    assert isinstance(job, Job)
+    return job
+
+
+def _jobs(batch: dict[str, Any]) -> list[Job]:
+    return [_job({"job": data}) for data in batch["job"]]
+
+
+def _batch(jobs: list[Job]) -> dict[str, list[bytes]]:
+    return {"job": [pickle.dumps(job) for job in jobs]}
+
+
+@dataclass(frozen=True)
+class _ActorSetup:
+    """What every actor is built from; travels to the actors as one constructor argument."""
+
+    #: Never in a repr: Ray may log an actor's arguments.
+    api_key: str = field(repr=False)
+    settings_json: str
+    options: RunOptions
+    taxonomy: Taxonomy
+
+    def steps(self, load: Callable[[], Predictor]) -> SampleSteps:
+        """The run's steps on this actor, over its own connection."""
+        settings = Settings.model_validate_json(self.settings_json)
+        api = SegmentsApi.connect(self.api_key, settings.remote)
+        return SampleSteps(api, settings, self.options, self.taxonomy, load)
+
+
+class _Predict:
+    """Prediction actor: one pipeline per actor, loaded in the constructor."""
+
+    def __init__(self, setup: _ActorSetup, models_dir: str, torch_threads: int) -> None:
+        from prelabel.pipeline.pipeline import Pipeline
+
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        settings = Settings.model_validate_json(setup.settings_json)
+        pipeline = Pipeline.load(settings, Path(models_dir) if models_dir else None)
+        self.steps = setup.steps(lambda: pipeline)
+        _note_pid("predict")
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
+        steps = self.steps
+        jobs = steps.infer_batch([steps.fetch(steps.check(job)) for job in _jobs(batch)])
+        return _batch([steps.encode(job) for job in jobs])
+
+
+class _Deliver:
+    """Upload actor: bitmap upload and the safe label write."""
+
+    def __init__(self, setup: _ActorSetup) -> None:
+        self.steps = setup.steps(_no_model)
+        _note_pid("deliver")
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
+        # The upload travels back in the job (job.uploaded) for the driver to record.
+        return _batch([self.steps.deliver(job, _keep_in_job) for job in _jobs(batch)])
+
+
+def _no_model() -> Predictor:
+    raise RuntimeError("an upload actor does not load models")
+
+
+def _keep_in_job(job: Job) -> None:
+    """The Ray upload callback: the driver records the upload from the returned job."""
+
+
+def _note_pid(role: str) -> None:
+    """Tests kill actors by PID: they set PRELABEL_RAY_PID_DIR to learn them."""
+    folder = os.environ.get("PRELABEL_RAY_PID_DIR")
+    if folder:
+        Path(folder, f"{role}-{os.getpid()}").touch()

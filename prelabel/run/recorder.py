@@ -1,0 +1,145 @@
+"""The one recorder of a run: where every outcome lands, on the engine's calling thread.
+
+Per sample it applies, in this order: the resume state (unless a dry run), the summary, the
+streamed report, the progress bar, the lease release and the transient-failure stop of the
+failure policy. It also admits samples (leases and resume records are state too), and records
+an uploaded asset before its label is written (:meth:`Recorder.record_upload`, the one call
+that may come from a delivery thread; the state store is thread-safe).
+"""
+
+from __future__ import annotations
+
+from prelabel.progress import NullProgress, Progress
+from prelabel.run.job import Job, RunOptions
+from prelabel.run.outcome import SampleOutcome
+from prelabel.run.policy import TransientStop
+from prelabel.run.report import ReportWriter, RunSummary
+from prelabel.segments.client import SampleRef
+from prelabel.segments.upload import PendingLabel
+from prelabel.state import LABELED, UPLOADED, StateStore, new_owner, owner_is_dead
+
+#: Why a sample whose label we wrote, and a person then deleted, is not labeled again.
+REMOVED_ON_SERVER = "prelabel wrote this label before and it was removed on the server"
+
+
+class Recorder:
+    """Applies outcomes to state, summary, report and progress; stops on server trouble."""
+
+    def __init__(
+        self,
+        state: StateStore | None,
+        options: RunOptions,
+        *,
+        lease_s: float,
+        report: ReportWriter | None = None,
+        progress: Progress | None = None,
+        stop: TransientStop | None = None,
+    ) -> None:
+        self.state = None if options.dry_run else state
+        self.options = options
+        self.lease_s = lease_s
+        self.report = report
+        self.progress = progress or NullProgress()
+        self.stop = stop or TransientStop()
+        self.summary = RunSummary()
+        #: Lease owner: unique per recorder, readable in reports ("host:pid:xxxx").
+        self.owner = new_owner()
+
+    def admit(self, sample: SampleRef) -> Job:
+        """Take the sample's lease and consult its resume record.
+
+        The job comes back finished (skipped) when another live worker holds the sample, or
+        when our label was deleted on the server; with a ``pending`` label when an earlier run
+        uploaded its bitmap (nothing to predict).
+        """
+        job = Job(sample)
+        if self.state is None:
+            return job
+        opts, state = self.options, self.state
+        holder = state.claim(opts.dataset, opts.labelset, sample.uuid, self.owner, self.lease_s)
+        # A worker on this machine that was killed (kill -9) leaves its leases behind.
+        if (
+            holder is not None
+            and owner_is_dead(holder)
+            and state.take_over(
+                opts.dataset, opts.labelset, sample.uuid, holder, self.owner, self.lease_s
+            )
+        ):
+            holder = None
+        if holder is not None:
+            reason = f"being labeled by another worker ({holder})"
+            job.finish("skipped", reason=reason, record_state=False)
+            return job
+        job.leased = True
+        record = state.get(opts.dataset, opts.labelset, sample.uuid)
+        if record is None:
+            return job
+        if record.stage == LABELED and not opts.overwrite_prelabels:
+            job.finish("skipped", reason=REMOVED_ON_SERVER)
+        elif record.stage == UPLOADED and record.asset_url and record.attributes:
+            job.pending = PendingLabel(record.asset_url, record.attributes, record.score or 0.0)
+            job.segments = len(record.attributes.get("annotations", []))
+        return job
+
+    def record_upload(self, job: Job) -> None:
+        """Record an uploaded bitmap before its label is written, so a rerun reuses it."""
+        if self.state is None or job.pending is None:
+            return
+        opts, sample = self.options, job.sample
+        self.state.mark_uploaded(
+            opts.dataset,
+            opts.labelset,
+            sample.uuid,
+            sample.name,
+            asset_url=job.pending.asset_url,
+            attributes=job.pending.attributes,
+            score=job.pending.score,
+        )
+
+    def passed(self) -> None:
+        """A listed sample that needs nothing: it only moves the progress bar."""
+        self.progress.advance()
+
+    def record(self, job: Job) -> SampleOutcome:
+        """Apply a finished job's outcome everywhere; may raise the transient stop.
+
+        Raises:
+            RuntimeError: the job has no outcome (a bug in a step, not in the sample).
+            RemoteError: too many samples in a row failed on server trouble.
+        """
+        outcome = job.outcome
+        if outcome is None:
+            raise RuntimeError(f"sample {job.sample.name} finished without an outcome")
+        opts, sample = self.options, job.sample
+        if self.state is not None:
+            if job.record_state:
+                self._write_state(outcome)
+            if job.leased:
+                self.state.release(opts.dataset, opts.labelset, sample.uuid, self.owner)
+        self.summary.add(outcome)
+        if self.report is not None:
+            self.report.add(outcome)
+        self.progress.advance()
+        self.progress.note(**{k: v for k, v in self.summary.counts.items() if v})
+        self.stop.observe(outcome)
+        return outcome
+
+    def _write_state(self, outcome: SampleOutcome) -> None:
+        assert self.state is not None
+        key = (self.options.dataset, self.options.labelset, outcome.sample_uuid)
+        name, reason = outcome.sample_name, outcome.reason or ""
+        if outcome.result == "labeled":
+            self.state.mark_labeled(*key, name)
+        elif outcome.result == "skipped":
+            self.state.mark_skipped(*key, name, reason)
+        elif outcome.result == "failed":
+            self.state.mark_failed(*key, name, reason)
+
+    def close(self) -> RunSummary:
+        """Free the leases of samples abandoned on a stop, close bar and report."""
+        if self.state is not None:
+            self.state.release_all(self.owner)
+        self.progress.close()
+        if self.report is not None:
+            self.summary.report_path = self.report.close(self.summary)
+        return self.summary

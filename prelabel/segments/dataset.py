@@ -1,0 +1,34 @@
+"""Everything about a dataset that can be checked before any sample is touched."""
+
+from __future__ import annotations
+
+from prelabel.config import Settings
+from prelabel.errors import ConfigError
+from prelabel.segments.client import DatasetInfo, SegmentsApi
+from prelabel.segments.statuses import BITMAP_TASK_TYPES
+from prelabel.taxonomy import Taxonomy, build_taxonomy, categories_from_task_attributes
+
+
+def check_dataset(
+    api: SegmentsApi, settings: Settings, dataset: str, labelset: str
+) -> tuple[DatasetInfo, Taxonomy]:
+    """The dataset and its taxonomy, or a ConfigError saying why prelabel cannot label it.
+
+    A wrong task type, a missing labelset or categories the config does not match would fail
+    every sample alike, so they stop a run before it starts.
+    """
+    info = api.get_dataset(dataset)
+    if info.task_type not in BITMAP_TASK_TYPES:
+        raise ConfigError(
+            f"dataset {dataset} has task type {info.task_type!r}; prelabel writes "
+            f"segmentation bitmaps and needs one of {', '.join(sorted(BITMAP_TASK_TYPES))}"
+        )
+    if info.labelsets and labelset not in info.labelsets:
+        raise ConfigError(
+            f"dataset {dataset} has no labelset {labelset!r}; it has {', '.join(info.labelsets)}"
+        )
+    categories = categories_from_task_attributes(info.task_attributes)
+    if not categories:
+        raise ConfigError(f"dataset {dataset} defines no categories")
+    taxonomy = build_taxonomy(categories, settings.categories, settings.pipeline)
+    return info, taxonomy

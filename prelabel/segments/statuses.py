@@ -1,0 +1,21 @@
+"""Label statuses and task types as the Segments.ai API names them, and what they mean to us.
+
+A label is ours to write only while nobody has touched it: no label, or (when redoing
+pre-labels) one still ``PRELABELED``. Every other status means a person has worked on it.
+"""
+
+from __future__ import annotations
+
+#: The status prelabel writes; the only existing status it may ever write over.
+PRELABELED = "PRELABELED"
+
+#: Statuses meaning a person finished the label: evaluation scores against these only.
+HUMAN_LABEL_STATUSES = frozenset({"LABELED", "REVIEWED", "VERIFIED"})
+
+#: Task types whose labels are segmentation bitmaps; anything else cannot take our labels.
+BITMAP_TASK_TYPES = frozenset({"segmentation-bitmap", "segmentation-bitmap-highres"})
+
+
+def is_selectable(status: str | None, *, overwrite_prelabels: bool) -> bool:
+    """True for no label, and for a PRELABELED label when overwriting is asked for."""
+    return status is None or (overwrite_prelabels and status == PRELABELED)

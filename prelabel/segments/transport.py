@@ -1,0 +1,193 @@
+"""How every request to Segments is made safe: timeouts, error classification, retries.
+
+The SDK sets no timeout, retries nothing on POST, lower-cases response bodies into its messages
+and maps errors by substring (shared/segments-api.md sections 0 and 4). Here every session gets a
+timeout, SDK and requests exceptions are classified once, in :func:`classify`, into prelabel's
+error tree (the one place that string-matches SDK messages), and :func:`retrying` retries the
+transient ones with exponential backoff and jitter, honouring "available in N seconds".
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+import requests
+import segments.exceptions as sdk_errors
+from requests.adapters import HTTPAdapter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
+
+from prelabel.config import RemoteSettings
+from prelabel.errors import (
+    AuthError,
+    NotFoundRemoteError,
+    RemoteError,
+    TransientRemoteError,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_AVAILABLE_IN = re.compile(r"available in (\d+(?:\.\d+)?) seconds?")
+_POSSIBLE_FIXES = re.compile(r"\n\s*possible fixes:", re.IGNORECASE)
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class TimeoutAdapter(HTTPAdapter):
+    """Gives every request a timeout unless the caller set one.
+
+    ``max_retries=0``: urllib3's immediate, unjittered retries would stack under ours.
+    """
+
+    def __init__(self, timeout: tuple[float, float]) -> None:
+        super().__init__(max_retries=0)
+        self._timeout = timeout
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        return super().send(
+            request,
+            stream=stream,
+            timeout=self._timeout if timeout is None else timeout,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+        )
+
+
+def classify(exc: BaseException) -> RemoteError:
+    """Map an SDK or requests exception to prelabel's error tree.
+
+    The SDK lower-cases the response body into its message and maps by substring, losing the
+    status code; we read the status from ``exc.cause.response`` where the SDK kept it.
+    """
+    if isinstance(exc, RemoteError):
+        return exc
+    message = message_of(exc)
+    status = _status(exc)
+    if isinstance(exc, sdk_errors.APILimitError) or "throttled" in message.lower():
+        return TransientRemoteError(f"rate limited: {message}", retry_after=_retry_after(message))
+    if isinstance(
+        exc, sdk_errors.AuthenticationError | sdk_errors.AuthorizationError
+    ) or status in {
+        401,
+        403,
+    }:
+        return AuthError(f"not authorised: {message}")
+    if isinstance(exc, sdk_errors.NotFoundError) or status == 404:
+        return NotFoundRemoteError(message)
+    if isinstance(exc, sdk_errors.TimeoutError | requests.Timeout | requests.ConnectionError):
+        return TransientRemoteError(f"connection problem: {message}")
+    if status in _TRANSIENT_STATUS:
+        return TransientRemoteError(f"server error {status}: {message}")
+    if isinstance(exc, sdk_errors.NetworkError) and status is None:
+        # No response at all: a reset, a refused connection or a malformed reply.
+        return TransientRemoteError(f"network error: {message}")
+    return RemoteError(message)
+
+
+def message_of(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    # The SDK appends a multi-line "Possible fixes" hint to not-found errors: noise in one line.
+    text = _POSSIBLE_FIXES.split(str(text), maxsplit=1)[0]
+    return " ".join(text.split())[:500]
+
+
+def _status(exc: BaseException) -> int | None:
+    for candidate in (exc, getattr(exc, "cause", None)):
+        response = getattr(candidate, "response", None)
+        if response is not None and getattr(response, "status_code", None) is not None:
+            return int(response.status_code)
+    return None
+
+
+def _retry_after(message: str) -> float | None:
+    match = _AVAILABLE_IN.search(message.lower())
+    return float(match.group(1)) if match else None
+
+
+class _WaitHonouringRetryAfter:
+    """Exponential backoff with jitter, but never shorter than the server asked for.
+
+    ``initial * 2**(n-1)`` plus a jitter of up to ``initial``, capped at ``max``. Written out
+    rather than tenacity's ``wait_exponential_jitter``, whose ``initial`` is deprecated in 9.x
+    (``multiplier`` does not exist in 8.x) and whose jitter is a fixed 1 s whatever ``initial``.
+    """
+
+    def __init__(self, settings: RemoteSettings) -> None:
+        self._initial = settings.retry_initial_s
+        self._max = settings.retry_max_s
+
+    def __call__(self, state: RetryCallState) -> float:
+        exponent = min(state.attempt_number - 1, 60)
+        backoff = self._initial * 2**exponent + random.uniform(0, self._initial)
+        wait = min(backoff, self._max)
+        exc = state.outcome.exception() if state.outcome else None
+        hint = getattr(exc, "retry_after", None)
+        return max(wait, hint) if hint is not None else wait
+
+
+def classified(fn: Callable[[], T]) -> Callable[[], T]:
+    def run() -> T:
+        try:
+            return fn()
+        except (sdk_errors.SegmentsError, requests.RequestException) as exc:
+            raise classify(exc) from None
+
+    return run
+
+
+def retrying(
+    settings: RemoteSettings,
+    what: str,
+    *,
+    retry_on: type[BaseException] = TransientRemoteError,
+) -> Retrying:
+    """Tenacity policy for transient failures, with a warning per retry naming ``what``.
+
+    ``retry_on`` narrows what is retried (a subclass of :class:`TransientRemoteError`), for
+    loops whose body makes calls that already retry on their own.
+    """
+
+    def log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        logger.warning(
+            "%s failed (attempt %d of %d): %s; retrying in %.1f s",
+            what,
+            state.attempt_number,
+            settings.retry_attempts,
+            exc,
+            wait,
+        )
+
+    return Retrying(
+        retry=retry_if_exception_type(retry_on),
+        stop=stop_after_attempt(settings.retry_attempts),
+        wait=_WaitHonouringRetryAfter(settings),
+        before_sleep=log_retry,
+        reraise=True,
+    )
+
+
+def header_seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,153 @@
+"""The one lifecycle under every local engine and front-end: failures, the stop, push.
+
+Each engine is a scheduler over the same steps (:mod:`prelabel.run.lifecycle`), so the same
+rules must hold on each: an unexpected exception in any step fails that one sample, with its
+type and message in the report, and the run goes on; three samples in a row failing on server
+trouble stop the run with one message. The Ray engine's versions of these are in
+``tests/test_ray_engine.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from segments import SegmentsClient
+
+from prelabel.config import Settings, WorkerSettings
+from prelabel.emulator import Emulator, FaultRule
+from prelabel.errors import RemoteError
+from prelabel.panoptic import PanopticPrediction, Segment
+from prelabel.pipeline.loading import LoadedModels
+from prelabel.pipeline.pipeline import Pipeline
+from prelabel.review import ReviewItem, ReviewSession
+from prelabel.segments.client import SegmentsApi
+from tests.connector_helpers import (
+    EMULATOR_API_KEY,
+    LABELING_PIPELINE,
+    make_settings,
+    run_worker,
+    state_stage,
+)
+from tests.fixtures.emulator import seed_dataset_via_sdk
+from tests.step_faults import FAULTS_ENV, STEPS, injected_reason, install, write_faults
+
+ENGINES = ["sequential", "overlapped"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_models: LoadedModels) -> Pipeline:
+    return Pipeline(tiny_models, LABELING_PIPELINE)
+
+
+def engine_settings(url: str, engine: str) -> Settings:
+    worker = WorkerSettings(
+        engine=engine, fetch_workers=2, prefetch=2, deliver_workers=2, deliver_queue=2
+    )
+    return make_settings(url).model_copy(update={"worker": worker})
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_unexpected_exception_in_any_step_fails_only_its_sample(
+    engine: str,
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    pipeline: Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seeded = seed_dataset_via_sdk(segments_client, name=f"steps-{engine}", n_images=len(STEPS) + 1)
+    broken = dict(zip(STEPS, seeded.sample_names, strict=False))  # one sample per step
+    faults = tmp_path / "faults.json"
+    write_faults(faults, broken)
+    monkeypatch.setenv(FAULTS_ENV, str(faults))
+    install(monkeypatch.setattr)
+
+    result = run_worker(
+        emulator,
+        tmp_path,
+        pipeline,
+        seeded.full_name,
+        settings=engine_settings(emulator.url, engine),
+    )
+
+    by_name = {o["sample_name"]: o for o in result.outcomes.values()}
+    assert len(by_name) == len(STEPS) + 1  # every sample has an outcome: the run went on
+    for step, name in broken.items():
+        assert by_name[name]["result"] == "failed", step
+        assert by_name[name]["reason"] == injected_reason(step)
+        assert by_name[name]["transient"] is False
+    [fine] = set(seeded.sample_names) - set(broken.values())
+    assert by_name[fine]["result"] == "labeled"
+    assert result.summary is not None
+    assert result.summary.counts == {"failed": len(STEPS), "labeled": 1}
+    for uuid, outcome in result.outcomes.items():
+        expected = "labeled" if outcome["result"] == "labeled" else "failed"
+        assert state_stage(tmp_path, seeded.full_name, uuid) == expected
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_three_samples_in_a_row_failing_on_server_trouble_stop_the_run(
+    engine: str,
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    pipeline: Pipeline,
+    tmp_path: Path,
+) -> None:
+    seeded = seed_dataset_via_sdk(segments_client, name=f"down-{engine}", n_images=12)
+    emulator.clear_requests()
+    emulator.set_faults(
+        [FaultRule(path="/assets/*", method="POST", error_rate=1.0, error_statuses=(503,))]
+    )
+    settings = engine_settings(emulator.url, engine)
+
+    with pytest.raises(RemoteError, match="stopping: 3 samples in a row failed") as raised:
+        run_worker(emulator, tmp_path, pipeline, seeded.full_name, settings=settings)
+
+    assert "rerun to resume" in str(raised.value)
+    uploads = [r for r in emulator.requests if r.path.startswith("/assets") and r.fault]
+    attempts = settings.remote.retry_attempts
+    # The stop came after three samples (plus those already handed to delivery), not after the
+    # whole dataset.
+    assert len(uploads) <= attempts * (3 + settings.worker.deliver_queue) < attempts * 12
+
+
+def test_push_returns_every_items_outcome_when_one_fails(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    pipeline: Pipeline,
+    tmp_path: Path,
+) -> None:
+    seeded = seed_dataset_via_sdk(segments_client, name="push-one-bad", n_images=3)
+    api = SegmentsApi.connect(EMULATOR_API_KEY, make_settings(emulator.url).remote)
+    session = ReviewSession(
+        api,
+        seeded.full_name,
+        settings=make_settings(emulator.url),
+        pipeline=pipeline,
+        state_dir=tmp_path / "state",
+    )
+    try:
+        items = [session.predict(s) for s in session.samples(limit=3)]
+        good = items[1].prediction
+        # Pixels whose id no segment lists: encoding refuses it (a bug upstream, not the API).
+        bad_map = np.full(good.id_map.shape, 99, dtype=np.uint32)
+        segment = Segment(id=1, category_id=1, is_thing=True, score=0.5, area=1, bbox=(0, 0, 1, 1))
+        broken = ReviewItem(
+            items[1].sample,
+            items[1].image,
+            PanopticPrediction(bad_map, (segment,)),
+            items[1].taxonomy,
+        )
+
+        outcomes = session.push([items[0], broken, items[2]])
+    finally:
+        session.close()
+
+    assert [o.sample_uuid for o in outcomes] == [i.sample.uuid for i in items]
+    assert [o.result for o in outcomes] == ["labeled", "failed", "labeled"]
+    assert outcomes[1].reason is not None and outcomes[1].reason.startswith("ValueError: ")
+    assert emulator.label_write_count(items[1].sample.uuid) == 0
+    for item in (items[0], items[2]):
+        assert emulator.label_write_count(item.sample.uuid) == 1
