@@ -437,6 +437,11 @@ def test_the_server_decides_when_the_local_state_is_lost_or_stale(
     assert after_delete.outcomes[u[1]]["result"] == "skipped"
     assert emulator.get_label(u[1]) is None
     assert all(emulator.label_write_count(x) == 1 for x in u)
+    # Respected in every later run too, not only the first after the deletion.
+    later = run_worker(emulator, tmp_path, pipeline, seeded_dataset.full_name, output_dir="o4")
+    assert later.outcomes[u[1]]["result"] == "skipped"
+    assert state_record(tmp_path, seeded_dataset.full_name, u[1]).stage == LABELED
+    assert emulator.get_label(u[1]) is None and emulator.label_write_count(u[1]) == 1
 
 
 # Faults ----------------------------------------------------------------------------------------

@@ -75,7 +75,9 @@ class Recorder:
         if record is None:
             return job
         if record.stage == LABELED and not opts.overwrite_prelabels:
-            job.finish("skipped", reason=REMOVED_ON_SERVER)
+            # Not recorded: the record must stay LABELED, or the next run would label the
+            # sample again and the person's deletion would be respected only once.
+            job.finish("skipped", reason=REMOVED_ON_SERVER, record_state=False)
         elif record.stage == UPLOADED and record.asset_url and record.attributes:
             job.pending = PendingLabel(record.asset_url, record.attributes, record.score or 0.0)
             job.segments = len(record.attributes.get("annotations", []))
