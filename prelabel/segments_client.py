@@ -42,6 +42,8 @@ from prelabel.errors import (
     RemoteError,
     TransientRemoteError,
 )
+from prelabel.storage import ImageReader
+from prelabel.storage.urls import redact_queries
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +137,8 @@ def _message(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     # The SDK appends a multi-line "Possible fixes" hint to not-found errors: noise in one line.
     text = _POSSIBLE_FIXES.split(str(text), maxsplit=1)[0]
-    return " ".join(text.split())[:500]
+    # A requests error quotes the URL, and a signed URL's query is a credential.
+    return redact_queries(" ".join(text.split()))[:500]
 
 
 def _status(exc: BaseException) -> int | None:
@@ -183,6 +186,8 @@ class SegmentsApi:
         for session in (client.api_session, client.s3_session, self._downloads):
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+        #: Reads image URLs (plain HTTP through :meth:`download`, S3, GCS); see prelabel.storage.
+        self.storage = ImageReader(self.download, settings)
 
     @classmethod
     def connect(cls, api_key: str, settings: RemoteSettings) -> SegmentsApi:
@@ -373,7 +378,31 @@ class SegmentsApi:
 
         return retrying(self._settings, "download image")(fetch)
 
+    def signed_url(self, sample_uuid: str, url: str) -> str | None:
+        """The URL Segments signs for ``url``, the sample's image or one of its frames.
+
+        ``None`` when Segments signs none (it can only sign buckets it was given access to) or
+        the sample is gone. Never logged: a signed URL is a credential until it expires.
+        """
+        try:
+            sample = self.call(
+                "get signed URL",
+                lambda: self._client.get_sample(sample_uuid, include_signed_url=True),
+            )
+        except NotFoundRemoteError:
+            return None
+        attributes = getattr(sample, "attributes", None)
+        frames = getattr(attributes, "frames", None) or ()
+        for image in (
+            getattr(attributes, "image", None),
+            *(getattr(f, "image", None) for f in frames),
+        ):
+            if image is not None and getattr(image, "url", None) == url:
+                return getattr(image, "signed_url", None) or None
+        return None
+
     def close(self) -> None:
+        self.storage.close()
         self._downloads.close()
         self._client.close()
 
