@@ -17,7 +17,7 @@ import socketserver
 import threading
 import urllib.parse
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from os import PathLike
@@ -393,6 +393,11 @@ class Emulator:
     @property
     def fault_seed(self) -> int:
         return self._injector.seed
+
+    def set_url_signer(self, signer: Callable[[str], str | None] | None) -> None:
+        """What ``get_sample(..., include_signed_url=True)`` signs: ``signer(url)`` is put in
+        ``signed_url`` next to each image URL it returns a value for (``None``: none)."""
+        self.api.url_signer = signer
 
     # Introspection -------------------------------------------------------------------------
 
