@@ -82,7 +82,8 @@ class RemoteSettings(FrozenModel):
     """How prelabel talks to Segments.ai: timeouts, retries, paging, download limits.
 
     The SDK itself sets no timeout and retries nothing on POST (shared/segments-api.md section
-    0); every call prelabel makes goes through these limits instead.
+    0); every call prelabel makes goes through these limits instead. Image reads from S3 and
+    GCS buckets (prelabel.storage) use the same timeouts, retries and size limit.
     """
 
     api_url: str = "https://api.segments.ai/"

@@ -57,3 +57,35 @@ class TransientRemoteError(RemoteError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StorageError(PrelabelError):
+    """An image could not be read from where it is stored (a bucket or a web server).
+
+    One sample's problem: the sample fails with this message and the run goes on. Messages name
+    the object without any query string (signed URLs are credentials).
+    """
+
+
+class StorageAccessError(StorageError):
+    """We may not read the object from here; the URL Segments signs may still work."""
+
+
+class AccessDeniedError(StorageAccessError):
+    """The storage refused the credentials in use (or anonymous access): 401/403."""
+
+
+class MissingCredentialsError(StorageAccessError):
+    """No credentials were found for a bucket that refuses anonymous reads."""
+
+
+class MissingExtraError(StorageAccessError):
+    """The URL needs an optional client library; the message names the extra to install."""
+
+
+class StorageNotFoundError(StorageError):
+    """No such key (object), or no such bucket; the message says which."""
+
+
+class TransientStorageError(StorageError):
+    """A failure a retry may fix: connection trouble, timeouts, throttling, 5xx."""

@@ -9,4 +9,4 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-pytest_plugins = ["tests.fixtures.emulator", "tests.fixtures.models"]
+pytest_plugins = ["tests.fixtures.emulator", "tests.fixtures.models", "tests.fixtures.storage"]

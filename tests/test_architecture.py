@@ -19,7 +19,8 @@ MAX_LINES = 400
 
 #: Each module prefix's layer; the longest matching prefix wins.
 LAYERS: dict[str, int] = {
-    # Leaves: errors, settings, progress reporting.
+    # Leaves: the package's own __init__ (only this module: not a prefix), errors, settings,
+    # progress reporting.
     "prelabel": 0,
     "prelabel.__main__": 8,
     "prelabel.errors": 0,
@@ -32,7 +33,8 @@ LAYERS: dict[str, int] = {
     # Models (no I/O) and file formats (no models).
     "prelabel.pipeline": 2,
     "prelabel.formats": 2,
-    # Where data lives: the Segments API, image buckets, the state file.
+    # Where data lives: image buckets, the Segments API, the state file.
+    "prelabel.storage": 3,
     "prelabel.segments": 4,
     "prelabel.state": 4,
     # The per-sample lifecycle and its engines.
@@ -58,8 +60,10 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
 def layer(module: str) -> int:
+    if module == "prelabel":
+        return LAYERS[module]
     parts = module.split(".")
-    for n in range(len(parts), 0, -1):
+    for n in range(len(parts), 1, -1):
         prefix = ".".join(parts[:n])
         if prefix in LAYERS:
             return LAYERS[prefix]

@@ -26,6 +26,9 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Their debug lines quote request headers: signatures and credential ids.
+    for name in ("botocore", "boto3", "s3transfer", "google"):
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
 
 
 def _register() -> None:

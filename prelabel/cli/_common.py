@@ -207,18 +207,22 @@ def read_api_key(api_key_file: Path | None) -> str:
 
 
 def install_redaction(secret: str) -> None:
-    """Replace ``secret`` with ``***`` in every log record, whichever handler prints it.
+    """Replace ``secret`` with ``***``, and URL query strings with ``?...``, in every log record,
+    whichever handler prints it (urllib3's debug lines quote signed image URLs).
 
     Done at record creation rather than as a handler filter, because tqdm's logging redirect
     swaps the handlers while a bar is shown.
     """
+    from prelabel.storage.urls import redact_queries
+
     previous = logging.getLogRecordFactory()
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         message = record.getMessage()
-        if secret in message:
-            record.msg = message.replace(secret, "***")
+        cleaned = redact_queries(message.replace(secret, "***"))
+        if cleaned != message:
+            record.msg = cleaned
             record.args = None
         return record
 

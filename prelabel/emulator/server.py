@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from os import PathLike
 from types import TracebackType
 from typing import Any, TypeVar
@@ -175,6 +175,11 @@ class Emulator:
     @property
     def fault_seed(self) -> int:
         return self._injector.seed
+
+    def set_url_signer(self, signer: Callable[[str], str | None] | None) -> None:
+        """What ``get_sample(..., include_signed_url=True)`` signs: ``signer(url)`` is put in
+        ``signed_url`` next to each image URL it returns a value for (``None``: none)."""
+        self.api.url_signer = signer
 
     # Introspection -------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from prelabel.segments.transport import (
     message_of,
     retrying,
 )
+from prelabel.storage import ImageReader
 
 T = TypeVar("T")
 
@@ -84,6 +85,8 @@ class SegmentsApi:
         for session in (client.api_session, client.s3_session, self._downloads):
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+        #: Reads image URLs (plain HTTP through :meth:`download`, S3, GCS); see prelabel.storage.
+        self.storage = ImageReader(self.download, settings)
 
     @classmethod
     def connect(cls, api_key: str, settings: RemoteSettings) -> SegmentsApi:
@@ -275,7 +278,31 @@ class SegmentsApi:
 
         return retrying(self._settings, "download image")(fetch)
 
+    def signed_url(self, sample_uuid: str, url: str) -> str | None:
+        """The URL Segments signs for ``url``, the sample's image or one of its frames.
+
+        ``None`` when Segments signs none (it can only sign buckets it was given access to) or
+        the sample is gone. Never logged: a signed URL is a credential until it expires.
+        """
+        try:
+            sample = self.call(
+                "get signed URL",
+                lambda: self._client.get_sample(sample_uuid, include_signed_url=True),
+            )
+        except NotFoundRemoteError:
+            return None
+        attributes = getattr(sample, "attributes", None)
+        frames = getattr(attributes, "frames", None) or ()
+        for image in (
+            getattr(attributes, "image", None),
+            *(getattr(f, "image", None) for f in frames),
+        ):
+            if image is not None and getattr(image, "url", None) == url:
+                return getattr(image, "signed_url", None) or None
+        return None
+
     def close(self) -> None:
+        self.storage.close()
         self._downloads.close()
         self._client.close()
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from PIL import Image
 
-from prelabel.errors import ImageError, RemoteError, SampleError
+from prelabel.errors import ImageError, SampleError, StorageError
 from prelabel.images import decode_image
 from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.statuses import is_selectable
@@ -26,14 +26,19 @@ def select_samples(
 
 
 def load_image(api: SegmentsApi, sample: SampleRef, *, max_pixels: int) -> Image.Image:
-    """Download and decode a sample's image; any failure names the sample and the cause."""
-    if not sample.image_url:
+    """Download and decode a sample's image; any failure names the sample and the cause.
+
+    The URL is read where it points (``api.storage``: HTTP, S3, GCS); a refused read is
+    retried once with the URL Segments signs for the image.
+    """
+    url = sample.image_url
+    if not url:
         raise SampleError(
             "sample has no image URL", sample_uuid=sample.uuid, sample_name=sample.name
         )
     try:
-        data = api.download(sample.image_url)
-    except RemoteError as exc:
+        data = api.storage.read(url, signed_url=lambda: api.signed_url(sample.uuid, url))
+    except StorageError as exc:
         raise SampleError(
             f"image download failed: {exc}", sample_uuid=sample.uuid, sample_name=sample.name
         ) from None

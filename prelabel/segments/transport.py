@@ -32,6 +32,7 @@ from prelabel.errors import (
     RemoteError,
     TransientRemoteError,
 )
+from prelabel.storage.urls import redact_queries
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ def message_of(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     # The SDK appends a multi-line "Possible fixes" hint to not-found errors: noise in one line.
     text = _POSSIBLE_FIXES.split(str(text), maxsplit=1)[0]
-    return " ".join(text.split())[:500]
+    # A requests error quotes the URL, and a signed URL's query is a credential.
+    return redact_queries(" ".join(text.split()))[:500]
 
 
 def _status(exc: BaseException) -> int | None:

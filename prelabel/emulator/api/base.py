@@ -8,6 +8,7 @@ the resource modules never depend on each other's handlers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prelabel.emulator.store import Store
@@ -41,6 +42,8 @@ class ApiBase:
     api_key: str
     username: str
     user_created_at: str = field(default_factory=now_iso)
+    #: Signs image URLs for ``GET /samples/{uuid}/?include_signed_urls=1``; ``None`` signs none.
+    url_signer: Callable[[str], str | None] | None = None
 
     def _dataset(self, owner: str, name: str) -> DatasetRecord:
         return self.store.get_dataset(owner, name)

@@ -14,7 +14,7 @@ from typing import Any
 
 from prelabel.emulator.api.base import DEFAULT_TASK_TYPE, LABEL_STATUSES, ApiBase, task_type_of
 from prelabel.emulator.api.labels import label_json, label_summary
-from prelabel.emulator.api.urls import local_urls, portable_urls
+from prelabel.emulator.api.urls import local_urls, portable_urls, signed_urls
 from prelabel.emulator.api.validation import check_page, page_number, per_page, require_object
 from prelabel.emulator.store.records import (
     GROUND_TRUTH,
@@ -174,11 +174,14 @@ class SamplesApi(ApiBase):
             query.update(urllib.parse.parse_qsl(rest, keep_blank_values=True))
         sample = self.store.get_sample(uuid)
         if labelset is None:
-            return json_response(200, sample_json(sample, request.base_url))
-        dataset = self._dataset_of(sample)
-        self.store.get_labelset(dataset.id, labelset)
-        label = self.store.get_label(uuid, labelset)
-        data = sample_json(sample, request.base_url, label, "full", task_type_of(dataset))
+            data = sample_json(sample, request.base_url)
+        else:
+            dataset = self._dataset_of(sample)
+            self.store.get_labelset(dataset.id, labelset)
+            label = self.store.get_label(uuid, labelset)
+            data = sample_json(sample, request.base_url, label, "full", task_type_of(dataset))
+        if query.get("include_signed_urls") == "1" and self.url_signer is not None:
+            data["attributes"] = signed_urls(data["attributes"], self.url_signer)
         return json_response(200, data)
 
     def update_sample(self, request: Request, uuid: str) -> Response:

@@ -52,3 +52,20 @@ def local_urls(value: Any, base_url: str) -> Any:
         return text
 
     return _map_strings(value, local)
+
+
+def signed_urls(value: Any, signer: Callable[[str], str | None]) -> Any:
+    """Add ``signed_url`` next to every ``url`` the signer signs (``?include_signed_urls=1``).
+
+    The real service signs URLs into buckets it was given access to; the signer stands in for
+    that access (a test presigns with credentials the connector does not have).
+    """
+    if isinstance(value, dict):
+        signed = {key: signed_urls(item, signer) for key, item in value.items()}
+        url = value.get("url")
+        if isinstance(url, str) and (signature := signer(url)) is not None:
+            signed["signed_url"] = signature
+        return signed
+    if isinstance(value, list):
+        return [signed_urls(item, signer) for item in value]
+    return value
