@@ -15,8 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from prelabel.segments_client import SampleRef, SegmentsApi
-from prelabel.source import load_image
 
 from prelabel.emulator import Emulator
 from prelabel.errors import (
@@ -28,6 +26,8 @@ from prelabel.errors import (
     StorageNotFoundError,
     TransientStorageError,
 )
+from prelabel.segments.client import SampleRef, SegmentsApi
+from prelabel.segments.samples import load_image
 from tests.connector_helpers import free_port, remote_settings
 from tests.fixtures.emulator import EMULATOR_API_KEY, png_bytes
 from tests.fixtures.storage import AWS_KEY_ID, AWS_SECRET, REGION, GcsFixture, S3Fixture
