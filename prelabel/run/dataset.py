@@ -8,12 +8,13 @@ categories the config does not match, models that cannot load, the server down (
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prelabel.config import Settings
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.job import RunOptions
 from prelabel.run.lifecycle import LocalLifecycle, run_sequential
+from prelabel.run.outcome import SampleOutcome
 from prelabel.run.overlapped import run_overlapped
 from prelabel.run.recorder import Recorder
 from prelabel.run.report import ReportWriter, RunSummary
@@ -55,9 +56,15 @@ class DatasetWorker:
     """A run on this machine: the steps of one dataset, scheduled by ``worker.engine``."""
 
     def __init__(
-        self, steps: SampleSteps, state: StateStore, *, expected_samples: int | None = None
+        self,
+        steps: SampleSteps,
+        state: StateStore,
+        *,
+        expected_samples: int | None = None,
+        on_outcome: Callable[[SampleOutcome], None] | None = None,
     ) -> None:
         self.steps = steps
+        self.on_outcome = on_outcome
         self.api, self.settings, self.options = steps.api, steps.settings, steps.options
         self.state = state
         self._expected = expected_samples
@@ -75,23 +82,31 @@ class DatasetWorker:
             lease_s=self.settings.worker.lease_s,
             report=report,
             progress=progress or NullProgress(),
+            on_outcome=self.on_outcome,
         )
 
     def run(
-        self, progress: Progress | None = None, *, should_stop: Callable[[], bool] | None = None
+        self,
+        progress: Progress | None = None,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        samples: Iterable[SampleRef] | None = None,
     ) -> RunSummary:
         """Label every selected sample, overlapped or one after the other (``worker.engine``).
 
         ``should_stop`` is polled between samples (sync's signal handling): once it returns
         True no new sample starts, samples already uploading finish, and the run returns.
+        ``samples`` replaces the dataset's listing (samples a webhook announced); they go
+        through the same steps, so one a person labeled meanwhile is skipped as usual.
         """
         stop = should_stop or (lambda: False)
         recorder = self.recorder(progress)
         recorder.progress.start(self.options.limit or self._expected, "pre-label")
         lifecycle = LocalLifecycle(self.steps, recorder)
-        samples = selected_samples(
-            self.api, self.options, on_passed=recorder.passed, should_stop=stop
-        )
+        if samples is None:
+            samples = selected_samples(
+                self.api, self.options, on_passed=recorder.passed, should_stop=stop
+            )
         try:
             if self.settings.worker.engine == "sequential":
                 run_sequential(lifecycle, samples, stop)

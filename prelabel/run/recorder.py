@@ -9,6 +9,8 @@ that may come from a delivery thread; the state store is thread-safe).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.job import Job, RunOptions
 from prelabel.run.outcome import SampleOutcome
@@ -34,6 +36,7 @@ class Recorder:
         report: ReportWriter | None = None,
         progress: Progress | None = None,
         stop: TransientStop | None = None,
+        on_outcome: Callable[[SampleOutcome], None] | None = None,
     ) -> None:
         self.state = None if options.dry_run else state
         self.options = options
@@ -42,6 +45,8 @@ class Recorder:
         self.progress = progress or NullProgress()
         self.stop = stop or TransientStop()
         self.summary = RunSummary()
+        #: Told of every recorded outcome (a service's metrics and logs).
+        self.on_outcome = on_outcome
         #: Lease owner: unique per recorder, readable in reports ("host:pid:xxxx").
         self.owner = new_owner()
 
@@ -123,6 +128,8 @@ class Recorder:
             self.report.add(outcome)
         self.progress.advance()
         self.progress.note(**{k: v for k, v in self.summary.counts.items() if v})
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
         self.stop.observe(outcome)
         return outcome
 
