@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,5 +70,22 @@ def install(setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
         setattr_(Pipeline, "predict_batch", _counted(Pipeline.predict_batch))
 
 
-def write_faults(path: Path, targets: dict[str, str]) -> None:
+def one_sample_per_step(sample_names: Sequence[str], path: Path) -> dict[str, str]:
+    """Break one sample in each step (``step -> sample name``), written to the faults file."""
+    targets = dict(zip(STEPS, sample_names, strict=False))
     path.write_text(json.dumps(targets), encoding="utf-8")
+    return targets
+
+
+def assert_only_broken_samples_failed(
+    outcomes: Iterable[dict[str, Any]], broken: dict[str, str], sample_names: Sequence[str]
+) -> None:
+    """Report outcomes: each broken sample failed with its step's reason, the others labeled."""
+    by_name = {o["sample_name"]: o for o in outcomes}
+    assert len(by_name) == len(sample_names)  # every sample has an outcome: the run went on
+    for step, name in broken.items():
+        assert by_name[name]["result"] == "failed", step
+        assert by_name[name]["reason"] == injected_reason(step)
+        assert by_name[name]["transient"] is False
+    for name in set(sample_names) - set(broken.values()):
+        assert by_name[name]["result"] == "labeled", name

@@ -31,7 +31,13 @@ from tests.connector_helpers import (
     state_stage,
 )
 from tests.fixtures.emulator import seed_dataset_via_sdk
-from tests.step_faults import FAULTS_ENV, STEPS, injected_reason, install, write_faults
+from tests.step_faults import (
+    FAULTS_ENV,
+    STEPS,
+    assert_only_broken_samples_failed,
+    install,
+    one_sample_per_step,
+)
 
 ENGINES = ["sequential", "overlapped"]
 
@@ -58,10 +64,8 @@ def test_an_unexpected_exception_in_any_step_fails_only_its_sample(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seeded = seed_dataset_via_sdk(segments_client, name=f"steps-{engine}", n_images=len(STEPS) + 1)
-    broken = dict(zip(STEPS, seeded.sample_names, strict=False))  # one sample per step
-    faults = tmp_path / "faults.json"
-    write_faults(faults, broken)
-    monkeypatch.setenv(FAULTS_ENV, str(faults))
+    broken = one_sample_per_step(seeded.sample_names, tmp_path / "faults.json")
+    monkeypatch.setenv(FAULTS_ENV, str(tmp_path / "faults.json"))
     install(monkeypatch.setattr)
 
     result = run_worker(
@@ -72,14 +76,7 @@ def test_an_unexpected_exception_in_any_step_fails_only_its_sample(
         settings=engine_settings(emulator.url, engine),
     )
 
-    by_name = {o["sample_name"]: o for o in result.outcomes.values()}
-    assert len(by_name) == len(STEPS) + 1  # every sample has an outcome: the run went on
-    for step, name in broken.items():
-        assert by_name[name]["result"] == "failed", step
-        assert by_name[name]["reason"] == injected_reason(step)
-        assert by_name[name]["transient"] is False
-    [fine] = set(seeded.sample_names) - set(broken.values())
-    assert by_name[fine]["result"] == "labeled"
+    assert_only_broken_samples_failed(result.outcomes.values(), broken, seeded.sample_names)
     assert result.summary is not None
     assert result.summary.counts == {"failed": len(STEPS), "labeled": 1}
     for uuid, outcome in result.outcomes.items():

@@ -59,7 +59,13 @@ from tests.fixtures.emulator import (
     clean_proxies,
     seed_dataset_via_sdk,
 )
-from tests.step_faults import BATCHES_ENV, FAULTS_ENV, STEPS, injected_reason, write_faults
+from tests.step_faults import (
+    BATCHES_ENV,
+    FAULTS_ENV,
+    STEPS,
+    assert_only_broken_samples_failed,
+    one_sample_per_step,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -610,8 +616,7 @@ def test_an_unexpected_exception_in_any_step_fails_only_its_sample(
     tmp_path: Path,
 ) -> None:
     seeded = seed_dataset_via_sdk(segments_client, name="ray-steps", n_images=len(STEPS) + 1)
-    broken = dict(zip(STEPS, seeded.sample_names, strict=False))  # one sample per step
-    write_faults(worker_files["faults"], broken)
+    broken = one_sample_per_step(seeded.sample_names, worker_files["faults"])
     try:
         result = run_ray(
             emulator,
@@ -624,13 +629,8 @@ def test_an_unexpected_exception_in_any_step_fails_only_its_sample(
     finally:
         worker_files["faults"].unlink()
 
-    by_name = {o["sample_name"]: o for o in result.outcomes.values()}
-    assert len(by_name) == len(STEPS) + 1  # the Ray job went on to the end
-    for step, name in broken.items():
-        assert by_name[name]["result"] == "failed", step
-        assert by_name[name]["reason"] == injected_reason(step)
-    [fine] = set(seeded.sample_names) - set(broken.values())
-    assert by_name[fine]["result"] == "labeled"
+    # The Ray job went on to the end.
+    assert_only_broken_samples_failed(result.outcomes.values(), broken, seeded.sample_names)
     assert result.summary.counts == {"failed": len(STEPS), "labeled": 1}
 
 
