@@ -17,26 +17,49 @@ from prelabel.errors import ConfigError
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"] | str
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
+StuffMethod = Literal["seed", "regions"]
 
 
 class FrozenModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ModelDtypes(FrozenModel):
+    """Weight dtype per model, for ``models.dtype: {grounding_dino: float32, sam: bfloat16}``.
+
+    Per model because the models differ in what half precision does to them: Grounding DINO's
+    deformable attention samples its feature maps at box-derived positions, where bf16's 8-bit
+    mantissa moves boxes (and on the CPU turns them into NaN), while SAM's and CLIPSeg's masks
+    are thresholded maps that tolerate it.
+    """
+
+    grounding_dino: DtypeName = "auto"
+    sam: DtypeName = "auto"
+    clipseg: DtypeName = "auto"
+
+
 class ModelSettings(FrozenModel):
     """Where the three models come from and where they run.
 
     Each id is a Hugging Face id or a local directory saved with ``save_pretrained``.
+    ``dtype`` is one name for all three models or a :class:`ModelDtypes` per model.
     """
 
     grounding_dino: str = "IDEA-Research/grounding-dino-tiny"
     sam: str = "facebook/sam-vit-huge"
     clipseg: str = "CIDAS/clipseg-rd64-refined"
     device: DeviceName = "auto"
-    dtype: DtypeName = "auto"
+    dtype: DtypeName | ModelDtypes = "auto"
     #: torch.compile the fixed-shape image encoders (SAM, CLIPSeg vision). Pays off on a GPU
     #: over many images; the first images are slow while it compiles.
     compile: bool = False
+
+    def dtype_for(self, role: str) -> DtypeName:
+        """The dtype setting of one model (``grounding_dino``, ``sam`` or ``clipseg``)."""
+        if isinstance(self.dtype, ModelDtypes):
+            value: DtypeName = getattr(self.dtype, role)
+            return value
+        return self.dtype
 
 
 class CategoryOptions(FrozenModel):
@@ -54,17 +77,31 @@ class PipelineSettings(FrozenModel):
 
     box_threshold: float = Field(default=0.3, ge=0, le=1)
     text_threshold: float = Field(default=0.25, ge=0, le=1)
-    #: CLIPSeg sigmoid probability above which a pixel is a rough stuff candidate.
+    #: How stuff masks are made. ``seed``: the segments-ai/panoptic-segment-anything demo's
+    #: algorithm (CLIPSeg argmax against a background level, up to ``num_samples_factor``
+    #: probability-weighted SAM points per category, SAM decides every pixel); ``regions``:
+    #: a few interior points per thresholded CLIPSeg region (``mask_threshold``,
+    #: ``points_per_region``, ``min_region_fraction``, ``max_regions_per_category``).
+    stuff_method: StuffMethod = "seed"
+    #: seed: a pixel gets a stuff category only where that category's probability (CLIPSeg's
+    #: for the points, SAM's for the mask) is the highest and above this level.
+    background_threshold: float = Field(default=0.1, ge=0, le=1)
+    #: seed: side of the square each category's CLIPSeg pixels are eroded with before points
+    #: are drawn (keeps points off blurry edges); 0 = no erosion.
+    shrink_kernel: int = Field(default=20, ge=0)
+    #: seed: SAM points drawn for the largest stuff category; others get their share by size.
+    num_samples_factor: int = Field(default=1000, ge=0)
+    #: regions: CLIPSeg sigmoid probability above which a pixel is a rough stuff candidate.
     mask_threshold: float = Field(default=0.4, ge=0, le=1)
     #: IoU above which two boxes of one category are the same object.
     nms_iou: float = Field(default=0.5, ge=0, le=1)
     #: IoU above which two boxes of different categories are one object seen twice.
     cross_category_iou: float = Field(default=0.9, ge=0, le=1)
-    #: SAM point prompts sampled in each connected CLIPSeg region.
+    #: regions: SAM point prompts sampled in each connected CLIPSeg region.
     points_per_region: int = Field(default=3, ge=1, le=64)
-    #: CLIPSeg regions smaller than this fraction of the image get no point prompts.
+    #: regions: CLIPSeg regions smaller than this fraction of the image get no point prompts.
     min_region_fraction: float = Field(default=0.002, ge=0, le=1)
-    #: At most this many regions per stuff category get point prompts, the largest first;
+    #: regions: at most this many regions per stuff category get point prompts, the largest first;
     #: bounds the SAM decoder batch when CLIPSeg's map is speckled.
     max_regions_per_category: int = Field(default=8, ge=1)
     #: Segments smaller than this many pixels (at the original size) are dropped.
@@ -75,7 +112,8 @@ class PipelineSettings(FrozenModel):
     max_image_pixels: int = Field(default=120_000_000, ge=1)
     #: Detections kept per image at most, highest score first (bounds the SAM batch).
     max_detections: int = Field(default=100, ge=1)
-    seed: int = 0
+    #: Seeds the random choices (seed: the stuff points, one generator per category).
+    seed: int = Field(default=0, ge=0)
 
 
 class RemoteSettings(FrozenModel):

@@ -45,8 +45,11 @@ def test_split_only_when_over_the_token_limit() -> None:
     assert [c.text for c in chunks] == ["thing0 . thing1 . thing2 .", "thing3 . thing4 . thing5 ."]
     assert all(_words(c.text) <= 8 for c in chunks)
     assert [i for c in chunks for i, _, _ in c.spans] == list(range(6))
-    with pytest.raises(ValueError, match="alone exceeds"):
-        build_prompt_chunks([_prompt(1, "a b c d e f g")], _words, max_tokens=5)
+    # A phrase over the limit alone gets a chunk of its own (the model truncates it).
+    long = build_prompt_chunks(
+        [_prompt(1, "sky"), _prompt(2, "a b c d e f g"), _prompt(3, "car")], _words, max_tokens=5
+    )
+    assert [c.text for c in long] == ["sky .", "a b c d e f g .", "car ."]
 
 
 def test_token_spans_map_tokens_to_prompts() -> None:

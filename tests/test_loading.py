@@ -51,7 +51,7 @@ def test_tiny_models_load_through_the_real_path(tiny_models: LoadedModels) -> No
         assert {p.device.type for p in model.parameters()} == {"cpu"}
         assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert tiny_models.device == torch.device("cpu")
-    assert tiny_models.dtype == torch.float32
+    assert tiny_models.dtypes == dict.fromkeys(MODEL_SUBDIRS, torch.float32)
     assert tiny_models.is_tiny
 
 
@@ -95,7 +95,7 @@ def test_configured_local_directories_load_without_models_dir(tiny_models_dir: P
         dtype="bfloat16",
     )
     loaded = load_models(settings)
-    assert loaded.dtype == torch.bfloat16
+    assert loaded.dtypes == dict.fromkeys(MODEL_SUBDIRS, torch.bfloat16)
     for model in (loaded.grounding_dino, loaded.sam, loaded.clipseg):
         assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
@@ -247,21 +247,28 @@ def test_unknown_devices_are_config_errors(name: str) -> None:
         resolve_device(name)
 
 
-def test_auto_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    assert resolve_dtype("auto", torch.device("mps")) == torch.float32
+@pytest.mark.parametrize("role", list(MODEL_SUBDIRS))
+def test_auto_dtype(monkeypatch: pytest.MonkeyPatch, role: str) -> None:
+    assert resolve_dtype("auto", torch.device("cpu"), role=role) == torch.float32
+    assert resolve_dtype("auto", torch.device("mps"), role=role) == torch.float32
+    # On CUDA Grounding DINO stays in float32 until a GPU comparison of boxes says otherwise.
+    half = role != "grounding_dino"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    cuda = resolve_dtype("auto", torch.device("cuda"), role=role)
+    assert cuda == (torch.bfloat16 if half else torch.float32)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    cuda = resolve_dtype("auto", torch.device("cuda"), role=role)
+    assert cuda == (torch.float16 if half else torch.float32)
 
 
 def test_explicit_dtypes() -> None:
-    assert resolve_dtype("float16", torch.device("cuda")) == torch.float16
-    assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
-    assert resolve_dtype("float32", torch.device("cuda")) == torch.float32
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_dtype("float16", cuda, role="sam") == torch.float16
+    assert resolve_dtype("bfloat16", cuda, role="grounding_dino") == torch.bfloat16
+    assert resolve_dtype("bfloat16", cpu, role="clipseg") == torch.bfloat16
+    assert resolve_dtype("float32", cuda, role="sam") == torch.float32
     with pytest.raises(ConfigError, match="unknown dtype 'half'"):
-        resolve_dtype("half", torch.device("cpu"))
+        resolve_dtype("half", cpu, role="sam")
 
 
 def test_attention_uses_sdpa_where_the_model_supports_it(tiny_models: object) -> None:

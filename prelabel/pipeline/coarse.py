@@ -18,6 +18,7 @@ from PIL import Image
 from scipy import ndimage
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
+from prelabel.pipeline.finite import require_finite
 from prelabel.taxonomy import CategoryPrompt
 
 #: 8-connectivity: regions touching at a corner are one region.
@@ -50,11 +51,16 @@ class StuffSegmenter:
         self.processor = processor
         self.device = device
 
-    @torch.inference_mode()
     def probabilities(
         self, image: Image.Image, prompts: Sequence[CategoryPrompt]
     ) -> npt.NDArray[np.float32]:
-        """``(P, h, w)`` probabilities, per prompt the maximum over its synonym phrases.
+        """``(P, h, w)`` probabilities at CLIPSeg's resolution: the sigmoid of :meth:`logits`."""
+        return self.logits(image, prompts).sigmoid().cpu().numpy()
+
+    @torch.inference_mode()
+    def logits(self, image: Image.Image, prompts: Sequence[CategoryPrompt]) -> torch.Tensor:
+        """``(P, h, w)`` float32 logits on the model's device, per prompt the maximum over its
+        synonym phrases (the sigmoid is monotonic, so this is also the most probable phrase).
 
         The vision transformer runs once and its activations are shared by every phrase
         (``CLIPSegForImageSegmentation.forward`` would run it once per phrase).
@@ -78,10 +84,13 @@ class StuffSegmenter:
             batch_size=count, input_ids=text["input_ids"], attention_mask=text["attention_mask"]
         )
         logits = self.model.decoder(activations, conditional).logits
-        probs = logits.float().sigmoid().reshape(count, *logits.shape[-2:]).cpu().numpy()
-        out = np.zeros((len(prompts), *probs.shape[1:]), dtype=np.float32)
+        require_finite("clipseg", self.model, logits=logits)
+        per_phrase = logits.float().reshape(count, *logits.shape[-2:])
+        out = torch.full(
+            (len(prompts), *per_phrase.shape[1:]), -torch.inf, device=per_phrase.device
+        )
         for row, (index, _) in enumerate(phrases):
-            np.maximum(out[index], probs[row], out=out[index])
+            torch.maximum(out[index], per_phrase[row], out=out[index])
         return out
 
 

@@ -1,7 +1,9 @@
 """Grounding DINO: thing prompts -> boxes with category ids.
 
 All thing prompts of an image go into one text query ("person . pedestrian . car ."), split into
-several queries only when the text exceeds the model's token limit. Each detection is mapped back
+several queries only when the text exceeds the model's token limit (texts are measured without
+the tokenizer's "longer than the maximum" warning, which this splitting makes moot; a phrase too
+long for any query gets our own warning naming its category). Each detection is mapped back
 to its category through the **token spans** of the prompt: the character span of every phrase is
 known when the text is built, the tokenizer's offsets say which tokens fall in it, and a query's
 score for a category is its highest token probability inside that category's spans. The decoded
@@ -22,6 +24,7 @@ from PIL import Image
 from transformers import BatchFeature, GroundingDinoForObjectDetection, GroundingDinoProcessor
 from transformers.image_transforms import center_to_corners_format
 
+from prelabel.pipeline.finite import require_finite
 from prelabel.taxonomy import CategoryPrompt
 
 logger = logging.getLogger(__name__)
@@ -67,7 +70,10 @@ def build_prompt_chunks(
     """Pack every phrase of every prompt into as few texts as fit ``max_tokens``.
 
     ``count_tokens(text)`` returns the token count including special tokens. Phrases of one
-    category may land in different chunks; each chunk maps its spans back on its own.
+    category may land in different chunks; each chunk maps its spans back on its own. A phrase
+    that alone exceeds ``max_tokens`` is logged as a warning naming its category and gets a chunk
+    of its own, which the model truncates to its first ``max_tokens`` tokens (so the category
+    is still looked for, by the start of its phrase, rather than failing every image).
     """
     phrases = [(i, phrase) for i, p in enumerate(prompts) for phrase in p.phrases]
     chunks: list[PromptChunk] = []
@@ -78,8 +84,16 @@ def build_prompt_chunks(
             chunks.append(PromptChunk(text=text, spans=tuple(spans)))
             text, spans = "", []
             candidate = _append(text, phrase)
-        if count_tokens(candidate) > max_tokens:
-            raise ValueError(f"the phrase {phrase!r} alone exceeds {max_tokens} tokens")
+        if (alone := count_tokens(candidate)) > max_tokens:
+            logger.warning(
+                "category %r: its phrase %r is %d tokens with Grounding DINO's special tokens, "
+                "over the model's limit of %d even alone; only its first tokens are used. "
+                "Shorten its prompt in the config's categories section",
+                prompts[index].name,
+                phrase,
+                alone,
+                max_tokens,
+            )
         start = len(candidate) - len(phrase) - len(" .")  # the phrase just appended
         spans.append((index, start, start + len(phrase)))
         text = candidate
@@ -216,9 +230,28 @@ class ThingDetector:
         self.processor = processor
         self.device = device
         self.max_tokens = int(model.config.max_text_len)
+        self._chunks: tuple[tuple[CategoryPrompt, ...], list[PromptChunk]] | None = None
 
     def count_tokens(self, text: str) -> int:
-        return len(self.processor.tokenizer(text)["input_ids"])
+        """Tokens of ``text`` with special tokens, measured silently: chunking asks about texts
+        over the limit on purpose, and the tokenizer would warn about each one."""
+        return len(self.processor.tokenizer(text, verbose=False)["input_ids"])
+
+    def prompt_chunks(self, prompts: Sequence[CategoryPrompt]) -> list[PromptChunk]:
+        """:func:`build_prompt_chunks` for this model, remembered for the last prompts: a run
+        asks for the same taxonomy on every image, and warnings should come once, not per
+        image."""
+        key = tuple(prompts)
+        if self._chunks is None or self._chunks[0] != key:
+            chunks = build_prompt_chunks(prompts, self.count_tokens, self.max_tokens)
+            if len(chunks) > 1:
+                logger.info(
+                    "thing prompts split into %d queries (token limit %d)",
+                    len(chunks),
+                    self.max_tokens,
+                )
+            self._chunks = (key, chunks)
+        return self._chunks[1]
 
     def detect(
         self,
@@ -253,11 +286,7 @@ class ThingDetector:
         pixel mask keeps padding out and boxes come back relative to each image)."""
         if not prompts:
             return [Detections.empty() for _ in images]
-        chunks = build_prompt_chunks(prompts, self.count_tokens, self.max_tokens)
-        if len(chunks) > 1:
-            logger.info(
-                "thing prompts split into %d queries (token limit %d)", len(chunks), self.max_tokens
-            )
+        chunks = self.prompt_chunks(prompts)
         pixels = self.processor.image_processor(images=list(images), return_tensors="pt").to(
             self.device
         )
@@ -292,7 +321,11 @@ class ThingDetector:
     ) -> list[Detections]:
         batch = len(sizes)
         text = self.processor.tokenizer(
-            chunk.text, return_offsets_mapping=True, return_tensors="pt"
+            chunk.text,
+            return_offsets_mapping=True,
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
         )
         offsets = text.pop("offset_mapping")[0].numpy()
         outputs = self.model(
@@ -301,8 +334,11 @@ class ThingDetector:
             **{k: v.to(self.device).expand(batch, -1) for k, v in text.items()},
         )
         n_tokens = offsets.shape[0]
+        # Logits past the text are -inf by design (padding to max_text_len): check the text's.
+        logits = outputs.logits[:, :, :n_tokens]
+        require_finite("grounding_dino", self.model, logits=logits, boxes=outputs.pred_boxes)
         token_index = token_prompt_index(offsets, chunk.spans)
-        all_probs = outputs.logits[:, :, :n_tokens].float().sigmoid().cpu().numpy()
+        all_probs = logits.float().sigmoid().cpu().numpy()
         all_boxes = center_to_corners_format(outputs.pred_boxes.float().cpu()).numpy()
         found = []
         for index, (width, height) in enumerate(sizes):

@@ -8,9 +8,14 @@ used by tests exercise exactly the code a real run uses.
 Device and dtype:
 
 - ``device="auto"`` picks CUDA when present, then Apple MPS, then the CPU.
-- ``dtype="auto"`` picks bfloat16 on CUDA when the card supports it, float16 on older cards, and
-  float32 on the CPU and MPS. All three models are cast to the same dtype, so inputs need one cast.
-  On the CPU everything runs in float32: half precision there is slow and some kernels lack it.
+- ``dtype`` is set for all three models or per model (``models.dtype.sam``). ``"auto"`` picks
+  float32 on the CPU and MPS (half precision there is slow and some kernels lack it). On CUDA it
+  picks bfloat16 (float16 on cards without bf16) for SAM and CLIPSeg, whose outputs are
+  thresholded probability maps, and keeps **Grounding DINO in float32**: its deformable attention
+  samples feature maps at positions computed from the boxes, bf16 turns the tiny model's boxes
+  into NaN on the CPU, and nobody has yet compared bf16 and fp32 boxes of the real model on a GPU
+  (``benchmarks/dtype_boxes.py`` does, where a GPU is present). Each stage casts its inputs to its
+  own model's dtype.
 
 When weights cannot be found (no such directory, not in the Hugging Face cache, hub unreachable or
 offline mode on) the caller gets one :class:`~prelabel.errors.ModelLoadError` that names the model,
@@ -78,13 +83,16 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+#: Models that ``dtype: auto`` runs in half precision on CUDA (see the module docstring).
+_HALF_ON_CUDA = frozenset({"sam", "clipseg"})
+
 
 @dataclass(frozen=True, kw_only=True)
 class LoadedModels:
-    """The three models and their processors, in eval mode on one device and dtype.
+    """The three models and their processors, in eval mode on one device.
 
     The processors return float32 tensors on the CPU: move them with ``.to(device)`` and cast
-    floating inputs (``pixel_values``) to :attr:`dtype` before calling a model.
+    floating inputs (``pixel_values``) to the model's entry in :attr:`dtypes` before calling it.
     """
 
     grounding_dino: GroundingDinoForObjectDetection
@@ -94,8 +102,9 @@ class LoadedModels:
     clipseg: CLIPSegForImageSegmentation
     clipseg_processor: CLIPSegProcessor
     device: torch.device
-    #: The dtype the model weights were cast to.
-    dtype: torch.dtype
+    #: The dtype each model's weights were cast to, by role (``grounding_dino``, ``sam``,
+    #: ``clipseg``).
+    dtypes: dict[str, torch.dtype]
     #: True when any of the three is a tiny random-weight model: its masks are meaningless.
     is_tiny: bool
 
@@ -138,15 +147,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Pick the weight dtype: ``"auto"`` is bf16 (or fp16 on pre-Ampere cards) on CUDA, else fp32.
+def resolve_dtype(name: str, device: torch.device, *, role: str) -> torch.dtype:
+    """Pick one model's weight dtype (``role`` as in :data:`MODEL_SUBDIRS`).
 
-    MPS gets float32 under ``"auto"`` because Grounding DINO's deformable attention and SAM's
-    upsampling are not reliable in half precision there. An explicit half dtype on the CPU is
-    honoured but logged, since it is slower than float32 on most CPUs.
+    ``"auto"`` is float32 for Grounding DINO everywhere and for every model off CUDA; on CUDA SAM
+    and CLIPSeg get bf16 (fp16 on pre-Ampere cards). MPS gets float32 because Grounding DINO's
+    deformable attention and SAM's upsampling are not reliable in half precision there. An
+    explicit half dtype on the CPU is honoured but logged, since it is slower than float32 on
+    most CPUs.
     """
     if name == "auto":
-        if device.type == "cuda":
+        if device.type == "cuda" and role in _HALF_ON_CUDA:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     try:
@@ -156,7 +167,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
             f"unknown dtype {name!r}: use auto, {', '.join(sorted(_DTYPES))}"
         ) from None
     if device.type == "cpu" and dtype != torch.float32:
-        logger.warning("dtype %s on the CPU is usually slower than float32", name)
+        logger.warning(
+            "%s in %s on the CPU is usually slower than float32", MODEL_TITLES[role], name
+        )
     return dtype
 
 
@@ -188,12 +201,14 @@ def load_models(settings: ModelSettings, models_dir: Path | None = None) -> Load
     are missing or unusable and :class:`ConfigError` for an unusable device or dtype.
     """
     device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
+    dtypes = {
+        role: resolve_dtype(settings.dtype_for(role), device, role=role) for role in MODEL_SUBDIRS
+    }
     sources = model_sources(settings, models_dir)
     loaded: dict[str, Any] = {}
     tiny_roles = []
     for role, source in sources.items():
-        model, processor = _load_one(role, source, device, dtype)
+        model, processor = _load_one(role, source, device, dtypes[role])
         loaded[role] = model
         loaded[f"{role}_processor"] = processor
         if is_tiny_model_dir(source):
@@ -204,7 +219,7 @@ def load_models(settings: ModelSettings, models_dir: Path | None = None) -> Load
         )
     if settings.compile:
         compile_encoders(loaded["sam"], loaded["clipseg"])
-    return LoadedModels(**loaded, device=device, dtype=dtype, is_tiny=bool(tiny_roles))
+    return LoadedModels(**loaded, device=device, dtypes=dtypes, is_tiny=bool(tiny_roles))
 
 
 def compile_encoders(sam: Any, clipseg: Any) -> None:

@@ -3,19 +3,23 @@
 The image encoder is nearly all of SAM's cost (ViT-H: about a minute per image on a CPU, the
 prompt decoder a tenth of a second per prompt), so :meth:`SamSegmenter.embed` runs it exactly once
 and the decoder calls take the cached :class:`ImageEmbedding`. All boxes of an image go to the
-decoder in one batched call, all stuff point prompts in another.
+decoder in one batched call; stuff points go in one call for all regions (``regions``) or one
+call per category (``seed``, :meth:`SamSegmenter.point_probability`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from PIL import Image
 from transformers import SamModel, SamProcessor
+
+from prelabel.pipeline.finite import require_finite
 
 #: Masks are upscaled to full resolution this many prompts at a time, bounding the float memory
 #: that post-processing needs (prompts x height x width x 4 bytes).
@@ -78,6 +82,7 @@ class SamSegmenter:
         inputs = self.processor.image_processor(images=list(images), return_tensors="pt")
         pixel_values = inputs["pixel_values"].to(self.device, self._dtype)
         embeddings = self.model.get_image_embeddings(pixel_values)
+        require_finite("sam", self.model, image_embeddings=embeddings)
         self.encoder_passes += len(images)
         return [
             ImageEmbedding(
@@ -100,6 +105,7 @@ class SamSegmenter:
         outputs = self.model(
             image_embeddings=embedding.embeddings, input_boxes=input_boxes, multimask_output=False
         )
+        require_finite("sam", self.model, box_masks=outputs.pred_masks)
         return self._postprocess(
             embedding, outputs.pred_masks[0, :, 0], outputs.iou_scores[0, :, 0]
         )
@@ -115,7 +121,35 @@ class SamSegmenter:
         """
         if not point_sets:
             return self._empty(embedding)
-        points = embedding.to_model_coordinates(np.stack(point_sets))
+        outputs = self._decode_points(embedding, np.stack(point_sets))
+        iou = outputs.iou_scores[0]  # (M, 3)
+        best = iou.argmax(dim=1)
+        rows = torch.arange(len(best), device=best.device)
+        return self._postprocess(embedding, outputs.pred_masks[0, rows, best], iou[rows, best])
+
+    @torch.inference_mode()
+    def point_probability(
+        self, embedding: ImageEmbedding, points: npt.NDArray[np.floating]
+    ) -> torch.Tensor:
+        """SAM's probability map for one prompt of ``(K, 2)`` positive x/y points, image size.
+
+        The seed's greedy fill: of SAM's three masks (part, object, whole) the pixel-wise
+        maximum of the sigmoids, upscaled as probabilities by the processor's
+        ``post_process_masks(binarize=False)`` (pad crop included, so portrait images are
+        right). A float32 ``(H, W)`` tensor on the model's device, in ``[0, 1]``.
+        """
+        outputs = self._decode_points(embedding, np.asarray(points)[None])
+        low_res = outputs.pred_masks[0].float().sigmoid().amax(dim=1, keepdim=True)
+        (full,) = self.processor.image_processor.post_process_masks(
+            [low_res], [embedding.original_size], [embedding.reshaped_size], binarize=False
+        )
+        return full[0, 0]
+
+    def _decode_points(
+        self, embedding: ImageEmbedding, point_sets: npt.NDArray[np.floating]
+    ) -> Any:
+        """One decoder call for ``(M, K, 2)`` positive x/y points, three masks per prompt."""
+        points = embedding.to_model_coordinates(point_sets)
         input_points = torch.from_numpy(points)[None].to(self.device, self._dtype)
         input_labels = torch.ones(points.shape[:2], dtype=torch.long, device=self.device)[None]
         outputs = self.model(
@@ -124,10 +158,8 @@ class SamSegmenter:
             input_labels=input_labels,
             multimask_output=True,
         )
-        iou = outputs.iou_scores[0]  # (M, 3)
-        best = iou.argmax(dim=1)
-        rows = torch.arange(len(best), device=best.device)
-        return self._postprocess(embedding, outputs.pred_masks[0, rows, best], iou[rows, best])
+        require_finite("sam", self.model, point_masks=outputs.pred_masks)
+        return outputs
 
     def _postprocess(
         self, embedding: ImageEmbedding, low_res: torch.Tensor, scores: torch.Tensor

@@ -1,0 +1,43 @@
+"""Non-finite model outputs are an error that names the model and its dtype.
+
+A NaN does not crash anything downstream: ``NaN > 0`` is False, so NaN mask logits become empty
+masks, NaN boxes become empty SAM prompts, and the merge drops segments without pixels. A model
+that overflows in half precision would therefore produce empty labels, one image after another,
+with nothing in the log. Every model output the pipeline reads passes through
+:func:`require_finite` first, so that case stops with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from prelabel.errors import PrelabelError
+from prelabel.pipeline.loading import MODEL_TITLES
+
+
+class NonFiniteOutputError(PrelabelError):
+    """A model returned NaN or infinity: usually half precision, sometimes broken weights."""
+
+
+def require_finite(role: str, model: torch.nn.Module, **outputs: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteOutputError` if any of ``outputs`` holds a NaN or an infinity.
+
+    ``role`` is the model's key in :data:`~prelabel.pipeline.loading.MODEL_TITLES`; the message
+    names the model, the output, its dtype and the setting that changes it. The check costs one
+    reduction per tensor (and, on a GPU, the synchronisation the next copy to the CPU makes
+    anyway).
+    """
+    for name, tensor in outputs.items():
+        if bool(torch.isfinite(tensor).all()):
+            continue
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        bad = int((~torch.isfinite(tensor)).sum())
+        advice = (
+            f"set models.dtype.{role}: float32 in the config"
+            if dtype != "float32"
+            else "the weights may be damaged; re-download or re-convert them"
+        )
+        raise NonFiniteOutputError(
+            f"{MODEL_TITLES[role]} ({dtype}) returned {bad} non-finite value(s) in its {name} "
+            f"of {tuple(tensor.shape)}; refusing to turn them into empty masks: {advice}"
+        )
