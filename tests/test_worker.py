@@ -136,7 +136,9 @@ def test_an_empty_prediction_is_written_as_a_valid_empty_label(
     tiny_models: LoadedModels,
     tmp_path: Path,
 ) -> None:
-    nothing = PipelineSettings(box_threshold=1.0, text_threshold=1.0, mask_threshold=1.0)
+    nothing = PipelineSettings(
+        box_threshold=1.0, text_threshold=1.0, mask_threshold=1.0, background_threshold=1.0
+    )
     settings = make_settings(emulator.url, pipeline=nothing)
     uuid = seeded_dataset.sample_uuids[0]
 
