@@ -19,8 +19,11 @@ stage has work (up to 20 boxes, up to 3 regions per stuff category). On the 2-co
 images: about 3 minutes in all, model building included. Per-image min and max are printed
 because other processes sharing the CPU move these figures by tens of percent.
 
+``--stuff-method`` picks the stuff branch timed: ``seed`` (the default, one SAM decoder call per
+prompted stuff category) or ``regions`` (one call for all regions).
+
 Run: ``python benchmarks/pipeline_stages.py [--images 2] [--size 1280x720] [--device auto]
-[--threads N] [--models DIR]``
+[--threads N] [--models DIR] [--stuff-method seed|regions]``
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 #: speckled at pixel level, so the workload is bounded by caps rather than by scores: up to 20
 #: boxes, and up to 3 regions per stuff category (15 point prompts) with a region size floor
 #: low enough for the speckle. A busy street scene with real weights is of the same order.
+#: For the seed method (``--stuff-method seed``, the default) the erosion is 2 pixels: a random
+#: CLIPSeg map is speckled and the default 20 would leave no point, hence no SAM stuff call.
 BENCH_SETTINGS = PipelineSettings(
     box_threshold=0.05,
     text_threshold=0.05,
@@ -92,6 +97,7 @@ BENCH_SETTINGS = PipelineSettings(
     max_detections=20,
     min_region_fraction=0.0001,
     max_regions_per_category=3,
+    shrink_kernel=2,
 )
 
 logger = logging.getLogger("pipeline_stages")
@@ -262,6 +268,7 @@ class Workload:
         self.point_prompts: list[int] = []
         segmenter = pipeline.segmenter
         segment_boxes, segment_points = segmenter.segment_boxes, segmenter.segment_points
+        point_probability = segmenter.point_probability
 
         def count_boxes(embedding: ImageEmbedding, boxes: np.ndarray) -> PromptMasks:
             self.boxes.append(len(boxes))
@@ -273,8 +280,13 @@ class Workload:
             self.point_prompts.append(len(point_sets))
             return segment_points(embedding, point_sets)
 
+        def count_seed_points(embedding: ImageEmbedding, points: np.ndarray) -> torch.Tensor:
+            self.point_prompts.append(1)  # one decoder call per stuff category
+            return point_probability(embedding, points)
+
         segmenter.segment_boxes = count_boxes  # type: ignore[method-assign]
         segmenter.segment_points = count_points  # type: ignore[method-assign]
+        segmenter.point_probability = count_seed_points  # type: ignore[method-assign]
 
     def reset(self) -> None:
         self.boxes.clear()
@@ -341,6 +353,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=parse_size, default=(1280, 720), help="WxH of the input")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
+    parser.add_argument(
+        "--stuff-method", choices=("seed", "regions"), default="seed", help="pipeline.stuff_method"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument(
         "--models", type=Path, default=None, help="existing --models DIR instead of random models"
@@ -353,10 +368,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run_pipeline(
-    models: LoadedModels, images: int, size: tuple[int, int]
+    models: LoadedModels, images: int, size: tuple[int, int], settings: PipelineSettings
 ) -> tuple[dict[str, list[float]], Workload, list[int], list[PanopticPrediction]]:
     """Warm up on one image, then time ``images`` images; per-image figures per stage."""
-    pipeline = Pipeline(models, BENCH_SETTINGS)
+    pipeline = Pipeline(models, settings)
     taxonomy = street_taxonomy()
     workload = Workload(pipeline)
     hook_calls = [0]
@@ -422,15 +437,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  loaded through load_models in {time.perf_counter() - start:.1f} s", flush=True)
         if args.models is None and models.is_tiny:
             raise AssertionError("full-size models were flagged as tiny")
-        device, dtype = models.device, models.dtype
-        dtype_name = str(dtype).removeprefix("torch.")
+        device = models.device
+        dtype_name = "/".join(str(d).removeprefix("torch.") for d in models.dtypes.values())
         width, height = args.size
         print(
             f"running {args.images} timed image(s) of {width}x{height} after 1 warm-up on "
             f"{device} ({dtype_name}), torch threads {torch.get_num_threads()}",
             flush=True,
         )
-        per_image, workload, passes, predictions = run_pipeline(models, args.images, args.size)
+        bench = BENCH_SETTINGS.model_copy(update={"stuff_method": args.stuff_method})
+        per_image, workload, passes, predictions = run_pipeline(
+            models, args.images, args.size, bench
+        )
 
     n = args.images
     mean = {stage: statistics.fmean(values) for stage, values in per_image.items()}
@@ -444,13 +462,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     stuff = statistics.fmean(sum(not s.is_thing for s in p.segments) for p in predictions)
 
     print()
-    print(f"device {device}, dtype {dtype_name}, torch threads {torch.get_num_threads()}")
-    print(f"input {width}x{height}, {n} timed image(s), means per image")
-    bench = BENCH_SETTINGS
     print(
-        f"workload per image: {boxes:.1f} boxes decoded by SAM (max {bench.max_detections}), "
+        f"device {device}, dtypes (detector/SAM/CLIPSeg) {dtype_name}, "
+        f"torch threads {torch.get_num_threads()}, stuff_method {bench.stuff_method}"
+    )
+    print(f"input {width}x{height}, {n} timed image(s), means per image")
+    stuff_work = (
         f"{point_prompts:.1f} stuff point prompts of {bench.points_per_region} points "
         f"(max {bench.max_regions_per_category} per category)"
+        if bench.stuff_method == "regions"
+        else f"{point_prompts:.1f} seed stuff decoder calls of up to "
+        f"{bench.num_samples_factor} points (one per prompted category)"
+    )
+    print(
+        f"workload per image: {boxes:.1f} boxes decoded by SAM (max {bench.max_detections}), "
+        + stuff_work
     )
     print(f"panoptic result per image: {things:.1f} things + {stuff:.1f} stuff segments")
     print(f"{'stage':<10}{'s/image':>10}{'share':>9}{'min s':>10}{'max s':>10}")
@@ -482,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "dtype": dtype_name,
+        "stuff_method": bench.stuff_method,
         "torch_threads": torch.get_num_threads(),
         "random_weights": args.models is None,
         "image_size": [width, height],
