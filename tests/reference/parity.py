@@ -10,6 +10,9 @@ Shared by ``tests/test_seed_parity.py`` and ``benchmarks/seed_parity.py``. For o
   expect from a second implementation with float differences of that size;
 - **agreement** is the share of non-thing pixels where prelabel's stuff category equals the
   port's (thing pixels agree by construction and are left out).
+
+With ``split=True`` the stability is also measured with the noise on one model's maps only
+(CLIPSeg's, then SAM's), which tells where the instability comes from.
 """
 
 from __future__ import annotations
@@ -42,11 +45,19 @@ class Parity:
     #: Stuff categories that got SAM points in the port.
     prompted: int
     thing_pixels: int
+    #: With ``split=True``: stability with noise on CLIPSeg's maps only, on SAM's only.
+    stability_clipseg: float | None = None
+    stability_sam: float | None = None
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | None]:
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 6)
+
         return {
             "agreement": round(self.agreement, 6),
             "stability": round(self.stability, 6),
+            "stability_clipseg": rounded(self.stability_clipseg),
+            "stability_sam": rounded(self.stability_sam),
             "compared": self.compared,
             "ours_stuff": self.ours_stuff,
             "port_stuff": self.port_stuff,
@@ -101,7 +112,9 @@ def run_port(
     )
 
 
-def measure(pipeline: Pipeline, image: Image.Image, taxonomy: Taxonomy) -> Parity:
+def measure(
+    pipeline: Pipeline, image: Image.Image, taxonomy: Taxonomy, *, split: bool = False
+) -> Parity:
     """Agreement of prelabel with the port and the port's stability, on one image.
 
     The image must fit ``max_image_side`` (the port sees it as given) and every stuff
@@ -116,13 +129,20 @@ def measure(pipeline: Pipeline, image: Image.Image, taxonomy: Taxonomy) -> Parit
     things = thing_pixels(prediction)
     free = ~things
     ours = stuff_category_map(prediction)[free]
-    clean = run_port(pipeline, image, taxonomy, things if things.any() else None)
-    noisy = run_port(pipeline, image, taxonomy, things if things.any() else None, noise=NOISE)
+    carved = things if things.any() else None
+    clean = run_port(pipeline, image, taxonomy, carved)
     port = clean.category_map[free]
     compared = int(free.sum())
+
+    def stability(noise_on: frozenset[str]) -> float:
+        noisy = run_port(pipeline, image, taxonomy, carved, noise=NOISE, noise_on=noise_on)
+        return float((noisy.category_map[free] == port).mean()) if compared else 0.0
+
     return Parity(
         agreement=float((ours == port).mean()) if compared else 0.0,
-        stability=float((noisy.category_map[free] == port).mean()) if compared else 0.0,
+        stability=stability(frozenset({"clipseg", "sam"})),
+        stability_clipseg=stability(frozenset({"clipseg"})) if split else None,
+        stability_sam=stability(frozenset({"sam"})) if split else None,
         compared=compared,
         ours_stuff=int((ours > 0).sum()),
         port_stuff=int((port > 0).sum()),
