@@ -1,9 +1,12 @@
-"""CLIPSeg: stuff prompts -> rough probability maps -> SAM point prompts.
+"""CLIPSeg: stuff prompts -> rough maps, and the point placement of the ``regions`` method.
 
 CLIPSeg is good at *where* sky or road is and poor at *their edges* (its maps are 352x352 and
-blurry), SAM is the reverse. So CLIPSeg's map is thresholded per category, overlaps between stuff
-categories go to the highest probability, and a few points well inside each connected region
-prompt SAM, which draws the edges.
+blurry), SAM is the reverse. Both stuff methods therefore take CLIPSeg's map
+(:class:`StuffSegmenter`) only to place SAM point prompts, and let SAM draw the edges. The seed
+method (:mod:`~prelabel.pipeline.stuff_seed`) works on the logits upscaled to the image; the
+helpers below serve the ``regions`` method (:mod:`~prelabel.pipeline.stuff_regions`): the map is
+thresholded per category, overlaps between stuff categories go to the highest probability, and a
+few points well inside each connected region prompt SAM.
 """
 
 from __future__ import annotations
