@@ -114,12 +114,12 @@ class Pipeline:
         clock: StageClock,
     ) -> list[MaskCandidate]:
         """Stuff candidates by ``settings.stuff_method``; ``things`` is ``(N, H, W)``."""
-        common = {"embedding": embedding, "segmenter": self.segmenter, "settings": self.settings}
-        if self.settings.stuff_method == "regions":
+        settings, segmenter = self.settings, self.segmenter
+        if settings.stuff_method == "regions":
             with clock("coarse"):
                 probs = self.stuff.probabilities(image, prompts)
-            return regions_stuff(probs, prompts, clock=clock, **common)
+            return regions_stuff(probs, prompts, embedding, segmenter, settings, clock)
         with clock("coarse"):
             logits = self.stuff.logits(image, prompts)
-        union = things.any(axis=0) if len(things) else None
-        return seed_stuff(logits, prompts, things=union, clock=clock, **common)
+        union = np.logical_or.reduce(things, axis=0) if len(things) else None
+        return seed_stuff(logits, prompts, union, embedding, segmenter, settings, clock)

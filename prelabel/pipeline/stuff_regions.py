@@ -31,7 +31,6 @@ from prelabel.taxonomy import CategoryPrompt
 def regions_stuff(
     probs: npt.NDArray[np.float32],
     prompts: Sequence[CategoryPrompt],
-    *,
     embedding: ImageEmbedding,
     segmenter: SamSegmenter,
     settings: PipelineSettings,

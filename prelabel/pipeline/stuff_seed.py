@@ -54,7 +54,6 @@ Region = tuple[_Window, npt.NDArray[np.bool_]]
 def seed_stuff(
     logits: torch.Tensor,
     prompts: Sequence[CategoryPrompt],
-    *,
     things: npt.NDArray[np.bool_] | None,
     embedding: ImageEmbedding,
     segmenter: SamSegmenter,
