@@ -15,8 +15,8 @@ instance of every pixel:
   rectangle and per stuff category.
 - ``test_a_downscaled_image_comes_back_at_full_size``: the same through ``max_image_side``.
 
-The stuff branch is checked for every ``pipeline.stuff_method`` the settings offer (none yet: the
-current region-points method; issue 16 adds the seed's). The scene is made to hold under both:
+The stuff branch is checked for every ``pipeline.stuff_method`` the settings offer (``seed``, the
+default, and ``regions``). The scene is made to hold under both:
 the stuff bands are tall enough to survive the seed's 20-pixel erosion, and the stand-in SAM
 answers a set of points with the colour patch most of them fall in, however many there are.
 """
@@ -102,7 +102,7 @@ def standin_models(tiny_models: LoadedModels) -> LoadedModels:
         clipseg=BlueMeansSky(tiny_models.clipseg_processor, {"sky": "sky", "road": "road"}),
         clipseg_processor=tiny_models.clipseg_processor,
         device=torch.device("cpu"),
-        dtype=torch.float32,
+        dtypes=dict.fromkeys(("grounding_dino", "sam", "clipseg"), torch.float32),
         is_tiny=False,
     )
 
