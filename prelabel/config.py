@@ -68,6 +68,7 @@ class CategoryOptions(FrozenModel):
     prompt: str | None = None
     box_threshold: float | None = Field(default=None, ge=0, le=1)
     text_threshold: float | None = Field(default=None, ge=0, le=1)
+    #: Used by ``stuff_method: regions`` only; the seed method has one background_threshold.
     mask_threshold: float | None = Field(default=None, ge=0, le=1)
     ignore: bool = False
 
