@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from PIL import Image
 from transformers import SamModel, SamProcessor
+from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 
 from prelabel.pipeline.finite import require_finite
 
@@ -147,7 +147,7 @@ class SamSegmenter:
 
     def _decode_points(
         self, embedding: ImageEmbedding, point_sets: npt.NDArray[np.floating]
-    ) -> Any:
+    ) -> SamImageSegmentationOutput:
         """One decoder call for ``(M, K, 2)`` positive x/y points, three masks per prompt."""
         points = embedding.to_model_coordinates(point_sets)
         input_points = torch.from_numpy(points)[None].to(self.device, self._dtype)
