@@ -12,8 +12,10 @@ Configurations:
 - ``seed`` with the default ``shrink_kernel`` 20. With the tiny models this erases every
   CLIPSeg region (their map is speckled), so no stuff category reaches SAM: it measures the
   coarse stage (53 upscaled maps, argmax, erosion) but not the SAM stuff calls.
-- ``seed`` with ``shrink_kernel: 0``: every stuff category CLIPSeg wins somewhere gets its
-  1,000 points and a SAM decoder call, each upscaled to 2048x1536: the worst case in memory.
+- ``seed`` with ``shrink_kernel: 0``: every stuff category CLIPSeg wins somewhere outside the
+  things gets its points and a SAM decoder call, each map upscaled to 2048x1536.
+- the same with ``box_threshold: 1.0``, so that no thing is detected and nearly every one of the
+  53 stuff categories prompts SAM: the worst case for the stuff branch's memory.
 - ``regions``, the previous method, for comparison.
 
 With real weights the model parameters add to these figures (SAM ViT-H alone is 2.5 GB in
@@ -46,6 +48,7 @@ TARGET_GB = 3.0
 CONFIGS = {
     "seed (shrink_kernel 20)": "pipeline: {stuff_method: seed}\n",
     "seed (shrink_kernel 0)": "pipeline: {stuff_method: seed, shrink_kernel: 0}\n",
+    "seed (kernel 0, no things)": "pipeline: {shrink_kernel: 0, box_threshold: 1.0}\n",
     "regions": "pipeline: {stuff_method: regions}\n",
 }
 
@@ -138,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         synthetic_photo((width, height), image)
         print(f"prelabel predict on a {width}x{height} JPEG, COCO-panoptic taxonomy, tiny models")
         print(
-            f"{'configuration':<26}{'peak RSS GB':>12}{'seconds':>9}{'things':>8}{'stuff':>7}"
+            f"{'configuration':<29}{'peak RSS GB':>12}{'seconds':>9}{'things':>8}{'stuff':>7}"
             f"{'SAM stuff calls':>17}"
         )
         for index, (name, text) in enumerate(CONFIGS.items()):
@@ -147,13 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = root / f"out{index}"
             peak, seconds, code, log = run_predict(image, models, config, out, args.threads)
             if code:
-                print(f"{name:<26} FAILED (exit code {code})")
+                print(f"{name:<29} FAILED (exit code {code})")
                 results[name] = {"exit_code": code}
                 continue
             things, stuff = segments_written(out)
             calls = sam_stuff_calls(log)
             print(
-                f"{name:<26}{peak:>12.2f}{seconds:>9.1f}{things:>8}{stuff:>7}{calls:>17}",
+                f"{name:<29}{peak:>12.2f}{seconds:>9.1f}{things:>8}{stuff:>7}{calls:>17}",
                 flush=True,
             )
             results[name] = {
