@@ -50,7 +50,7 @@ def locate_coco_panoptic(path: Path) -> CocoPanopticFiles:
 
     * ``X.json``: the PNGs are in ``X/`` (panopticapi's default);
     * a folder holding exactly one ``NAME.json`` beside a ``NAME/`` folder, as
-      :class:`~prelabel.export.CocoPanopticWriter` and ``prelabel predict`` write it
+      :class:`~prelabel.formats.coco_panoptic.CocoPanopticWriter` and ``prelabel predict`` write it
       (``panoptic.json`` and ``panoptic/``); other JSON files without such a folder, like
       ``report.json`` or ``evaluation.json``, are not candidates;
     * the PNG folder ``X/`` itself, when ``X.json`` lies beside it.
