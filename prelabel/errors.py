@@ -23,6 +23,14 @@ class ModelLoadError(PrelabelError):
     """Model weights could not be found or loaded; the message says where we looked."""
 
 
+class NonFiniteOutputError(ModelLoadError):
+    """A model returned NaN or infinity: usually half precision, sometimes broken weights.
+
+    Run-wide, like a model that cannot load: it would repeat on every image, each one becoming
+    an empty label, so the run stops with the setting to change.
+    """
+
+
 class ImageError(PrelabelError):
     """An image cannot be decoded or is refused (too many pixels, truncated, unknown format)."""
 

@@ -17,7 +17,7 @@ from segments import SegmentsClient
 
 from prelabel.config import Settings, WorkerSettings
 from prelabel.emulator import Emulator, FaultRule
-from prelabel.errors import RemoteError
+from prelabel.errors import NonFiniteOutputError, RemoteError
 from prelabel.panoptic import PanopticPrediction, Segment
 from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
@@ -148,3 +148,33 @@ def test_push_returns_every_items_outcome_when_one_fails(
     assert emulator.label_write_count(items[1].sample.uuid) == 0
     for item in (items[0], items[2]):
         assert emulator.label_write_count(item.sample.uuid) == 1
+
+
+class _NaNModel:
+    """A model whose every output is NaN, as Grounding DINO's is in bf16 on some devices."""
+
+    calls = 0
+
+    def predict(self, image: object, taxonomy: object) -> PanopticPrediction:
+        self.calls += 1
+        raise NonFiniteOutputError("Grounding DINO (bfloat16) returned 5 non-finite values")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_model_returning_nan_stops_the_run_instead_of_failing_every_sample(
+    engine: str, emulator: Emulator, segments_client: SegmentsClient, tmp_path: Path
+) -> None:
+    seeded = seed_dataset_via_sdk(segments_client, name=f"nan-{engine}", n_images=6)
+    model = _NaNModel()
+
+    with pytest.raises(NonFiniteOutputError, match="bfloat16"):
+        run_worker(
+            emulator,
+            tmp_path,
+            model,
+            seeded.full_name,
+            settings=engine_settings(emulator.url, engine),
+        )
+
+    assert model.calls == 1
+    assert all(emulator.label_write_count(u) == 0 for u in seeded.sample_uuids)

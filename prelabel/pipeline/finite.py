@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from prelabel.errors import PrelabelError
+from prelabel.errors import NonFiniteOutputError
 from prelabel.pipeline.loading import MODEL_TITLES
 
-
-class NonFiniteOutputError(PrelabelError):
-    """A model returned NaN or infinity: usually half precision, sometimes broken weights."""
+__all__ = ["NonFiniteOutputError", "require_finite"]
 
 
 def require_finite(role: str, model: torch.nn.Module, **outputs: torch.Tensor) -> None:

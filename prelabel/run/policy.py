@@ -4,8 +4,8 @@ Every engine (sequential, overlapped, Ray) and front-end (review push, evaluate,
 its steps through :func:`guarded` and counts outcomes with :class:`TransientStop`, so a rule
 stated here holds everywhere:
 
-- A refused API key or models that cannot load (:data:`RUN_WIDE_ERRORS`) would fail every
-  sample alike: they are raised and end the run (exit code 2 in the CLI).
+- A refused API key, models that cannot load or that return NaN (:data:`RUN_WIDE_ERRORS`)
+  would fail every sample alike: they are raised and end the run (exit code 2 in the CLI).
 - Anything else raised while working on one sample fails that sample only, with the reason in
   the report: prelabel's own errors by their message, an unexpected exception (a bug, an odd
   input to the model code) by its type and message, with the traceback in the log.
