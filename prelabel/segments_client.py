@@ -294,6 +294,24 @@ class SegmentsApi:
                 return
             page += 1
 
+    def get_sample(self, sample_uuid: str, labelset: str) -> SampleRef | None:
+        """The sample as it is now, with its status in ``labelset``; None once it is deleted.
+
+        For events that name a sample by uuid only (webhooks): the payload is never trusted
+        for anything but identifiers.
+        """
+        try:
+            sample = self.call(
+                "read sample", lambda: self._client.get_sample(sample_uuid, labelset=labelset)
+            )
+        except NotFoundRemoteError:
+            return None
+        return _sample_ref(sample)
+
+    def ping(self) -> None:
+        """One authenticated request, not retried (readiness probes); raises RemoteError."""
+        _classified(self._client.get_user)()
+
     def label_state(self, sample_uuid: str, labelset: str) -> LabelState:
         """Read the label as it is now (``status=None`` when there is none)."""
         try:
