@@ -25,9 +25,22 @@ logger = logging.getLogger(__name__)
 
 def remote_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options every dataset command shares (run, sync, evaluate)."""
+    return _remote_options(fn, multiple_datasets=False)
+
+
+def remote_options_many(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`remote_options` with a repeatable ``--dataset`` (serve)."""
+    return _remote_options(fn, multiple_datasets=True)
+
+
+def _remote_options(fn: Callable[..., Any], *, multiple_datasets: bool) -> Callable[..., Any]:
     decorators = [
         click.option(
-            "--dataset", required=True, help="Dataset as OWNER/NAME, e.g. jane/street-scenes."
+            "--dataset",
+            required=True,
+            multiple=multiple_datasets,
+            help="Dataset as OWNER/NAME, e.g. jane/street-scenes."
+            + (" Repeat for several." if multiple_datasets else ""),
         ),
         click.option(
             "--api-url",
