@@ -19,6 +19,7 @@ from prelabel.cli._common import (
     models_option,
     quiet_option,
 )
+from prelabel.cli._logging import log_format_option, use_log_format
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ def install_redaction(secret: str) -> None:
     help="Ray: GPUs per prediction actor (default 1 when the cluster has GPUs, else 0; "
     "0.5 puts two actors on one GPU).",
 )
+@log_format_option
 def run(
     dataset: str,
     api_url: str | None,
@@ -167,6 +169,7 @@ def run(
     ray_address: str | None,
     workers: int,
     gpus_per_worker: float | None,
+    log_format: str,
 ) -> None:
     """Pre-label every unlabeled sample of a Segments.ai dataset.
 
@@ -187,6 +190,7 @@ def run(
 
     key = read_api_key(api_key_file)
     install_redaction(key)
+    use_log_format(log_format, [key])
     options = RunOptions(
         dataset=dataset,
         labelset=labelset,

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from prelabel.cli._common import CONTEXT_SETTINGS, UsageFailure
+from prelabel.cli._logging import log_format_option, use_log_format
 from prelabel.cli.run import (
     apply_overrides,
     install_redaction,
@@ -42,6 +43,7 @@ from prelabel.cli.run import (
     show_default=True,
     help="Where each cycle's report.json is written (the latest cycle's).",
 )
+@log_format_option
 def sync(
     dataset: str,
     api_url: str | None,
@@ -56,6 +58,7 @@ def sync(
     once: bool,
     overwrite_prelabels: bool,
     output_dir: Path,
+    log_format: str,
 ) -> None:
     """Pre-label new samples of a dataset as they arrive, until stopped.
 
@@ -80,6 +83,7 @@ def sync(
 
     key = read_api_key(api_key_file)
     install_redaction(key)
+    use_log_format(log_format, [key])
     try:
         policy = SyncPolicy(interval_s=parse_interval(interval), once=once)
         settings = apply_overrides(load_settings(config_path), api_url=api_url, device=device)
