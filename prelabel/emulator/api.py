@@ -285,6 +285,9 @@ class SegmentsApi:
     api_key: str
     username: str
     user_created_at: str = field(default_factory=now_iso)
+    #: Called with (event_type, dataset, object) after each write that Segments.ai announces
+    #: by webhook (``prelabel.emulator.webhooks``); None: no webhooks.
+    on_event: Callable[[str, str, dict[str, Any]], object] | None = None
     routes: list[Route] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -587,7 +590,9 @@ class SegmentsApi:
         dataset = self._dataset(owner, name)
         sample = self._new_sample(request.json())
         [record] = self.insert_samples(dataset, [sample], request.base_url)
-        return json_response(201, self.sample_json(record, request.base_url))
+        data = self.sample_json(record, request.base_url)
+        self.emit("sample.created", dataset.full_name, data)
+        return json_response(201, data)
 
     def add_samples(self, request: Request, owner: str, name: str) -> Response:
         dataset = self._dataset(owner, name)
@@ -596,7 +601,10 @@ class SegmentsApi:
             raise ApiError(400, {"non_field_errors": ["Expected a list of items."]})
         samples = [self._new_sample(item) for item in body]
         records = self.insert_samples(dataset, samples, request.base_url, existing_ok=True)
-        return json_response(201, [self.sample_json(r, request.base_url) for r in records])
+        data = [self.sample_json(r, request.base_url) for r in records]
+        for item in data:
+            self.emit("sample.created", dataset.full_name, item)
+        return json_response(201, data)
 
     def list_samples(self, request: Request, owner: str, name: str) -> Response:
         dataset = self._dataset(owner, name)
@@ -773,9 +781,9 @@ class SegmentsApi:
             count_write=True,
         )
         task_type = dataset.fields.get("task_type", "segmentation-bitmap")
-        return json_response(
-            201 if created else 200, self.label_json(label, task_type, request.base_url)
-        )
+        data = self.label_json(label, task_type, request.base_url)
+        self.emit("label.updated", dataset.full_name, data)
+        return json_response(201 if created else 200, data)
 
     def patch_label(self, request: Request, uuid: str, labelset: str) -> Response:
         dataset = self.label_target(uuid, labelset)
@@ -785,12 +793,19 @@ class SegmentsApi:
             changes["attributes"] = portable_urls(changes["attributes"], request.base_url)
         label = self.store.patch_label(uuid, labelset, changes, self.username, count_write=True)
         task_type = dataset.fields.get("task_type", "segmentation-bitmap")
-        return json_response(200, self.label_json(label, task_type, request.base_url))
+        data = self.label_json(label, task_type, request.base_url)
+        self.emit("label.updated", dataset.full_name, data)
+        return json_response(200, data)
 
     def delete_label(self, request: Request, uuid: str, labelset: str) -> Response:
-        self.label_target(uuid, labelset)
+        dataset = self.label_target(uuid, labelset)
         self.store.delete_label(uuid, labelset)
+        self.emit("label.deleted", dataset.full_name, {"sample_uuid": uuid, "labelset": labelset})
         return Response(204)
+
+    def emit(self, event_type: str, dataset: str, obj: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event_type, dataset, obj)
 
     # Assets --------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from prelabel.emulator.store import (
     NotFound,
     Store,
 )
+from prelabel.emulator.webhooks import WebhookConfig, WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -280,8 +281,11 @@ class Emulator:
         db_path: str | PathLike[str] | None = None,
         faults: Iterable[FaultRule] = (),
         seed: int = 0,
+        webhooks: WebhookConfig | None = None,
     ) -> None:
         self.api_key = api_key
+        self.webhook_config = webhooks
+        self._webhooks: WebhookSender | None = None
         self.username = username
         self.host = host
         self._requested_port = port
@@ -303,7 +307,10 @@ class Emulator:
         if self._server is not None or self._stopping.is_set():
             raise RuntimeError("an Emulator can be started once; create a new one to restart")
         self._store = Store(self.db_path)
-        self._api = SegmentsApi(self._store, self.api_key, self.username)
+        if self.webhook_config is not None:
+            self._webhooks = WebhookSender(self.webhook_config).start()
+        on_event = self._webhooks.emit if self._webhooks else None
+        self._api = SegmentsApi(self._store, self.api_key, self.username, on_event=on_event)
         self._server = _Server((self.host, self._requested_port), self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -325,6 +332,8 @@ class Emulator:
         self._server.close_connections(timeout=5.0)
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        if self._webhooks is not None:
+            self._webhooks.stop()
         if self._store is not None:
             self._store.close()
         self._server = None
@@ -431,6 +440,13 @@ class Emulator:
     def asset_upload_count(self) -> int:
         """Distinct assets whose bytes arrived through the presigned upload."""
         return self.store.asset_upload_count()
+
+    @property
+    def webhooks(self) -> WebhookSender:
+        """The webhook sender (deliveries, pending, wait_idle); needs ``webhooks=`` at start."""
+        if self._webhooks is None:
+            raise RuntimeError("the emulator was started without webhooks")
+        return self._webhooks
 
     # Direct state manipulation, as a human in the web app (or an admin) would --------------
 
@@ -556,6 +572,8 @@ class Emulator:
     def _delete_label_if_any(self, sample_uuid: str, labelset: str) -> None:
         if self.store.get_label(sample_uuid, labelset) is not None:
             self.store.delete_label(sample_uuid, labelset)
+            label = {"sample_uuid": sample_uuid, "labelset": labelset}
+            self.api.emit("label.deleted", self._dataset_of(sample_uuid).full_name, label)
 
     def _dataset_of(self, sample_uuid: str) -> DatasetRecord:
         owner, _, name = self.store.get_sample(sample_uuid).dataset_full_name.partition("/")
