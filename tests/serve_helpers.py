@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -192,9 +193,14 @@ def running_service(
     queue_size: int = 10_000,
     interval_s: float = 3600.0,
     state_dir: str = "state",
+    sock: socket.socket | None = None,
     **settings_overrides: Any,
 ) -> Iterator[RunningService]:
-    """A serving ``prelabel serve`` whose first sync cycle has finished."""
+    """A serving ``prelabel serve`` whose first sync cycle has finished.
+
+    ``sock``: a socket from :func:`~prelabel.serve.server.listen` to serve on, for an emulator
+    that must know the webhook URL before the service starts.
+    """
     secret = secret or new_secret()
     settings = make_settings(emulator.url, **settings_overrides)
     state = StateStore.in_dir(tmp_path / state_dir)
@@ -211,7 +217,7 @@ def running_service(
         load_pipeline=lambda: model,
         output_dir=tmp_path / "out",
     )
-    sock = listen("127.0.0.1", 0)
+    sock = sock or listen("127.0.0.1", 0)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     thread = threading.Thread(target=serve, args=(service, sock), name="test-serve")
     thread.start()
