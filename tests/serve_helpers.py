@@ -20,12 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import requests
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from segments import SegmentsClient
 from svix.webhooks import Webhook
 
 from prelabel.emulator import Emulator
@@ -37,6 +38,9 @@ from prelabel.state import StateStore
 from prelabel.taxonomy import Taxonomy
 from tests.connector_helpers import make_settings, wait_for
 from tests.fixtures.emulator import EMULATOR_API_KEY
+
+if TYPE_CHECKING:
+    from prelabel.pipeline.pipeline import Pipeline
 
 GT = "ground-truth"
 
@@ -150,6 +154,14 @@ class StandInPipeline:
         return [self.predict(image, taxonomy, **kwargs) for image in images]
 
 
+def image_url(client: SegmentsClient, sample_uuid: str) -> str:
+    """The image URL of an image sample, read through the SDK."""
+    attributes = client.get_sample(sample_uuid).attributes
+    image = getattr(attributes, "image", None)
+    assert image is not None and image.url, f"sample {sample_uuid} has no image"
+    return str(image.url)
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     """``{'name{label="v"}': value}`` for every sample, through prometheus_client's parser."""
     values = {}
@@ -214,7 +226,7 @@ def running_service(
         webhook_secret=secret,
         settings=settings,
         state=state,
-        load_pipeline=lambda: model,
+        load_pipeline=lambda: cast("Pipeline", model),  # predict and predict_batch only
         output_dir=tmp_path / "out",
     )
     sock = sock or listen("127.0.0.1", 0)

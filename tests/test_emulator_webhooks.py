@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from segments import SegmentsClient
+from segments.typing import LabelStatus
 from svix.webhooks import Webhook
 
 from prelabel.emulator import Emulator
@@ -97,7 +98,7 @@ def test_api_writes_are_delivered_signed_so_that_svix_accepts_them(
             "annotations": [],
             "segmentation_bitmap": {"url": image},
         }
-        client.add_label(sample, GT, attributes, label_status="PRELABELED")
+        client.add_label(sample, GT, attributes, label_status=LabelStatus.PRELABELED)
         client.delete_label(sample, GT)
         assert emulator.webhooks.wait_idle(10)
         client.close()

@@ -24,6 +24,7 @@ from tests.serve_helpers import (
     RunningService,
     StandInPipeline,
     envelope,
+    image_url,
     rejected_delivery,
     running_service,
     sample_created,
@@ -32,9 +33,8 @@ from tests.serve_helpers import (
 
 def add_sample(client: SegmentsClient, dataset: SeededDataset, name: str) -> str:
     """A new sample reusing the first sample's image (what a person uploading would add)."""
-    image = client.get_sample(dataset.sample_uuids[0]).attributes.image
-    assert image is not None
-    return str(client.add_sample(dataset.full_name, name, {"image": {"url": image.url}}).uuid)
+    url = image_url(client, dataset.sample_uuids[0])
+    return str(client.add_sample(dataset.full_name, name, {"image": {"url": url}}).uuid)
 
 
 def labeled_once(emulator: Emulator, uuids: list[str]) -> bool:

@@ -23,7 +23,7 @@ from segments import SegmentsClient
 from prelabel.emulator import Emulator
 from tests.connector_helpers import wait_for
 from tests.fixtures.emulator import seed_dataset_via_sdk
-from tests.serve_helpers import GT, running_service, sample_created, signed
+from tests.serve_helpers import GT, image_url, running_service, sample_created, signed
 
 SAMPLES = 1000
 DUPLICATES = 100
@@ -36,13 +36,12 @@ def test_a_burst_of_deliveries_labels_every_sample_exactly_once(
     emulator: Emulator, segments_client: SegmentsClient, tmp_path: Path
 ) -> None:
     dataset = seed_dataset_via_sdk(segments_client, n_images=1)
-    image = segments_client.get_sample(dataset.sample_uuids[0]).attributes.image
-    assert image is not None
+    url = image_url(segments_client, dataset.sample_uuids[0])
     with running_service(emulator, tmp_path, (dataset.full_name,)) as svc:
         uuids = emulator.add_samples(
             dataset.full_name,
             [
-                {"name": f"burst_{i:04d}.png", "attributes": {"image": {"url": image.url}}}
+                {"name": f"burst_{i:04d}.png", "attributes": {"image": {"url": url}}}
                 for i in range(SAMPLES)
             ],
         )

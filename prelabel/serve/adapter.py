@@ -28,7 +28,8 @@ from prelabel.serve.metrics import Metrics
 from prelabel.serve.service import ServeConfig, ServeObserver, Service
 from prelabel.serve.webhooks import SignatureVerifier
 from prelabel.state import StateStore
-from prelabel.worker import DatasetWorker, Job, RunOptions, prepare
+from prelabel.worker import DatasetWorker, Job, RunOptions
+from prelabel.worker import prepare as prepare_dataset
 
 if TYPE_CHECKING:
     from prelabel.pipeline.pipeline import Pipeline
@@ -65,7 +66,7 @@ class WorkerLifecycle:
     def prepare(self, dataset: str) -> None:
         api = SegmentsApi.connect(self._key, self._settings.remote)
         try:
-            prepare(api, self._settings, self._options(dataset, "cycle"))
+            prepare_dataset(api, self._settings, self._options(dataset, "cycle"))
         finally:
             api.close()
 
@@ -119,7 +120,7 @@ class WorkerLifecycle:
         *,
         sample_uuids: Iterator[str] | None,
     ) -> RunSummary:
-        info, taxonomy = prepare(api, self._settings, options)
+        info, taxonomy = prepare_dataset(api, self._settings, options)
         worker = _ObservedWorker(
             api,
             self._settings,

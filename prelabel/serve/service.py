@@ -140,7 +140,8 @@ class Service:
         self._lifecycle = lifecycle
         self._policy = SyncPolicy(interval_s=config.interval_s)
         self._stop = StopSignal()  # never installed: the HTTP server owns the signals
-        self._lock = threading.Lock()
+        # Reentrant: begin_drain also runs in a signal handler, which may interrupt this thread.
+        self._lock = threading.RLock()
         self._workers: list[threading.Thread] = []
         self._drained = threading.Event()
         self._on_drained: list[Callable[[], None]] = []
