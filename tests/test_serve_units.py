@@ -244,3 +244,31 @@ def test_json_log_lines_carry_the_context_and_never_a_secret() -> None:
         error = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
     text = formatter.format(error)
     assert secret not in text and "***" in json.loads(text)["exception"]
+
+
+#: Today's lifecycle; within prelabel.serve only the adapter may know it (the seam).
+LIFECYCLE_MODULES = {
+    "prelabel.worker",
+    "prelabel.overlap",
+    "prelabel.segments_client",
+    "prelabel.source",
+    "prelabel.upload",
+    "prelabel.state",
+}
+
+
+def test_only_the_adapter_knows_the_lifecycle() -> None:
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "prelabel" / "serve"
+    knows = {}
+    for path in sorted(package.glob("*.py")):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        knows[path.name] = sorted(imported & LIFECYCLE_MODULES)
+    assert knows.pop("adapter.py")  # the one that does
+    assert all(not modules for modules in knows.values()), knows
