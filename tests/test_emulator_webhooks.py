@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from segments import SegmentsClient
 from segments.typing import LabelStatus
 from svix.webhooks import Webhook
@@ -214,6 +215,17 @@ def test_prelabel_emulator_webhook_options(receiver: tuple[str, Received], tmp_p
         sample = client.add_sample(dataset, "a.png", {"image": {"url": "http://x/a.png"}}).uuid
         client.close()
         wait_for(lambda: len(received.deliveries) == 2, 10, "the delivery and its duplicate")
+        log: dict[str, Any] = {}
+
+        def logged() -> bool:  # the emulator logs an attempt once the receiver has answered
+            log.update(requests.get(api + "_emulator/webhooks", timeout=5).json())
+            return len(log["deliveries"]) == 2
+
+        wait_for(logged, 10, "the emulator's delivery log")
+        assert [(d["event_type"], d["status"], d["duplicate"]) for d in log["deliveries"]] == [
+            ("sample.created", 200, False),
+            ("sample.created", 200, True),
+        ]
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
