@@ -40,6 +40,8 @@ LAYERS: dict[str, int] = {
     # The per-sample lifecycle and its engines.
     "prelabel.run": 5,
     "prelabel.evaluate": 6,
+    # The webhook service over the lifecycle (HTTP, verification, queue, metrics).
+    "prelabel.serve": 6,
     # Front-ends over the lifecycle, and the local API for trials.
     "prelabel.local": 7,
     "prelabel.review": 7,

@@ -37,12 +37,14 @@ def _register() -> None:
     from prelabel.cli.models import models
     from prelabel.cli.predict import predict
     from prelabel.cli.run import run
+    from prelabel.cli.serve import serve
     from prelabel.cli.sync import sync
 
     main.add_command(models)
     main.add_command(predict)
     main.add_command(run)
     main.add_command(sync)
+    main.add_command(serve)
     main.add_command(evaluate)
     main.add_command(emulator)
 

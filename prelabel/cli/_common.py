@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from prelabel.cli._logging import LOG_FORMATS, use_log_format
+
 if TYPE_CHECKING:
     from prelabel.config import Settings
     from prelabel.run.report import RunSummary
@@ -100,6 +102,20 @@ def api_key_file_option(prefix: str = "") -> Callable[[F], F]:
     )
 
 
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="json: one JSON object a line (time, level, logger, message, dataset, sample, outcome, "
+    "reason), for log collectors. Secrets never appear.",
+)
+
+
+def interval_option(help: str) -> Callable[[F], F]:
+    return click.option("--interval", default="10m", show_default=True, help=help)
+
+
 def overwrite_option(help: str) -> Callable[[F], F]:
     return click.option("--overwrite-prelabels", is_flag=True, help=help)
 
@@ -114,11 +130,7 @@ def output_dir_option(help: str) -> Callable[[F], F]:
     )
 
 
-#: The options of every command that labels a dataset (run, sync).
-dataset_options = _stack(
-    click.option(
-        "--dataset", required=True, help="Dataset as OWNER/NAME, e.g. jane/street-scenes."
-    ),
+_DATASET_OPTIONS = (
     api_url_option(),
     click.option(
         "--labelset", default="ground-truth", show_default=True, help="Labelset to write."
@@ -137,11 +149,28 @@ dataset_options = _stack(
 )
 
 
+def dataset_options(*, multiple: bool = False) -> Callable[[F], F]:
+    """The options of every command that labels datasets (run, sync, serve); ``multiple``
+    makes ``--dataset`` repeatable."""
+    return _stack(
+        click.option(
+            "--dataset",
+            "datasets",
+            required=True,
+            multiple=multiple,
+            help="Dataset as OWNER/NAME, e.g. jane/street-scenes."
+            + (" Repeat for several." if multiple else ""),
+        ),
+        *_DATASET_OPTIONS,
+    )
+
+
 @dataclass(frozen=True)
 class LabelingArgs:
     """The options every labeling command shares, as one value (see :func:`labeling_options`)."""
 
-    dataset: str
+    #: One dataset, unless the command takes a repeatable ``--dataset`` (serve).
+    datasets: tuple[str, ...]
     api_url: str | None
     labelset: str
     api_key_file: Path | None
@@ -152,28 +181,50 @@ class LabelingArgs:
     quiet: bool
     overwrite_prelabels: bool
     output_dir: Path
+    log_format: str
 
-    def key_and_settings(self) -> tuple[str, Settings]:
-        return key_and_settings(
+    @property
+    def dataset(self) -> str:
+        """The dataset of a command that takes one."""
+        [dataset] = self.datasets
+        return dataset
+
+    def key_and_settings(self, *secrets: str) -> tuple[str, Settings]:
+        """The key and settings (:func:`key_and_settings`), with the log in ``--log-format``.
+
+        The key and every one of ``secrets`` (serve's webhook secret) are redacted from all
+        log output from here on, in either format.
+        """
+        key, settings = key_and_settings(
             self.api_key_file, self.config_path, api_url=self.api_url, device=self.device
         )
+        for secret in secrets:
+            install_redaction(secret)
+        use_log_format(self.log_format, (key, *secrets))
+        return key, settings
 
 
 def labeling_options(
-    *, overwrite_help: str, output_help: str
+    *, overwrite_help: str, output_help: str, multiple_datasets: bool = False
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """:data:`dataset_options`, ``--overwrite-prelabels`` and ``--output-dir``, handed to the
-    command as one :class:`LabelingArgs` in its first parameter, ``args``."""
+    """:func:`dataset_options`, ``--overwrite-prelabels``, ``--output-dir`` and
+    ``--log-format``, handed to the command as one :class:`LabelingArgs` in its first
+    parameter, ``args``."""
     names = [f.name for f in fields(LabelingArgs)]
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
         def bundled(**kwargs: Any) -> Any:
+            datasets = kwargs["datasets"]
+            kwargs["datasets"] = tuple(datasets) if multiple_datasets else (datasets,)
             args = LabelingArgs(**{name: kwargs.pop(name) for name in names})
             return command(args, **kwargs)
 
         options = _stack(
-            dataset_options, overwrite_option(overwrite_help), output_dir_option(output_help)
+            dataset_options(multiple=multiple_datasets),
+            overwrite_option(overwrite_help),
+            output_dir_option(output_help),
+            log_format_option,
         )
         return options(bundled)
 

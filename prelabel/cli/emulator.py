@@ -66,6 +66,28 @@ TRIAL_API_KEY = "emulator-key"
     help="Share of connections closed without an answer.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault dice.")
+@click.option(
+    "--webhook-url",
+    help="POST signed webhooks (sample.created, label.updated, label.deleted) here after each "
+    "API write, as Segments.ai does; e.g. http://127.0.0.1:8080/webhooks/segments.",
+)
+@click.option(
+    "--webhook-secret-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the whsec_ secret to sign webhooks with (goes with --webhook-url).",
+)
+@click.option(
+    "--webhook-duplicate-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of webhooks delivered twice (same message id).",
+)
+@click.option(
+    "--webhook-delay-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Hold each webhook back this long before its first attempt.",
+)
 def emulator(
     host: str,
     port: int,
@@ -82,13 +104,18 @@ def emulator(
     retry_after: int,
     drop_rate: float,
     seed: int,
+    webhook_url: str | None,
+    webhook_secret_file: Path | None,
+    webhook_duplicate_rate: float,
+    webhook_delay_ms: float,
 ) -> None:
     """Serve a local Segments.ai API emulator for the real SDK until Ctrl-C or SIGTERM.
 
     The first line on stdout is the base URL, printed once any seeding is done; pass it as
     `api_url` to `SegmentsClient`. Status lines go to stderr. Faults (latency, errors,
     throttling, drops) apply to every API route; tests can change them at runtime through
-    POST /_emulator/faults.
+    POST /_emulator/faults. With --webhook-url, every API write that Segments.ai
+    announces by webhook is POSTed there, signed like Svix (retried on non-2xx).
 
     Example:
 
@@ -104,6 +131,7 @@ def emulator(
     from prelabel.emulator import Emulator, FaultRule
     from prelabel.emulator.seed import find_images, load_categories, seed_dataset
     from prelabel.emulator.store import Conflict
+    from prelabel.emulator.webhooks import WebhookConfig
 
     seeding = (seed_images, categories, dataset)
     if any(value is not None for value in seeding) and None in seeding:
@@ -127,8 +155,29 @@ def emulator(
     except ValueError as error:
         raise click.UsageError(str(error)) from error
 
+    webhooks = None
+    if (webhook_url is None) != (webhook_secret_file is None):
+        raise click.UsageError("--webhook-url and --webhook-secret-file go together.")
+    if webhook_url and webhook_secret_file:
+        try:
+            webhooks = WebhookConfig(
+                url=webhook_url,
+                secret=webhook_secret_file.read_text(encoding="utf-8").strip(),
+                duplicate_rate=webhook_duplicate_rate,
+                delay_s=webhook_delay_ms / 1000,
+                seed=seed,
+            )
+        except ValueError as error:  # the secret is not whsec_<base64>
+            raise click.UsageError(f"--webhook-secret-file: {error}") from None
     server = Emulator(
-        api_key, username=username, host=host, port=port, db_path=db, faults=faults, seed=seed
+        api_key,
+        username=username,
+        host=host,
+        port=port,
+        db_path=db,
+        faults=faults,
+        seed=seed,
+        webhooks=webhooks,
     )
     try:
         server.start()

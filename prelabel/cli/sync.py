@@ -9,6 +9,7 @@ import click
 from prelabel.cli._common import (
     CONTEXT_SETTINGS,
     LabelingArgs,
+    interval_option,
     labeling_options,
     print_summary,
     usage_errors,
@@ -21,11 +22,8 @@ from prelabel.cli._common import (
     "(never a person's label); later cycles label new samples only.",
     output_help="Where each cycle's report.json is written (the latest cycle's).",
 )
-@click.option(
-    "--interval",
-    default="10m",
-    show_default=True,
-    help="Time between cycles: 30s, 10m, 1h. Failing cycles are retried sooner, with backoff.",
+@interval_option(
+    "Time between cycles: 30s, 10m, 1h. Failing cycles are retried sooner, with backoff."
 )
 @click.option("--once", is_flag=True, help="Run one cycle and exit (for cron or a CronJob).")
 def sync(args: LabelingArgs, interval: str, once: bool) -> None:

@@ -13,6 +13,9 @@ Paths (all JSON):
   ``DELETE`` clears the log.
 - ``GET /_emulator/faults`` -> ``{"seed", "rules": [...]}``; ``POST``/``PUT`` with the same shape
   replaces the rules (``seed`` optional); ``DELETE`` removes them.
+- ``GET /_emulator/webhooks`` -> ``{"pending": int, "deliveries": [{"message_id",
+  "event_type", "dataset", "attempt", "duplicate", "status", "error", "seconds"}]}`` when the
+  emulator sends webhooks (404 otherwise).
 - ``PUT /_emulator/labels/{sample_uuid}/{labelset}/`` with ``{"label_status", "attributes"?,
   "score"?, "by"?}`` writes a label as a human would (not counted as an API write);
   ``label_status: "UNLABELED"`` deletes it.
@@ -28,6 +31,7 @@ from typing import Any, Protocol
 
 from prelabel.emulator.faults import FaultRule
 from prelabel.emulator.requestlog import RequestRecord
+from prelabel.emulator.webhooks import WebhookConfig, WebhookSender
 from prelabel.emulator.wire import ApiError, Request, Response, detail_response, json_response
 
 PREFIX = "/_emulator/"
@@ -60,6 +64,12 @@ class Controlled(Protocol):
     def asset_upload_count(self) -> int: ...
 
     def label_write_counts(self) -> dict[tuple[str, str], int]: ...
+
+    @property
+    def webhook_config(self) -> WebhookConfig | None: ...
+
+    @property
+    def webhooks(self) -> WebhookSender: ...
 
     def write_label(
         self,
@@ -102,6 +112,10 @@ def handle(emulator: Controlled, request: Request) -> Response:
         if method == "DELETE":
             emulator.clear_faults()
             return Response(204)
+    if path == "/_emulator/webhooks" and method == "GET" and emulator.webhook_config:
+        sender = emulator.webhooks
+        deliveries = [asdict(delivery) for delivery in sender.deliveries]
+        return json_response(200, {"pending": sender.pending, "deliveries": deliveries})
     match = _LABEL_PATH.match(path)
     if match is not None and method == "PUT":
         body = request.json()

@@ -26,6 +26,7 @@ from prelabel.emulator.requestlog import RequestLog, RequestRecord
 from prelabel.emulator.s3 import content_type_for
 from prelabel.emulator.store import Store
 from prelabel.emulator.store.records import GROUND_TRUTH, UNLABELED, DatasetRecord, NewSample
+from prelabel.emulator.webhooks import WebhookConfig, WebhookSender
 from prelabel.emulator.wire import Request, Response
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ class Emulator:
     State lives in memory, or in the SQLite file ``db_path`` so it survives a restart (asset
     URLs are stored without host and port, so a restart on another port keeps them valid).
     ``faults`` and ``seed`` configure fault injection at start; :meth:`set_faults` changes it at
-    runtime. The request log is kept in memory only. An emulator is started once:
-    ``start()``/``stop()`` or ``with Emulator() as emu:``.
+    runtime. The request log is kept in memory only. With ``webhooks``, every API write that
+    Segments.ai announces is POSTed, signed, to ``webhooks.url`` (:mod:`.webhooks`). An emulator
+    is started once: ``start()``/``stop()`` or ``with Emulator() as emu:``.
 
     Example:
         >>> with Emulator(api_key="test-key") as emu:  # doctest: +SKIP
@@ -67,8 +69,11 @@ class Emulator:
         db_path: str | PathLike[str] | None = None,
         faults: Iterable[FaultRule] = (),
         seed: int = 0,
+        webhooks: WebhookConfig | None = None,
     ) -> None:
         self.api_key = api_key
+        self.webhook_config = webhooks
+        self._webhooks: WebhookSender | None = None
         self.username = username
         self.host = host
         self._requested_port = port
@@ -89,7 +94,10 @@ class Emulator:
         if self._server is not None or self._stopping.is_set():
             raise RuntimeError("an Emulator can be started once; create a new one to restart")
         self._store = Store(self.db_path)
-        self._api = SegmentsApi(self._store, self.api_key, self.username)
+        if self.webhook_config is not None:
+            self._webhooks = WebhookSender(self.webhook_config).start()
+        on_event = self._webhooks.emit if self._webhooks else None
+        self._api = SegmentsApi(self._store, self.api_key, self.username, on_event=on_event)
         self._server = HttpServer(
             (self.host, self._requested_port), self, self._injector, self._stopping, self._log
         )
@@ -113,6 +121,8 @@ class Emulator:
         self._server.close_connections(timeout=5.0)
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        if self._webhooks is not None:
+            self._webhooks.stop()
         if self._store is not None:
             self._store.close()
         self._server = None
@@ -206,6 +216,13 @@ class Emulator:
     def asset_upload_count(self) -> int:
         """Distinct assets whose bytes arrived through the presigned upload."""
         return self.store.asset_upload_count()
+
+    @property
+    def webhooks(self) -> WebhookSender:
+        """The webhook sender (deliveries, pending, wait_idle); needs ``webhooks=`` at start."""
+        if self._webhooks is None:
+            raise RuntimeError("the emulator was started without webhooks")
+        return self._webhooks
 
     # Direct state manipulation, as a human in the web app (or an admin) would --------------
 
@@ -325,6 +342,8 @@ class Emulator:
             return False
         if self.store.get_label(sample_uuid, labelset) is not None:
             self.store.delete_label(sample_uuid, labelset)
+            label = {"sample_uuid": sample_uuid, "labelset": labelset}
+            self.api.emit("label.deleted", self._dataset_of(sample_uuid).full_name, label)
         return True
 
     def _dataset_of(self, sample_uuid: str) -> DatasetRecord:

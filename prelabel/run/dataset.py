@@ -52,6 +52,22 @@ def selected_samples(
         yield sample
 
 
+def announced_samples(
+    api: SegmentsApi,
+    labelset: str,
+    sample_uuids: Iterable[str],
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[SampleRef]:
+    """The samples named by uuid (a webhook's payload gives only identifiers), each re-read
+    through the API as it is taken; one that no longer exists comes as :meth:`SampleRef.gone`,
+    which the recorder reports as skipped. For :meth:`DatasetWorker.run`'s ``samples``."""
+    for uuid in sample_uuids:
+        if should_stop():
+            return
+        yield api.get_sample(uuid, labelset) or SampleRef.gone(uuid)
+
+
 class DatasetWorker:
     """A run on this machine: the steps of one dataset, scheduled by ``worker.engine``."""
 

@@ -22,6 +22,8 @@ from prelabel.state import LABELED, UPLOADED, StateStore, new_owner, owner_is_de
 
 #: Why a sample whose label we wrote, and a person then deleted, is not labeled again.
 REMOVED_ON_SERVER = "prelabel wrote this label before and it was removed on the server"
+#: Why a sample announced by uuid (a webhook) is not labeled: it no longer exists.
+SAMPLE_DELETED = "sample was deleted"
 
 
 class Recorder:
@@ -53,11 +55,14 @@ class Recorder:
     def admit(self, sample: SampleRef) -> Job:
         """Take the sample's lease and consult its resume record.
 
-        The job comes back finished (skipped) when another live worker holds the sample, or
-        when our label was deleted on the server; with a ``pending`` label when an earlier run
-        uploaded its bitmap (nothing to predict).
+        The job comes back finished (skipped) when the sample itself is gone, when another
+        live worker holds it, or when our label was deleted on the server; with a ``pending``
+        label when an earlier run uploaded its bitmap (nothing to predict).
         """
         job = Job(sample)
+        if sample.deleted:
+            job.finish("skipped", reason=SAMPLE_DELETED, record_state=False)
+            return job
         if self.state is None:
             return job
         opts, state = self.options, self.state

@@ -126,6 +126,30 @@ def sync_loop(
     return last
 
 
+class CycleOptions:
+    """The options of each cycle over one dataset: ``overwrite_prelabels`` holds for the first
+    completed cycle only.
+
+    After one cycle completes, every PRELABELED label it finds is one it just wrote, and redoing
+    them each cycle would rewrite the dataset every interval. ``prelabel sync`` and
+    ``prelabel serve`` (per served dataset) both keep their cycles' options here.
+    """
+
+    def __init__(self, options: RunOptions) -> None:
+        self._first = options
+        self._completed = False
+
+    @property
+    def current(self) -> RunOptions:
+        if self._completed:
+            return replace(self._first, overwrite_prelabels=False)
+        return self._first
+
+    def completed(self) -> None:
+        """Call when a cycle has returned; later cycles label new samples only."""
+        self._completed = True
+
+
 def sync_dataset(
     api_key: str,
     settings: Settings,
@@ -141,22 +165,21 @@ def sync_dataset(
     """``prelabel sync``: :func:`sync_loop` over cycles of :func:`run_dataset`.
 
     ``progress`` makes each cycle's bar. ``options.overwrite_prelabels`` holds for the first
-    cycle only: after one cycle completes, every PRELABELED label it finds is one it just
-    wrote, and redoing them each cycle would rewrite the dataset every interval.
+    cycle only (:class:`CycleOptions`).
     """
-    current = [options]
+    cycles = CycleOptions(options)
 
     def cycle(should_stop: Callable[[], bool]) -> RunSummary:
         summary = run_dataset(
             api_key,
             settings,
-            current[0],
+            cycles.current,
             state=state,
             load_pipeline=load_pipeline,
             progress=progress(),
             should_stop=should_stop,
         )
-        current[0] = replace(options, overwrite_prelabels=False)
+        cycles.completed()
         return summary
 
     return sync_loop(cycle, policy, stop, on_summary=on_summary)

@@ -64,6 +64,13 @@ class SampleRef:
     image_url: str | None
     #: Status in the listed labelset; ``None`` when the sample has no label there.
     label_status: str | None
+    #: The sample was announced (by a webhook) and is gone: nothing to label.
+    deleted: bool = False
+
+    @classmethod
+    def gone(cls, uuid: str) -> SampleRef:
+        """A sample named by ``uuid`` that no longer exists on the server."""
+        return cls(uuid, "", None, None, deleted=True)
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,24 @@ class SegmentsApi:
             if len(samples) < per_page:
                 return
             page += 1
+
+    def get_sample(self, sample_uuid: str, labelset: str) -> SampleRef | None:
+        """The sample as it is now, with its status in ``labelset``; None once it is deleted.
+
+        For events that name a sample by uuid only (webhooks): the payload is never trusted
+        for anything but identifiers.
+        """
+        try:
+            sample = self.call(
+                "read sample", lambda: self._client.get_sample(sample_uuid, labelset=labelset)
+            )
+        except NotFoundRemoteError:
+            return None
+        return _sample_ref(sample)
+
+    def ping(self) -> None:
+        """One authenticated request, not retried (readiness probes); raises RemoteError."""
+        classified(self._client.get_user)()
 
     def label_state(self, sample_uuid: str, labelset: str) -> LabelState:
         """Read the label as it is now (``status=None`` when there is none)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prelabel.emulator.store import Store
 from prelabel.emulator.store.records import UNLABELED, DatasetRecord, SampleRecord, now_iso
@@ -44,6 +45,14 @@ class ApiBase:
     user_created_at: str = field(default_factory=now_iso)
     #: Signs image URLs for ``GET /samples/{uuid}/?include_signed_urls=1``; ``None`` signs none.
     url_signer: Callable[[str], str | None] | None = None
+    #: Called with (event_type, dataset, object) after each write that Segments.ai announces
+    #: by webhook (:mod:`prelabel.emulator.webhooks`); ``None``: no webhooks.
+    on_event: Callable[[str, str, dict[str, Any]], object] | None = None
+
+    def emit(self, event_type: str, dataset: str, obj: dict[str, Any]) -> None:
+        """Announce one write (``sample.created``, ``label.updated``, ``label.deleted``)."""
+        if self.on_event is not None:
+            self.on_event(event_type, dataset, obj)
 
     def _dataset(self, owner: str, name: str) -> DatasetRecord:
         return self.store.get_dataset(owner, name)

@@ -136,6 +136,7 @@ class LabelsApi(ApiBase):
             count_write=True,
         )
         data = label_json(label, task_type_of(dataset), request.base_url)
+        self.emit("label.updated", dataset.full_name, data)
         return json_response(201 if created else 200, data)
 
     def patch_label(self, request: Request, uuid: str, labelset: str) -> Response:
@@ -143,9 +144,12 @@ class LabelsApi(ApiBase):
         if "attributes" in changes:
             changes["attributes"] = portable_urls(changes["attributes"], request.base_url)
         label = self.store.patch_label(uuid, labelset, changes, self.username, count_write=True)
-        return json_response(200, label_json(label, task_type_of(dataset), request.base_url))
+        data = label_json(label, task_type_of(dataset), request.base_url)
+        self.emit("label.updated", dataset.full_name, data)
+        return json_response(200, data)
 
     def delete_label(self, request: Request, uuid: str, labelset: str) -> Response:
-        self.label_target(uuid, labelset)
+        dataset = self.label_target(uuid, labelset)
         self.store.delete_label(uuid, labelset)
+        self.emit("label.deleted", dataset.full_name, {"sample_uuid": uuid, "labelset": labelset})
         return Response(204)

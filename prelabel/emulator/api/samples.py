@@ -106,7 +106,9 @@ class SamplesApi(ApiBase):
         dataset = self._dataset(owner, name)
         sample = _new_sample(request.json())
         [record] = self.insert_samples(dataset, [sample], request.base_url)
-        return json_response(201, sample_json(record, request.base_url))
+        data = sample_json(record, request.base_url)
+        self.emit("sample.created", dataset.full_name, data)
+        return json_response(201, data)
 
     def add_samples(self, request: Request, owner: str, name: str) -> Response:
         dataset = self._dataset(owner, name)
@@ -115,7 +117,10 @@ class SamplesApi(ApiBase):
             raise ApiError(400, {"non_field_errors": ["Expected a list of items."]})
         samples = [_new_sample(item) for item in body]
         records = self.insert_samples(dataset, samples, request.base_url, existing_ok=True)
-        return json_response(201, [sample_json(r, request.base_url) for r in records])
+        data = [sample_json(r, request.base_url) for r in records]
+        for item in data:
+            self.emit("sample.created", dataset.full_name, item)
+        return json_response(201, data)
 
     def list_samples(self, request: Request, owner: str, name: str) -> Response:
         dataset = self._dataset(owner, name)
