@@ -162,6 +162,10 @@ class WorkerSettings(FrozenModel):
     #: A worker's claim on a sample (see prelabel.state.store) lapses after this long, so samples of
     #: a killed worker are picked up again; longer than one sample can take.
     lease_s: float = Field(default=1800.0, gt=0)
+    #: Failures of a sample (not counting server trouble) after which it is parked: left alone
+    #: by later runs and cycles until ``--retry-failed``, so a bad image is not retried and
+    #: logged forever.
+    max_attempts: int = Field(default=3, ge=1)
 
 
 class Settings(FrozenModel):

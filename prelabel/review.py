@@ -191,7 +191,7 @@ class ReviewSession:
         transient stop), the items not yet tried are returned as failed with that reason.
         """
         steps = self._steps(overwrite_prelabels=overwrite_prelabels)
-        recorder = Recorder(self.state, steps.options, lease_s=self.settings.worker.lease_s)
+        recorder = Recorder(self.state, steps.options, self.settings.worker)
         outcomes: list[SampleOutcome] = []
         stopped: str | None = None
         for item in items:

@@ -38,6 +38,7 @@ def _register() -> None:
     from prelabel.cli.predict import predict
     from prelabel.cli.run import run
     from prelabel.cli.serve import serve
+    from prelabel.cli.status import status
     from prelabel.cli.sync import sync
 
     main.add_command(models)
@@ -45,6 +46,7 @@ def _register() -> None:
     main.add_command(run)
     main.add_command(sync)
     main.add_command(serve)
+    main.add_command(status)
     main.add_command(evaluate)
     main.add_command(emulator)
 

@@ -116,6 +116,14 @@ def interval_option(help: str) -> Callable[[F], F]:
     return click.option("--interval", default="10m", show_default=True, help=help)
 
 
+retry_failed_option = click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Also try samples parked after worker.max_attempts failures (default 3; server "
+    "trouble does not count). In sync and serve, the first cycle only.",
+)
+
+
 def overwrite_option(help: str) -> Callable[[F], F]:
     return click.option("--overwrite-prelabels", is_flag=True, help=help)
 
@@ -180,6 +188,7 @@ class LabelingArgs:
     device: str | None
     quiet: bool
     overwrite_prelabels: bool
+    retry_failed: bool
     output_dir: Path
     log_format: str
 
@@ -223,6 +232,7 @@ def labeling_options(
         options = _stack(
             dataset_options(multiple=multiple_datasets),
             overwrite_option(overwrite_help),
+            retry_failed_option,
             output_dir_option(output_help),
             log_format_option,
         )

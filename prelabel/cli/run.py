@@ -92,6 +92,7 @@ def run(
         limit=limit,
         dry_run=dry_run,
         overwrite_prelabels=args.overwrite_prelabels,
+        retry_failed=args.retry_failed,
         output_dir=args.output_dir,
     )
     progress = TqdmProgress(disable=args.quiet)

@@ -111,6 +111,7 @@ def serve(
             load_pipeline=pipeline_loader(settings, args.models_dir),
             output_dir=args.output_dir,
             overwrite_prelabels=args.overwrite_prelabels,
+            retry_failed=args.retry_failed,
         )
         try:
             _prepare(lifecycle, config.datasets)

@@ -54,6 +54,7 @@ def sync(args: LabelingArgs, interval: str, once: bool) -> None:
         dataset=args.dataset,
         labelset=args.labelset,
         overwrite_prelabels=args.overwrite_prelabels,
+        retry_failed=args.retry_failed,
         output_dir=args.output_dir,
     )
     stop = StopSignal()

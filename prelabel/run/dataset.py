@@ -95,7 +95,7 @@ class DatasetWorker:
         return Recorder(
             self.state,
             opts,
-            lease_s=self.settings.worker.lease_s,
+            self.settings.worker,
             report=report,
             progress=progress or NullProgress(),
             on_outcome=self.on_outcome,

@@ -23,6 +23,8 @@ class RunOptions:
     limit: int | None = None
     dry_run: bool = False
     overwrite_prelabels: bool = False
+    #: Also try samples parked after ``worker.max_attempts`` failures.
+    retry_failed: bool = False
     #: report.json goes here, and with ``dry_run`` what would have been uploaded.
     output_dir: Path = Path("prelabel-output")
 

@@ -99,7 +99,7 @@ def run_on_ray(
     recorder = Recorder(
         state,
         options,
-        lease_s=settings.worker.lease_s,
+        settings.worker,
         report=report,
         progress=progress or NullProgress(),
     )

@@ -9,8 +9,10 @@ that may come from a delivery thread; the state store is thread-safe).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+from prelabel.config import WorkerSettings
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.job import Job, RunOptions
 from prelabel.run.outcome import SampleOutcome
@@ -18,7 +20,9 @@ from prelabel.run.policy import TransientStop
 from prelabel.run.report import ReportWriter, RunSummary
 from prelabel.segments.client import SampleRef
 from prelabel.segments.upload import PendingLabel
-from prelabel.state import LABELED, UPLOADED, StateStore, new_owner, owner_is_dead
+from prelabel.state import LABELED, PARKED, UPLOADED, StateStore, new_owner, owner_is_dead
+
+logger = logging.getLogger(__name__)
 
 #: Why a sample whose label we wrote, and a person then deleted, is not labeled again.
 REMOVED_ON_SERVER = "prelabel wrote this label before and it was removed on the server"
@@ -33,8 +37,8 @@ class Recorder:
         self,
         state: StateStore | None,
         options: RunOptions,
+        worker: WorkerSettings,
         *,
-        lease_s: float,
         report: ReportWriter | None = None,
         progress: Progress | None = None,
         stop: TransientStop | None = None,
@@ -42,7 +46,8 @@ class Recorder:
     ) -> None:
         self.state = None if options.dry_run else state
         self.options = options
-        self.lease_s = lease_s
+        self.lease_s = worker.lease_s
+        self.max_attempts = worker.max_attempts
         self.report = report
         self.progress = progress or NullProgress()
         self.stop = stop or TransientStop()
@@ -88,6 +93,9 @@ class Recorder:
             # Not recorded: the record must stay LABELED, or the next run would label the
             # sample again and the person's deletion would be respected only once.
             job.finish("skipped", reason=REMOVED_ON_SERVER, record_state=False)
+        elif record.stage == PARKED and not opts.retry_failed:
+            reason = f"parked after {record.attempts} failures ({record.reason}); --retry-failed"
+            job.finish("skipped", reason=reason, record_state=False)
         elif record.stage == UPLOADED and record.asset_url and record.attributes:
             job.pending = PendingLabel(record.asset_url, record.attributes, record.score or 0.0)
             job.segments = len(record.attributes.get("annotations", []))
@@ -147,7 +155,17 @@ class Recorder:
         elif outcome.result == "skipped":
             self.state.mark_skipped(*key, name, reason)
         elif outcome.result == "failed":
-            self.state.mark_failed(*key, name, reason)
+            stage = self.state.mark_failed(
+                *key, name, reason, transient=outcome.transient, max_attempts=self.max_attempts
+            )
+            if stage == PARKED:
+                logger.warning(
+                    "sample %s (%s) parked after %d failures: later runs leave it alone until "
+                    "--retry-failed",
+                    name,
+                    outcome.sample_uuid,
+                    self.max_attempts,
+                )
 
     def close(self) -> RunSummary:
         """Free the leases of samples abandoned on a stop, close bar and report."""

@@ -127,8 +127,8 @@ def sync_loop(
 
 
 class CycleOptions:
-    """The options of each cycle over one dataset: ``overwrite_prelabels`` holds for the first
-    completed cycle only.
+    """The options of each cycle over one dataset: ``overwrite_prelabels`` and ``retry_failed``
+    hold for the first completed cycle only.
 
     After one cycle completes, every PRELABELED label it finds is one it just wrote, and redoing
     them each cycle would rewrite the dataset every interval. ``prelabel sync`` and
@@ -142,7 +142,7 @@ class CycleOptions:
     @property
     def current(self) -> RunOptions:
         if self._completed:
-            return replace(self._first, overwrite_prelabels=False)
+            return replace(self._first, overwrite_prelabels=False, retry_failed=False)
         return self._first
 
     def completed(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -59,6 +60,7 @@ class WorkerLifecycle:
         observer: Observer,
         output_dir: Path,
         overwrite_prelabels: bool = False,
+        retry_failed: bool = False,
     ) -> None:
         self._key = api_key
         self._settings = settings
@@ -68,6 +70,7 @@ class WorkerLifecycle:
         self._observer = observer
         self._output_dir = output_dir
         self._overwrite_prelabels = overwrite_prelabels
+        self._retry_failed = retry_failed
         self._cycles: dict[str, CycleOptions] = {}  # per dataset
         self._webhook_api: SegmentsApi | None = None  # the webhook thread's connection
         self._probe_api: SegmentsApi | None = None  # the probe thread's
@@ -98,7 +101,10 @@ class WorkerLifecycle:
 
     def run_cycle(self, dataset: str, should_stop: ShouldStop) -> RunSummary:
         if dataset not in self._cycles:
-            first = self._options(dataset, "cycle", overwrite_prelabels=self._overwrite_prelabels)
+            first = replace(
+                self._options(dataset, "cycle", overwrite_prelabels=self._overwrite_prelabels),
+                retry_failed=self._retry_failed,
+            )
             self._cycles[dataset] = CycleOptions(first)
         cycles = self._cycles[dataset]
         api = self._connect()
@@ -208,6 +214,7 @@ def create_worker_service(
     load_pipeline: Callable[[], Predictor],
     output_dir: Path,
     overwrite_prelabels: bool = False,
+    retry_failed: bool = False,
 ) -> tuple[Service, WorkerLifecycle, DeliveryLog]:
     """A :class:`Service` over :mod:`prelabel.run`; the caller closes the lifecycle and the log."""
     metrics = Metrics()
@@ -220,6 +227,7 @@ def create_worker_service(
         observer=ServeObserver(metrics),
         output_dir=output_dir,
         overwrite_prelabels=overwrite_prelabels,
+        retry_failed=retry_failed,
     )
     deliveries = DeliveryLog(state.path)
     service = Service(

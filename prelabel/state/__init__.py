@@ -4,6 +4,7 @@ from prelabel.state.leases import new_owner, owner_is_dead
 from prelabel.state.store import (
     FAILED,
     LABELED,
+    PARKED,
     SKIPPED,
     UPLOADED,
     SampleRecord,
@@ -14,6 +15,7 @@ from prelabel.state.store import (
 __all__ = [
     "FAILED",
     "LABELED",
+    "PARKED",
     "SKIPPED",
     "UPLOADED",
     "SampleRecord",

@@ -6,7 +6,9 @@ Table ``samples`` has one row per ``(dataset, labelset, sample_uuid)`` with ``st
   write with it are stored (``attributes`` JSON, ``score``), but the label may not be written;
 - ``labeled``: the PRELABELED label was written;
 - ``skipped`` / ``failed``: with ``reason``; both are retried by the next run (a skip's cause,
-  e.g. a human label, is re-read from the server then).
+  e.g. a human label, is re-read from the server then);
+- ``parked``: failed ``worker.max_attempts`` times for reasons of its own (``attempts`` counts
+  those, not server trouble); left alone until a run is asked to retry failed samples.
 
 Table ``leases`` keeps two workers sharing this file (two ``prelabel sync`` processes on one
 machine) off the same sample: a worker claims a sample before working on it, and the claim
@@ -53,10 +55,16 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """
 
+#: The columns of a :class:`SampleRecord`, in its field order.
+_RECORD_COLUMNS = "sample_uuid, sample_name, stage, asset_url, attributes, score, reason, attempts"
+
 UPLOADED = "uploaded"
 LABELED = "labeled"
 SKIPPED = "skipped"
 FAILED = "failed"
+#: Failed ``worker.max_attempts`` times (not counting server trouble): left alone until a run
+#: is asked to retry failed samples.
+PARKED = "parked"
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,19 @@ class SampleRecord:
     score: float | None
     reason: str | None
     attempts: int
+
+
+def _record(row: tuple[Any, ...]) -> SampleRecord:
+    return SampleRecord(
+        sample_uuid=row[0],
+        sample_name=row[1],
+        stage=row[2],
+        asset_url=row[3],
+        attributes=json.loads(row[4]) if row[4] else None,
+        score=row[5],
+        reason=row[6],
+        attempts=row[7],
+    )
 
 
 def default_state_dir() -> Path:
@@ -103,22 +124,11 @@ class StateStore:
     def get(self, dataset: str, labelset: str, sample_uuid: str) -> SampleRecord | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT sample_uuid, sample_name, stage, asset_url, attributes, score, reason,"
-                " attempts FROM samples WHERE dataset=? AND labelset=? AND sample_uuid=?",
+                f"SELECT {_RECORD_COLUMNS} FROM samples"
+                " WHERE dataset=? AND labelset=? AND sample_uuid=?",
                 (dataset, labelset, sample_uuid),
             ).fetchone()
-        if row is None:
-            return None
-        return SampleRecord(
-            sample_uuid=row[0],
-            sample_name=row[1],
-            stage=row[2],
-            asset_url=row[3],
-            attributes=json.loads(row[4]) if row[4] else None,
-            score=row[5],
-            reason=row[6],
-            attempts=row[7],
-        )
+        return None if row is None else _record(row)
 
     def mark_uploaded(
         self,
@@ -152,18 +162,76 @@ class StateStore:
         self._upsert(dataset, labelset, sample_uuid, sample_name, stage=SKIPPED, reason=reason)
 
     def mark_failed(
-        self, dataset: str, labelset: str, sample_uuid: str, sample_name: str, reason: str
-    ) -> None:
-        """Record a failure; an upload already done stays usable for the next attempt."""
+        self,
+        dataset: str,
+        labelset: str,
+        sample_uuid: str,
+        sample_name: str,
+        reason: str,
+        *,
+        transient: bool = False,
+        max_attempts: int | None = None,
+    ) -> str:
+        """Record a failure and return the sample's stage after it.
+
+        An upload already done stays usable for the next attempt. ``attempts`` counts the
+        failures that are not ``transient`` (server trouble says nothing about the sample);
+        when it reaches ``max_attempts`` the sample is ``parked``: runs leave it alone until
+        asked to retry failed samples.
+        """
+        inc = 0 if transient else 1
+        limit = max_attempts if max_attempts is not None else -1
         with self._lock:
             self._db.execute(
                 "INSERT INTO samples (dataset, labelset, sample_uuid, sample_name, stage, reason,"
-                " attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?)"
+                " attempts, updated_at) VALUES (?, ?, ?, ?,"
+                " CASE WHEN ? >= ? AND ? > 0 THEN 'parked' ELSE 'failed' END, ?, ?, ?)"
                 " ON CONFLICT (dataset, labelset, sample_uuid) DO UPDATE SET"
-                " reason=excluded.reason, attempts=attempts + 1, updated_at=excluded.updated_at,"
-                " stage=CASE WHEN stage IN ('uploaded', 'labeled') THEN stage ELSE 'failed' END",
-                (dataset, labelset, sample_uuid, sample_name, FAILED, reason, time.time()),
+                " reason=excluded.reason, attempts=attempts + ?, updated_at=excluded.updated_at,"
+                " stage=CASE WHEN stage IN ('uploaded', 'labeled') THEN stage"
+                " WHEN ? > 0 AND attempts + ? >= ? THEN 'parked' ELSE 'failed' END",
+                (
+                    dataset,
+                    labelset,
+                    sample_uuid,
+                    sample_name,
+                    inc,
+                    limit,
+                    limit,
+                    reason,
+                    inc,
+                    time.time(),
+                    inc,
+                    limit,
+                    inc,
+                    limit,
+                ),
             )
+            row = self._db.execute(
+                "SELECT stage FROM samples WHERE dataset=? AND labelset=? AND sample_uuid=?",
+                (dataset, labelset, sample_uuid),
+            ).fetchone()
+        return str(row[0])
+
+    def parked(self, dataset: str, labelset: str) -> list[SampleRecord]:
+        """The samples parked after too many failures, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM samples WHERE dataset=? AND labelset=?"
+                " AND stage='parked' ORDER BY updated_at",
+                (dataset, labelset),
+            ).fetchall()
+        return [_record(row) for row in rows]
+
+    def leases(self, dataset: str, labelset: str) -> list[tuple[str, str, float]]:
+        """``(sample_uuid, owner, expires_at)`` of every lease held on the labelset."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sample_uuid, owner, expires_at FROM leases WHERE dataset=? AND labelset=?"
+                " ORDER BY expires_at",
+                (dataset, labelset),
+            ).fetchall()
+        return [(str(u), str(o), float(e)) for u, o, e in rows]
 
     def claim(
         self, dataset: str, labelset: str, sample_uuid: str, owner: str, ttl_s: float

@@ -1,0 +1,56 @@
+"""``prelabel status``: what the state file knows about a dataset, without calling the API."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from prelabel.cli._common import CONTEXT_SETTINGS
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--dataset", required=True, help="Dataset as OWNER/NAME.")
+@click.option("--labelset", default="ground-truth", show_default=True, help="Labelset of the runs.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where resume state is kept (default ~/.local/state/prelabel).",
+)
+def status(dataset: str, labelset: str, state_dir: Path | None) -> None:
+    """Show a dataset's resume state: samples per stage, parked samples, leases.
+
+    Reads only the local state file (no API key, no network): how many samples were labeled,
+    skipped, failed or are waiting with an uploaded bitmap; which samples are parked after
+    worker.max_attempts failures, with the last reason (`--retry-failed` on run, sync or
+    serve tries them again); and which samples workers hold leases on right now.
+
+    \b
+    Example:
+      prelabel status --dataset jane/streets
+    """
+    from prelabel.state import StateStore
+
+    with StateStore.in_dir(state_dir) as state:
+        counts = state.counts(dataset, labelset)
+        parked = state.parked(dataset, labelset)
+        leases = state.leases(dataset, labelset)
+    click.echo(f"{dataset} ({labelset}), state file {state.path}")
+    if not counts:
+        click.echo("no samples recorded yet")
+    for stage, count in sorted(counts.items()):
+        click.echo(f"  {stage:<9} {count:>7}")
+    if parked:
+        click.echo(f"parked ({len(parked)}; --retry-failed tries them again):")
+    for record in parked:
+        click.echo(
+            f"  {record.sample_name} ({record.sample_uuid}): {record.attempts} failures, "
+            f"last: {record.reason}"
+        )
+    if leases:
+        click.echo(f"leases ({len(leases)}):")
+    now = time.time()
+    for sample_uuid, owner, expires_at in leases:
+        click.echo(f"  {sample_uuid}: {owner}, expires in {max(0, expires_at - now):.0f} s")

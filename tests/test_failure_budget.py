@@ -1,0 +1,118 @@
+"""The failure budget: a sample that keeps failing for reasons of its own is parked.
+
+After ``worker.max_attempts`` failures that are not server trouble, later runs (and sync
+cycles) leave the sample alone, no download and no error log, until ``--retry-failed``;
+``prelabel status`` lists it with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from prelabel.cli import main
+from prelabel.config import WorkerSettings
+from prelabel.emulator import Emulator
+from prelabel.pipeline.loading import LoadedModels
+from prelabel.pipeline.pipeline import Pipeline
+from prelabel.state import FAILED, LABELED, PARKED, StateStore
+from tests.connector_helpers import (
+    LABELING_PIPELINE,
+    make_settings,
+    requests_matching,
+    run_worker,
+    state_record,
+    url_path,
+)
+from tests.fixtures.emulator import DEMO_CATEGORIES, png_bytes
+
+GT = "ground-truth"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_models: LoadedModels) -> Pipeline:
+    return Pipeline(tiny_models, LABELING_PIPELINE)
+
+
+def test_a_sample_failing_max_attempts_times_is_parked_until_retry_failed(
+    emulator: Emulator, pipeline: Pipeline, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.create_dataset("jane/budget", categories=list(DEMO_CATEGORIES))
+    bad_url = emulator.add_asset(b"this is not an image", "bad.png")
+    good_url = emulator.add_asset(png_bytes(48, 32, seed=1), "good.png")
+    bad, good = emulator.add_samples(
+        "jane/budget",
+        [
+            {"name": "bad.png", "attributes": {"image": {"url": bad_url}}},
+            {"name": "good.png", "attributes": {"image": {"url": good_url}}},
+        ],
+    )
+    settings = make_settings(emulator.url).model_copy(
+        update={"worker": WorkerSettings(engine="sequential", max_attempts=2)}
+    )
+
+    def run(n: int, **options: object) -> dict[str, dict[str, object]]:
+        return run_worker(
+            emulator,
+            tmp_path,
+            pipeline,
+            "jane/budget",
+            settings=settings,
+            output_dir=f"out{n}",
+            **options,
+        ).outcomes
+
+    first = run(1)
+    assert first[bad]["result"] == "failed" and first[good]["result"] == "labeled"
+    assert state_record(tmp_path, "jane/budget", bad).stage == FAILED
+    with caplog.at_level(logging.WARNING, logger="prelabel.run.recorder"):
+        second = run(2)
+    assert second[bad]["result"] == "failed"
+    record = state_record(tmp_path, "jane/budget", bad)
+    assert record is not None and record.stage == PARKED and record.attempts == 2
+    assert any("parked after 2 failures" in r.getMessage() for r in caplog.records)
+
+    emulator.clear_requests()
+    third = run(3)
+    assert third[bad]["result"] == "skipped"
+    assert str(third[bad]["reason"]).startswith("parked after 2 failures (")
+    assert requests_matching(emulator, "GET", url_path(bad_url)) == []  # left alone
+
+    retried = run(4, retry_failed=True)
+    assert retried[bad]["result"] == "failed"
+    assert [r.path for r in requests_matching(emulator, "GET", url_path(bad_url))]
+    assert state_record(tmp_path, "jane/budget", good).stage == LABELED
+
+    status = CliRunner().invoke(
+        main, ["status", "--dataset", "jane/budget", "--state-dir", str(tmp_path / "state")]
+    )
+    assert status.exit_code == 0, status.output
+    assert "parked (1;" in status.output
+    assert f"bad.png ({bad}): 3 failures, last: " in status.output
+    assert "labeled" in status.output and "leases" not in status.output
+
+
+def test_server_trouble_does_not_count_toward_the_budget(tmp_path: Path) -> None:
+    with StateStore.in_dir(tmp_path) as store:
+        for _ in range(5):
+            stage = store.mark_failed("d/s", GT, "u1", "s1", "503", transient=True, max_attempts=2)
+        assert stage == FAILED
+        assert store.get("d/s", GT, "u1").attempts == 0  # type: ignore[union-attr]
+        assert store.mark_failed("d/s", GT, "u1", "s1", "bad", max_attempts=2) == FAILED
+        assert store.mark_failed("d/s", GT, "u1", "s1", "bad", max_attempts=2) == PARKED
+
+
+def test_status_lists_leases_held(tmp_path: Path) -> None:
+    with StateStore.in_dir(tmp_path) as store:
+        assert store.claim("jane/d", GT, "uuid-1", "host:1:abc", 60.0) is None
+
+    result = CliRunner().invoke(
+        main, ["status", "--dataset", "jane/d", "--state-dir", str(tmp_path)]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "no samples recorded yet" in result.output
+    assert "leases (1):" in result.output and "uuid-1: host:1:abc, expires in" in result.output
