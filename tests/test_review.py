@@ -42,15 +42,26 @@ def open_session(emulator: Emulator, tmp_path: Path, **kwargs: object) -> Review
     )
 
 
+def labeled_session(
+    emulator: Emulator,
+    client: SegmentsClient,
+    models: LoadedModels,
+    tmp_path: Path,
+    n_images: int,
+) -> ReviewSession:
+    """A session on ``jane/eval``: ``n_images`` unlabeled samples, and one whose label a person
+    made, equal to the untuned prediction (so it scores PQ 1 before tuning)."""
+    seed_dataset_via_sdk(client, name="eval", n_images=n_images, size=SIZE)
+    pipeline = Pipeline(models, LABELING_PIPELINE)
+    add_labeled_sample(emulator, pipeline, demo_taxonomy(), "human.png", seed=7)
+    return open_session(emulator, tmp_path, pipeline=pipeline)
+
+
 @pytest.fixture
 def session(
     emulator: Emulator, segments_client: SegmentsClient, tiny_models: LoadedModels, tmp_path: Path
 ) -> Iterator[ReviewSession]:
-    """``jane/eval``: two unlabeled samples and one whose label a person made."""
-    seed_dataset_via_sdk(segments_client, name="eval", n_images=2, size=SIZE)
-    pipeline = Pipeline(tiny_models, LABELING_PIPELINE)
-    add_labeled_sample(emulator, pipeline, demo_taxonomy(), "human.png", seed=7)
-    opened = open_session(emulator, tmp_path, pipeline=pipeline)
+    opened = labeled_session(emulator, segments_client, tiny_models, tmp_path, n_images=2)
     yield opened
     opened.close()
 

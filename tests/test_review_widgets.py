@@ -20,14 +20,10 @@ from prelabel.config import CategoryOptions, PipelineSettings, load_settings
 from prelabel.emulator import Emulator
 from prelabel.formats.label import label_score
 from prelabel.pipeline.loading import LoadedModels
-from prelabel.pipeline.pipeline import Pipeline
-from prelabel.review import ReviewSession
 from prelabel.review.controls import PIPELINE_CONTROLS, available, field_control
 from prelabel.review.widgets import ACCEPTED, REJECTED, ReviewApp
-from prelabel.segments.client import SegmentsApi
-from tests.connector_helpers import EMULATOR_API_KEY, LABELING_PIPELINE, make_settings
-from tests.fixtures.emulator import seed_dataset_via_sdk
-from tests.test_evaluation_run import DATASET, SIZE, add_labeled_sample, demo_taxonomy
+from tests.test_evaluation_run import DATASET
+from tests.test_review import labeled_session
 
 # --- controls from settings fields ---------------------------------------------------------
 
@@ -74,17 +70,7 @@ def app(
     emulator: Emulator, segments_client: SegmentsClient, tiny_models: LoadedModels, tmp_path: Path
 ) -> Iterator[ReviewApp]:
     """``jane/eval`` with three unlabeled samples and one a person labeled (= the prediction)."""
-    seed_dataset_via_sdk(segments_client, name="eval", n_images=3, size=SIZE)
-    pipeline = Pipeline(tiny_models, LABELING_PIPELINE)
-    add_labeled_sample(emulator, pipeline, demo_taxonomy(), "human.png", seed=7)
-    api = SegmentsApi.connect(EMULATOR_API_KEY, make_settings(emulator.url).remote)
-    session = ReviewSession(
-        api,
-        DATASET,
-        settings=make_settings(emulator.url),
-        pipeline=pipeline,
-        state_dir=tmp_path / "state",
-    )
+    session = labeled_session(emulator, segments_client, tiny_models, tmp_path, n_images=3)
     yield ReviewApp(session, limit=10, measure_limit=5)
     session.close()
 
