@@ -17,6 +17,7 @@ from typing import Any
 from prelabel.emulator.scenes import SCENE_CATEGORIES, street_scene
 from prelabel.emulator.seed import load_categories, seed_dataset
 from prelabel.emulator.server import Emulator
+from prelabel.errors import ConfigError
 from prelabel.formats.bitmap import segmentation_png
 from prelabel.formats.label import label_attributes
 
@@ -108,5 +109,5 @@ def categories_file() -> Path:
     """The taxonomy file the demo's categories (and their prompts) come from."""
     path = Path(__file__).resolve().parents[2] / "configs" / "street-scene-categories.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the demo runs from a checkout of prelabel")
+        raise ConfigError(f"{path} not found: the demo runs from a checkout of prelabel")
     return path
