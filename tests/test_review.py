@@ -120,9 +120,11 @@ def test_a_saved_config_makes_prelabel_run_predict_what_the_session_predicted(
     segments_client: SegmentsClient,
     tiny_models_dir: Path,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seed_dataset_via_sdk(segments_client, name="eval", n_images=2, size=SIZE)
-    session = open_session(emulator, tmp_path, models_dir=tiny_models_dir)
+    monkeypatch.chdir(tiny_models_dir.parent)  # the models given as a relative folder
+    session = open_session(emulator, tmp_path, models_dir=Path(tiny_models_dir.name))
     try:
         samples = session.samples(limit=2)
         untuned = [encode_label(session.predict(s).prediction).png for s in samples]
@@ -136,6 +138,7 @@ def test_a_saved_config_makes_prelabel_run_predict_what_the_session_predicted(
         session.close()
     assert list(tuned.values()) != untuned  # the tuning changed what is predicted
 
+    monkeypatch.chdir(tmp_path)  # the run starts elsewhere: the file alone finds the models
     settings = load_settings(path)
     assert settings.pipeline == expected_settings.pipeline
     assert settings.categories["person"] == CategoryOptions(prompt="person . pedestrian")

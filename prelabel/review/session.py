@@ -223,13 +223,14 @@ class ReviewSession:
         """Write the tuned settings as a YAML config for ``prelabel run --config PATH``.
 
         Loaded with :func:`~prelabel.config.load_settings`, the file gives a run the same
-        taxonomy and pipeline settings, hence the same predictions. When the session loaded
-        its models from ``models_dir``, their folders are written as the model ids, so the
-        file alone finds them (``--models`` still overrides). Written atomically.
+        taxonomy and pipeline settings, hence the same predictions. It holds every setting of
+        the session, the API address included. When the session loaded its models from
+        ``models_dir``, their folders are written as the model ids (absolute paths), so the
+        file alone finds them from anywhere (``--models`` still overrides). Written atomically.
         """
         settings = self.tuned_settings()
         if self.models_dir is not None:
-            sources = model_sources(settings.models, self.models_dir)
+            sources = model_sources(settings.models, self.models_dir.expanduser().resolve())
             settings = settings.model_copy(
                 update={"models": settings.models.model_copy(update=sources)}
             )
