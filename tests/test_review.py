@@ -98,6 +98,21 @@ def test_pipeline_thresholds_are_the_default_of_every_category_without_its_own(
     ]
 
 
+def test_a_given_pipeline_is_where_tuning_starts(
+    emulator: Emulator, segments_client: SegmentsClient, tiny_models: LoadedModels, tmp_path: Path
+) -> None:
+    seed_dataset_via_sdk(segments_client, name="eval", n_images=1, size=SIZE)
+    pipeline = Pipeline(tiny_models, LABELING_PIPELINE.model_copy(update={"box_threshold": 0.6}))
+
+    session = open_session(emulator, tmp_path, pipeline=pipeline)
+    try:
+        assert session.changes() == []
+        assert session.settings.pipeline == pipeline.settings
+        assert {p.box_threshold for p in session.taxonomy.things} == {0.6}
+    finally:
+        session.close()
+
+
 def test_measure_scores_the_start_and_the_tuned_settings(
     session: ReviewSession, emulator: Emulator
 ) -> None:

@@ -128,6 +128,8 @@ class ReviewSession:
     ) -> None:
         self.api = api
         self.settings = settings or Settings()
+        if pipeline is not None:  # what it predicts with is where tuning starts from
+            self.settings = self.settings.model_copy(update={"pipeline": pipeline.settings})
         self.options = RunOptions(dataset=dataset, labelset=labelset)
         self.info, self.taxonomy = check_dataset(api, self.settings, dataset, labelset)
         self.category_options: dict[str, CategoryOptions] = dict(self.settings.categories)
