@@ -221,3 +221,13 @@ def with_overrides(
         models = settings.models.model_copy(update={"device": device})
         settings = settings.model_copy(update={"models": models})
     return settings
+
+
+def settings_yaml(settings: Settings, header: str = "") -> str:
+    """``settings`` as a YAML config that :func:`load_settings` reads back to an equal value.
+
+    Every field is written, defaults included, so the file keeps its meaning under a later
+    version whose defaults differ. ``header`` becomes ``#`` comment lines at the top.
+    """
+    comments = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    return comments + yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)

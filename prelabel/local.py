@@ -1,10 +1,10 @@
 """Local mode: pre-label image files into a folder, no Segments.ai account needed.
 
 Per image it writes the Segments bitmap (``bitmaps/<name>.png``, the RGBA id encoding the platform
-imports), the annotations and score beside it (``labels/<name>.json``) and a colour overlay
-(``overlays/<name>.jpg``); for the run a COCO-panoptic export (``panoptic/`` + ``panoptic.json``)
-and ``report.json`` with every image's outcome. A bad image is recorded with its reason and the
-run goes on.
+imports), the annotations and score beside it (``labels/<name>.json``) and a preview
+(``overlays/<name>.jpg``: the overlay with names, and a legend of every segment); for the run a
+COCO-panoptic export (``panoptic/`` + ``panoptic.json``) and ``report.json`` with every image's
+outcome. A bad image is recorded with its reason and the run goes on.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from prelabel.formats.atomic import write_json
 from prelabel.formats.coco_panoptic import CocoPanopticWriter
 from prelabel.formats.label import encode_label
-from prelabel.formats.overlay import overlay
+from prelabel.formats.overlay import preview
 from prelabel.images import decode_image
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.progress import NullProgress, Progress
@@ -123,8 +123,10 @@ class _Predict:
                 "segments": [asdict(s) for s in prediction.segments],
             },
         )
-        preview = overlay(image, prediction, self.taxonomy)
-        preview.save(out_dir / "overlays" / f"{name}.jpg", quality=90)
+        shown = preview(
+            image, prediction, self.taxonomy, title=f"{name}: score {encoded.score:.2f}"
+        )
+        shown.save(out_dir / "overlays" / f"{name}.jpg", quality=90)
         self.writer.add(f"{name}.png", prediction)
         job.outcome = SampleOutcome(
             job.sample.uuid,

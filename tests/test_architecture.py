@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     # Front-ends over the lifecycle, and the local API for trials.
     "prelabel.local": 7,
     "prelabel.review": 7,
+    "prelabel.demo": 7,
     "prelabel.emulator": 7,
     # The command line, above everything.
     "prelabel.cli": 8,

@@ -32,6 +32,7 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
+    from prelabel.cli.demo import demo
     from prelabel.cli.emulator import emulator
     from prelabel.cli.evaluate import evaluate
     from prelabel.cli.models import models
@@ -49,6 +50,7 @@ def _register() -> None:
     main.add_command(status)
     main.add_command(evaluate)
     main.add_command(emulator)
+    main.add_command(demo)
 
 
 _register()

@@ -1,0 +1,342 @@
+"""The review session: look at predictions, tune prompts and thresholds, measure, push, save.
+
+:mod:`prelabel.review.widgets` (the notebook's UI) is built only on this class, so the notebook
+holds no logic of its own and everything it does can be done from code. Pushing goes through
+the same safe path as ``prelabel run`` (re-read before write, never over a person's label,
+state recorded for resume); measuring is ``prelabel evaluate --dataset``'s evaluation; the
+tuned settings are saved as a config ``prelabel run --config`` predicts the same with.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TypeVar
+
+from PIL import Image
+from pydantic import BaseModel, ValidationError
+
+from prelabel.config import (
+    CategoryOptions,
+    PipelineSettings,
+    Settings,
+    describe_validation_error,
+    settings_yaml,
+)
+from prelabel.errors import AuthError, ConfigError, RemoteError, SampleError
+from prelabel.evaluate.dataset import DatasetEvaluation, evaluate_dataset
+from prelabel.formats.atomic import atomic_file
+from prelabel.formats.label import label_score
+from prelabel.formats.overlay import overlay, preview
+from prelabel.panoptic import PanopticPrediction
+from prelabel.pipeline.loading import model_sources
+from prelabel.pipeline.pipeline import Pipeline
+from prelabel.progress import Progress
+from prelabel.run.job import Job, RunOptions
+from prelabel.run.outcome import SampleOutcome
+from prelabel.run.recorder import Recorder
+from prelabel.run.steps import SampleSteps
+from prelabel.segments.client import SampleRef, SegmentsApi
+from prelabel.segments.dataset import check_dataset
+from prelabel.segments.samples import select_samples
+from prelabel.state import StateStore
+from prelabel.taxonomy import Taxonomy, build_taxonomy, categories_from_task_attributes
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class ReviewItem:
+    """One sample with its prediction; shows itself as image, overlay and segment table."""
+
+    sample: SampleRef
+    image: Image.Image
+    prediction: PanopticPrediction
+    taxonomy: Taxonomy = field(repr=False)
+
+    def rows(self) -> list[dict[str, object]]:
+        """One row per segment: id, category, thing/stuff, score, area (largest first)."""
+        return [
+            {
+                "id": seg.id,
+                "category": self.taxonomy.category(seg.category_id).name,
+                "kind": "thing" if seg.is_thing else "stuff",
+                "score": round(seg.score, 3),
+                "area": seg.area,
+            }
+            for seg in sorted(self.prediction.segments, key=lambda s: -s.area)
+        ]
+
+    @property
+    def score(self) -> float:
+        """The label score ``prelabel run`` would give this prediction (see the README)."""
+        return label_score(self.prediction)
+
+    def preview(self, max_width: int = 1024) -> Image.Image:
+        """The image and its pre-label overlay side by side, with a legend below."""
+        title = f"{self.sample.name}: score {self.score:.2f}"
+        both = preview(self.image, self.prediction, self.taxonomy, title=title, side_by_side=True)
+        return _fit(both, max_width)
+
+    def thumbnail(self, width: int = 160) -> Image.Image:
+        """The overlay without names, ``width`` pixels wide: for a gallery."""
+        return _fit(overlay(self.image, self.prediction, self.taxonomy, names=False), width)
+
+    def _repr_html_(self) -> str:
+        return f"<b>{html.escape(self.sample.name)}</b>" + render_table(self.rows())
+
+
+def _fit(image: Image.Image, max_width: int) -> Image.Image:
+    if image.width <= max_width:
+        return image
+    return image.resize((max_width, max(1, round(image.height * max_width / image.width))))
+
+
+def render_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """A plain HTML table (no pandas needed)."""
+    if not rows:
+        return "<p><i>no segments</i></p>"
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+class ReviewSession:
+    """A dataset, its taxonomy and a loaded pipeline, for interactive use.
+
+    Tuning changes :attr:`category_options` and the pipeline's settings; every prediction,
+    push, measurement and saved config uses the tuned values, and :meth:`measure` can also
+    score the settings the session started with, for a before/after comparison.
+    """
+
+    def __init__(
+        self,
+        api: SegmentsApi,
+        dataset: str,
+        *,
+        labelset: str = "ground-truth",
+        settings: Settings | None = None,
+        pipeline: Pipeline | None = None,
+        models_dir: Path | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.api = api
+        self.settings = settings or Settings()
+        if pipeline is not None:  # what it predicts with is where tuning starts from
+            self.settings = self.settings.model_copy(update={"pipeline": pipeline.settings})
+        self.options = RunOptions(dataset=dataset, labelset=labelset)
+        self.info, self.taxonomy = check_dataset(api, self.settings, dataset, labelset)
+        self.category_options: dict[str, CategoryOptions] = dict(self.settings.categories)
+        self.pipeline = pipeline or Pipeline.load(self.settings, models_dir)
+        self.models_dir = models_dir
+        self.state = StateStore.in_dir(state_dir)
+        self._initial_taxonomy = self.taxonomy
+
+    @classmethod
+    def connect(
+        cls,
+        dataset: str,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        settings: Settings | None = None,
+        **kwargs: object,
+    ) -> ReviewSession:
+        """Connect with ``api_key`` or ``SEGMENTS_API_KEY``; ``api_url`` may be an emulator."""
+        key = api_key or os.environ.get("SEGMENTS_API_KEY", "")
+        if not key:
+            raise AuthError("no API key: set SEGMENTS_API_KEY or pass api_key=")
+        settings = settings or Settings()
+        if api_url:
+            remote = settings.remote.model_copy(update={"api_url": api_url})
+            settings = settings.model_copy(update={"remote": remote})
+        api = SegmentsApi.connect(key, settings.remote)
+        return cls(api, dataset, settings=settings, **kwargs)  # type: ignore[arg-type]
+
+    def samples(self, limit: int = 10, *, overwrite_prelabels: bool = False) -> list[SampleRef]:
+        """The first ``limit`` samples ``prelabel run`` would label."""
+        picked = []
+        for sample, selected in select_samples(
+            self.api,
+            self.options.dataset,
+            self.options.labelset,
+            overwrite_prelabels=overwrite_prelabels,
+        ):
+            if selected:
+                picked.append(sample)
+            if len(picked) >= limit:
+                break
+        return picked
+
+    def tune(self, category: str, **changes: object) -> None:
+        """Change one category's prompt, thresholds or ``ignore``, then rebuild the prompts.
+
+        Example: ``session.tune("person", prompt="person . pedestrian", box_threshold=0.4)``.
+
+        Raises:
+            ConfigError: a value a config file could not hold either (a threshold above 1, an
+                unknown option), so a saved config always loads.
+            TaxonomyError: ``category`` is not in the dataset, or every category is ignored.
+        """
+        current = self.category_options.get(category, CategoryOptions())
+        options = {**self.category_options, category: _validated(current, changes)}
+        self.taxonomy = self._taxonomy(options, self.pipeline.settings)
+        self.category_options = options
+
+    def tune_pipeline(self, **changes: object) -> None:
+        """Change pipeline-wide settings (``min_area``, ``points_per_region``, ...).
+
+        The thresholds here are the defaults of every category that sets none of its own, so
+        the prompts are rebuilt with them. Raises :class:`ConfigError` as :meth:`tune` does.
+        """
+        settings = _validated(self.pipeline.settings, changes)
+        self.taxonomy = self._taxonomy(self.category_options, settings)
+        self.pipeline = Pipeline(self.pipeline.models, settings)
+
+    def _taxonomy(
+        self, options: Mapping[str, CategoryOptions], pipeline: PipelineSettings
+    ) -> Taxonomy:
+        """What ``prelabel run`` builds from a config with these options (check_dataset)."""
+        categories = categories_from_task_attributes(self.info.task_attributes)
+        return build_taxonomy(categories, options, pipeline)
+
+    def tuned_settings(self) -> Settings:
+        """The session's settings with everything tuned so far."""
+        return self.settings.model_copy(
+            update={"pipeline": self.pipeline.settings, "categories": dict(self.category_options)}
+        )
+
+    def changes(self) -> list[str]:
+        """What tuning changed since the start, one ``where: before -> after`` line each."""
+        before, after = self.settings, self.tuned_settings()
+        lines = _differences("pipeline", before.pipeline, after.pipeline)
+        for name in sorted(set(before.categories) | set(after.categories)):
+            old = before.categories.get(name, CategoryOptions())
+            lines += _differences(name, old, after.categories.get(name, CategoryOptions()))
+        return lines
+
+    def save_config(self, path: Path) -> Path:
+        """Write the tuned settings as a YAML config for ``prelabel run --config PATH``.
+
+        Loaded with :func:`~prelabel.config.load_settings`, the file gives a run the same
+        taxonomy and pipeline settings, hence the same predictions. It holds every setting of
+        the session, the API address included. When the session loaded its models from
+        ``models_dir``, their folders are written as the model ids (absolute paths), so the
+        file alone finds them from anywhere (``--models`` still overrides). Written atomically.
+        """
+        settings = self.tuned_settings()
+        if self.models_dir is not None:
+            sources = model_sources(settings.models, self.models_dir.expanduser().resolve())
+            settings = settings.model_copy(
+                update={"models": settings.models.model_copy(update=sources)}
+            )
+        header = (
+            f"Tuned in the review notebook on {self.options.dataset}.\n"
+            f"Use: prelabel run --dataset {self.options.dataset} --config {path}"
+        )
+        with atomic_file(Path(path)) as f:
+            f.write(settings_yaml(settings, header))
+        return Path(path)
+
+    def measure(
+        self, limit: int | None = None, *, tuned: bool = True, progress: Progress | None = None
+    ) -> DatasetEvaluation:
+        """PQ, SQ and RQ on the samples a person has labeled, as ``prelabel evaluate --dataset``.
+
+        ``tuned=False`` scores the settings the session started with instead, the "before" of
+        a before/after comparison. ``limit`` caps the human-labeled samples predicted. Reads
+        only; nothing is written.
+        """
+        if tuned:
+            pipeline, taxonomy = self.pipeline, self.taxonomy
+        else:
+            pipeline = Pipeline(self.pipeline.models, self.settings.pipeline)
+            taxonomy = self._initial_taxonomy
+        return evaluate_dataset(
+            self.api,
+            pipeline,
+            taxonomy,
+            dataset=self.options.dataset,
+            labelset=self.options.labelset,
+            limit=limit,
+            settings=self.tuned_settings() if tuned else self.settings,
+            progress=progress,
+        )
+
+    def _steps(self, *, overwrite_prelabels: bool = False) -> SampleSteps:
+        """The run's steps with the current (tuned) taxonomy and pipeline."""
+        options = replace(self.options, overwrite_prelabels=overwrite_prelabels)
+        settings = self.settings.model_copy(update={"pipeline": self.pipeline.settings})
+        return SampleSteps(self.api, settings, options, self.taxonomy, lambda: self.pipeline)
+
+    def predict(self, sample: SampleRef) -> ReviewItem:
+        """Download and predict one sample, through the same steps as ``prelabel run``.
+
+        Raises:
+            SampleError: the sample failed (its image cannot be read, ...), with the reason.
+        """
+        steps = self._steps()
+        job = steps.fetch(Job(sample))
+        image = job.image
+        job = steps.infer(job)
+        if job.outcome is not None or image is None or job.prediction is None:
+            reason = job.outcome.reason if job.outcome else "nothing was predicted"
+            raise SampleError(
+                f"{sample.name}: {reason}", sample_uuid=sample.uuid, sample_name=sample.name
+            )
+        return ReviewItem(
+            sample=sample, image=image, prediction=job.prediction, taxonomy=self.taxonomy
+        )
+
+    def push(
+        self, items: Iterable[ReviewItem], *, overwrite_prelabels: bool = False
+    ) -> list[SampleOutcome]:
+        """Upload accepted predictions as PRELABELED labels, safely (see
+        :mod:`prelabel.segments.upload`), and return every item's outcome.
+
+        One failing item fails only itself. When the server stays down (the failure policy's
+        transient stop), the items not yet tried are returned as failed with that reason.
+        """
+        steps = self._steps(overwrite_prelabels=overwrite_prelabels)
+        recorder = Recorder(self.state, steps.options, self.settings.worker)
+        outcomes: list[SampleOutcome] = []
+        stopped: str | None = None
+        for item in items:
+            job = Job(item.sample, prediction=item.prediction)
+            if stopped is not None:
+                job.finish("failed", reason=f"not pushed: {stopped}", record_state=False)
+                assert job.outcome is not None
+                outcomes.append(job.outcome)
+                continue
+            job = steps.deliver(job, recorder.record_upload)
+            try:
+                outcomes.append(recorder.record(job))
+            except RemoteError as exc:
+                assert job.outcome is not None
+                outcomes.append(job.outcome)
+                stopped = str(exc)
+        recorder.close()
+        return outcomes
+
+    def close(self) -> None:
+        self.state.close()
+        self.api.close()
+
+
+def _validated(current: M, changes: Mapping[str, object]) -> M:
+    """``current`` with ``changes``, checked as a config file's values would be."""
+    try:
+        return type(current).model_validate({**current.model_dump(), **changes})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def _differences(where: str, before: BaseModel, after: BaseModel) -> list[str]:
+    old, new = before.model_dump(), after.model_dump()
+    return [f"{where}.{key}: {old[key]!r} -> {new[key]!r}" for key in new if old[key] != new[key]]
