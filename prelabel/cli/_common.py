@@ -21,6 +21,7 @@ from prelabel.cli._logging import LOG_FORMATS, use_log_format
 
 if TYPE_CHECKING:
     from prelabel.config import Settings
+    from prelabel.run.job import RunOptions
     from prelabel.run.report import RunSummary
 
 #: Given to every command, not only the group: click caches a command's help option the first
@@ -197,6 +198,19 @@ class LabelingArgs:
         """The dataset of a command that takes one."""
         [dataset] = self.datasets
         return dataset
+
+    def run_options(self, **extra: Any) -> RunOptions:
+        """The run's options from these arguments, plus the command's own (``limit``, ...)."""
+        from prelabel.run.job import RunOptions
+
+        return RunOptions(
+            dataset=self.dataset,
+            labelset=self.labelset,
+            overwrite_prelabels=self.overwrite_prelabels,
+            retry_failed=self.retry_failed,
+            output_dir=self.output_dir,
+            **extra,
+        )
 
     def key_and_settings(self, *secrets: str) -> tuple[str, Settings]:
         """The key and settings (:func:`key_and_settings`), with the log in ``--log-format``.

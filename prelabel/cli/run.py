@@ -79,22 +79,13 @@ def run(
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from prelabel.progress import TqdmProgress
-    from prelabel.run.job import RunOptions
     from prelabel.run.models import pipeline_loader
     from prelabel.state import StateStore
 
     if engine == "ray" and dry_run:
         raise UsageFailure("--dry-run is not supported with --engine ray")
     key, settings = args.key_and_settings()
-    options = RunOptions(
-        dataset=args.dataset,
-        labelset=args.labelset,
-        limit=limit,
-        dry_run=dry_run,
-        overwrite_prelabels=args.overwrite_prelabels,
-        retry_failed=args.retry_failed,
-        output_dir=args.output_dir,
-    )
+    options = args.run_options(limit=limit, dry_run=dry_run)
     progress = TqdmProgress(disable=args.quiet)
     with StateStore.in_dir(args.state_dir) as state, usage_errors():
         if engine == "ray":

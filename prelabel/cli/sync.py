@@ -42,7 +42,6 @@ def sync(args: LabelingArgs, interval: str, once: bool) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from prelabel.progress import TqdmProgress
-    from prelabel.run.job import RunOptions
     from prelabel.run.models import pipeline_loader
     from prelabel.run.sync import StopSignal, SyncPolicy, parse_interval, sync_dataset
     from prelabel.state import StateStore
@@ -50,13 +49,7 @@ def sync(args: LabelingArgs, interval: str, once: bool) -> None:
     key, settings = args.key_and_settings()
     with usage_errors():
         policy = SyncPolicy(interval_s=parse_interval(interval), once=once)
-    options = RunOptions(
-        dataset=args.dataset,
-        labelset=args.labelset,
-        overwrite_prelabels=args.overwrite_prelabels,
-        retry_failed=args.retry_failed,
-        output_dir=args.output_dir,
-    )
+    options = args.run_options()
     stop = StopSignal()
     stop.install()
     with StateStore.in_dir(args.state_dir) as state, usage_errors(), logging_redirect_tqdm():
