@@ -28,7 +28,7 @@ from prelabel.taxonomy import Taxonomy
 
 
 @dataclass
-class _FileJob:
+class FileJob:
     """One image file through the policy's :func:`guarded`, as a sample is in a run."""
 
     sample: SampleRef
@@ -82,7 +82,7 @@ def predict_files(
     progress.start(len(paths), "predict")
     try:
         for path, name in zip(paths, names, strict=True):
-            job = _FileJob(SampleRef(str(path), name, image_url=None, label_status=None))
+            job = FileJob(SampleRef(str(path), name, image_url=None, label_status=None))
             step = _Predict(path, pipeline, taxonomy, out_dir, writer)
             outcome = guarded(job, step).outcome
             assert outcome is not None
@@ -93,7 +93,7 @@ def predict_files(
         progress.close()
         writer.close()
     report = LocalReport(outcomes=tuple(outcomes), out_dir=out_dir)
-    write_json(out_dir / "report.json", {"images": [_report_entry(o) for o in outcomes]})
+    write_json(out_dir / "report.json", {"images": [report_entry(o) for o in outcomes]})
     return report
 
 
@@ -107,7 +107,7 @@ class _Predict:
     out_dir: Path
     writer: CocoPanopticWriter
 
-    def __call__(self, job: _FileJob) -> None:
+    def __call__(self, job: FileJob) -> None:
         start = time.perf_counter()
         name, out_dir = job.sample.name, self.out_dir
         image = decode_image(self.path, max_pixels=self.pipeline.settings.max_image_pixels)
@@ -138,7 +138,7 @@ class _Predict:
         )
 
 
-def _report_entry(outcome: SampleOutcome) -> dict[str, object]:
+def report_entry(outcome: SampleOutcome) -> dict[str, object]:
     """report.json's entry per image (its keys predate the shared outcome type)."""
     return {
         "path": outcome.sample_uuid,

@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "prelabel.serve": 6,
     # Front-ends over the lifecycle, and the local API for trials.
     "prelabel.local": 7,
+    "prelabel.local_sequences": 7,
     "prelabel.review": 7,
     "prelabel.demo": 7,
     "prelabel.emulator": 7,

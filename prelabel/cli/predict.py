@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,11 @@ from prelabel.cli._common import (
     quiet_option,
     usage_errors,
 )
+
+if TYPE_CHECKING:
+    from prelabel.config import Settings
+    from prelabel.local import LocalReport
+    from prelabel.taxonomy import Taxonomy
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -36,6 +42,14 @@ from prelabel.cli._common import (
     type=click.Path(file_okay=False, path_type=Path),
     help="Output folder (created if missing).",
 )
+@click.option(
+    "--sequence",
+    is_flag=True,
+    help="Each PATH is a folder of frames (sorted by name) forming one image sequence: "
+    "objects are tracked with SAM 2 across frames and keep one id (see README, Image "
+    "sequences). Writes OUT/NAME/bitmaps, labels, overlays (colours follow the track) and "
+    "tracks.json per folder.",
+)
 @models_option
 @config_option
 @device_option
@@ -44,6 +58,7 @@ def predict(
     paths: tuple[Path, ...],
     categories_path: Path,
     out_dir: Path,
+    sequence: bool,
     models_dir: Path | None,
     config_path: Path | None,
     device: str | None,
@@ -62,6 +77,7 @@ def predict(
       prelabel models tiny models-tiny
       prelabel predict photos/ --categories configs/street-scene-categories.yaml \\
           --out out/ --models models-tiny
+      prelabel predict --sequence drive-01/ drive-02/ --categories cats.yaml --out out/
     """
     from prelabel.images import find_images
     from prelabel.local import predict_files
@@ -73,6 +89,10 @@ def predict(
     with usage_errors():
         categories, options = load_categories_file(categories_path)
         taxonomy = build_taxonomy(categories, {**options, **settings.categories}, settings.pipeline)
+    if sequence:
+        _predict_sequences(paths, taxonomy, out_dir, settings, models_dir, quiet)
+        return
+    with usage_errors():
         files = find_images(list(paths))
         if not files:
             raise UsageFailure(f"no image files found in {', '.join(map(str, paths))}")
@@ -84,10 +104,44 @@ def predict(
         out_dir=out_dir,
         progress=TqdmProgress(disable=quiet),
     )
+    _finish(report, "images", out_dir)
+
+
+def _predict_sequences(
+    paths: tuple[Path, ...],
+    taxonomy: Taxonomy,
+    out_dir: Path,
+    settings: Settings,
+    models_dir: Path | None,
+    quiet: bool,
+) -> None:
+    from prelabel.local_sequences import predict_sequences
+    from prelabel.progress import TqdmProgress
+    from prelabel.run.models import pipeline_loader
+
+    with usage_errors():
+        folders = [p for p in paths if p.is_dir()]
+        if len(folders) != len(paths):
+            files = ", ".join(str(p) for p in paths if not p.is_dir())
+            raise UsageFailure(f"--sequence takes folders of frames; not a folder: {files}")
+        pipeline = pipeline_loader(settings, models_dir).sequence()
+    report = predict_sequences(
+        folders,
+        pipeline=pipeline,
+        taxonomy=taxonomy,
+        out_dir=out_dir,
+        max_pixels=settings.pipeline.max_image_pixels,
+        progress=TqdmProgress(disable=quiet),
+    )
+    _finish(report, "sequences", out_dir)
+
+
+def _finish(report: LocalReport, what: str, out_dir: Path) -> None:
+    """Name every failure, count the rest, exit 1 when anything failed."""
     for failure in report.failed:
         click.echo(f"failed: {failure.sample_uuid}: {failure.reason}", err=True)
     click.echo(
-        f"{len(report.succeeded)} of {len(report.outcomes)} images pre-labeled -> {out_dir}",
+        f"{len(report.succeeded)} of {len(report.outcomes)} {what} pre-labeled -> {out_dir}",
         err=True,
     )
     if report.failed:

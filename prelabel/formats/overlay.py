@@ -122,13 +122,16 @@ def preview(
     *,
     title: str | None = None,
     side_by_side: bool = False,
+    instance_numbers: Mapping[int, int] | None = None,
 ) -> Image.Image:
     """:func:`overlay` with a legend below it: every segment's name, colour and score.
 
     ``title`` becomes the legend's first line; ``side_by_side`` puts the untouched image left of
-    the overlay, for comparing the two. Same errors as :func:`overlay`.
+    the overlay, for comparing the two. ``instance_numbers`` (segment id -> 0-based instance
+    number of its category) replaces the per-image numbering, so a tracked object keeps its
+    name and colour in every frame of a sequence. Same errors as :func:`overlay`.
     """
-    marks = _prediction_marks(prediction, taxonomy)
+    marks = _prediction_marks(prediction, taxonomy, instance_numbers)
     drawn = _draw(image, prediction.id_map, marks, alpha, names=True)
     if side_by_side:
         both = Image.new("RGB", (drawn.width * 2, drawn.height))
@@ -162,10 +165,14 @@ def label_preview(
     return _with_legend(drawn, marks, taxonomy, title)
 
 
-def _prediction_marks(prediction: PanopticPrediction, taxonomy: Taxonomy) -> list[_Mark]:
+def _prediction_marks(
+    prediction: PanopticPrediction,
+    taxonomy: Taxonomy,
+    instance_numbers: Mapping[int, int] | None = None,
+) -> list[_Mark]:
     by_id = {seg.id: seg.bbox for seg in prediction.segments}
     entries = ((s.id, s.category_id, s.score) for s in prediction.segments)
-    return _marks(entries, taxonomy, prediction.id_map, bboxes=by_id)
+    return _marks(entries, taxonomy, prediction.id_map, bboxes=by_id, numbers=instance_numbers)
 
 
 def _marks(
@@ -174,8 +181,10 @@ def _marks(
     id_map: npt.NDArray[np.uint32],
     *,
     bboxes: Mapping[int, tuple[int, int, int, int]] | None = None,
+    numbers: Mapping[int, int] | None = None,
 ) -> list[_Mark]:
-    """One mark per ``(segment id, category id, score)``, instances numbered by ascending id."""
+    """One mark per ``(segment id, category id, score)``, instances numbered by ascending id
+    unless ``numbers`` gives a segment's number."""
     categories = {cat.id: cat for cat in taxonomy.categories}
     seen: dict[int, int] = {}
     marks = []
@@ -188,6 +197,8 @@ def _marks(
             )
         index = seen.get(category_id, 0)
         seen[category_id] = index + 1
+        if numbers is not None and seg_id in numbers:
+            index = numbers[seg_id]
         caption = f"{category.name} {index + 1}" if category.has_instances else category.name
         bbox = bboxes[seg_id] if bboxes is not None else _bbox(id_map == seg_id)
         color = category_color(category, index)

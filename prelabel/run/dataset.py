@@ -18,6 +18,7 @@ from prelabel.run.outcome import SampleOutcome
 from prelabel.run.overlapped import run_overlapped
 from prelabel.run.recorder import Recorder
 from prelabel.run.report import ReportWriter, RunSummary
+from prelabel.run.sequence_steps import steps_for
 from prelabel.run.steps import Predictor, SampleSteps
 from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.dataset import check_dataset
@@ -150,8 +151,10 @@ def run_dataset(
     """
     api = SegmentsApi.connect(api_key, settings.remote)
     try:
-        info, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
-        steps = SampleSteps(api, settings, options, taxonomy, load_pipeline)
+        info, taxonomy = check_dataset(
+            api, settings, options.dataset, options.labelset, sequences=True
+        )
+        steps = steps_for(api, settings, options, info, taxonomy, load_pipeline)
         worker = DatasetWorker(steps, state, expected_samples=info.samples_count)
         return worker.run(progress, should_stop=should_stop)
     finally:

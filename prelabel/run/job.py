@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from prelabel.formats.label import EncodedLabel
+from prelabel.formats.sequence_label import FrameLabel
 from prelabel.panoptic import PanopticPrediction
 from prelabel.run.outcome import Result, SampleOutcome
 from prelabel.run.policy import Failure
@@ -46,6 +47,9 @@ class Job:
     image: Image.Image | None = None
     prediction: PanopticPrediction | None = None
     encoded: EncodedLabel | None = None
+    #: An image sequence's frames whose bitmaps are uploaded, by frame index: from the resume
+    #: state, or uploaded by this run's inference (frames stream out as they are predicted).
+    frame_labels: dict[int, FrameLabel] = field(default_factory=dict)
     segments: int | None = None
     outcome: SampleOutcome | None = None
     #: Whether the recorder should write the outcome to the state file: not for a sample
@@ -83,6 +87,7 @@ class Job:
         self.image = None
         self.prediction = None
         self.encoded = None
+        self.frame_labels = {}
 
     def fail(self, failure: Failure) -> None:
         self.finish("failed", reason=failure.reason, transient=failure.transient)

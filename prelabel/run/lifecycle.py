@@ -47,7 +47,7 @@ class LocalLifecycle:
         return self.steps.fetch(self.steps.check(job))
 
     def infer(self, jobs: list[Job]) -> list[Job]:
-        return self.steps.infer_batch(jobs)
+        return self.steps.infer_batch(jobs, self.recorder.record_frame)
 
     def deliver(self, job: Job) -> Job:
         return self.steps.deliver(job, self.recorder.record_upload)

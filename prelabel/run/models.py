@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,22 +9,40 @@ from prelabel.config import Settings
 
 if TYPE_CHECKING:
     from prelabel.pipeline.pipeline import Pipeline
+    from prelabel.pipeline.sequence import SequencePipeline
 
 
-def pipeline_loader(settings: Settings, models_dir: Path | None) -> Callable[[], Pipeline]:
-    """A loader that builds the pipeline on first call and returns the same one after.
+class PipelineLoader:
+    """Builds the pipeline on first call and returns the same one after.
 
     torch and transformers are imported only then: a run that stops at a key or config
     problem, or has nothing to do, never needs them; sync reuses one loader across cycles.
+    :meth:`sequence` adds the SAM 2 video model for image-sequence datasets, on the same
+    image pipeline (an image dataset never loads it).
     """
-    loaded: list[Pipeline] = []
 
-    def load() -> Pipeline:
-        if not loaded:
+    def __init__(self, settings: Settings, models_dir: Path | None) -> None:
+        self.settings = settings
+        self.models_dir = models_dir
+        self._pipeline: Pipeline | None = None
+        self._sequence: SequencePipeline | None = None
+
+    def __call__(self) -> Pipeline:
+        if self._pipeline is None:
             from prelabel.pipeline.pipeline import Pipeline
 
             # Logs a warning when tiny random-weight models are in use.
-            loaded.append(Pipeline.load(settings, models_dir))
-        return loaded[0]
+            self._pipeline = Pipeline.load(self.settings, self.models_dir)
+        return self._pipeline
 
-    return load
+    def sequence(self) -> SequencePipeline:
+        if self._sequence is None:
+            from prelabel.pipeline.sequence import SequencePipeline
+
+            self._sequence = SequencePipeline.load(self(), self.settings, self.models_dir)
+        return self._sequence
+
+
+def pipeline_loader(settings: Settings, models_dir: Path | None) -> PipelineLoader:
+    """The loader of a run's models (see :class:`PipelineLoader`)."""
+    return PipelineLoader(settings, models_dir)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from prelabel.config import WorkerSettings
+from prelabel.formats.sequence_label import FrameLabel
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.job import Job, RunOptions
 from prelabel.run.outcome import SampleOutcome
@@ -99,6 +100,9 @@ class Recorder:
         elif record.stage == UPLOADED and record.asset_url and record.attributes:
             job.pending = PendingLabel(record.asset_url, record.attributes, record.score or 0.0)
             job.segments = len(record.attributes.get("annotations", []))
+        elif sample.frames:
+            frames = state.uploaded_frames(opts.dataset, opts.labelset, sample.uuid)
+            job.frame_labels = {i: FrameLabel.from_json(label) for i, (_, label) in frames.items()}
         return job
 
     def record_upload(self, job: Job) -> None:
@@ -114,6 +118,20 @@ class Recorder:
             asset_url=job.pending.asset_url,
             attributes=job.pending.attributes,
             score=job.pending.score,
+        )
+
+    def record_frame(self, job: Job, index: int) -> None:
+        """Record one uploaded frame bitmap of a sequence, so a rerun reuses it."""
+        if self.state is None:
+            return
+        opts, label = self.options, job.frame_labels[index]
+        self.state.mark_frame_uploaded(
+            opts.dataset,
+            opts.labelset,
+            job.sample.uuid,
+            index,
+            image_url=label.image_url,
+            label=label.to_json(),
         )
 
     def passed(self) -> None:

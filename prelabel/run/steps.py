@@ -27,7 +27,7 @@ from prelabel.run.policy import RUN_WIDE_ERRORS, guarded
 from prelabel.segments.client import SegmentsApi
 from prelabel.segments.samples import load_image
 from prelabel.segments.statuses import PRELABELED, is_selectable
-from prelabel.segments.upload import upload_asset, write_label
+from prelabel.segments.upload import PendingLabel, upload_asset, write_label
 from prelabel.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,9 @@ class Predictor(Protocol):
 
 #: Called by deliver between the asset upload and the label write.
 UploadCallback = Callable[[Job], None]
+#: Called with a job and a frame index when a sequence's frame bitmap is uploaded (during
+#: inference: a sequence's frames stream out as they are predicted).
+FrameCallback = Callable[[Job, int], None]
 
 
 class SampleSteps:
@@ -83,8 +86,11 @@ class SampleSteps:
         """Predict the panoptic map (the one step that uses the model)."""
         return guarded(job, self._infer)
 
-    def infer_batch(self, jobs: list[Job]) -> list[Job]:
+    def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
         """:meth:`infer` for several jobs in one model call (``predict_batch``).
+
+        ``record_frame`` serves steps that upload while predicting (image sequences, see
+        :class:`~prelabel.run.sequence_steps.SequenceSteps`); an image uploads in deliver.
 
         If the batch call fails, each job is predicted alone, so one odd image fails only
         itself; the policy decides as for :meth:`infer` (run-wide errors are raised).
@@ -146,14 +152,10 @@ class SampleSteps:
     def _deliver(self, job: Job, record_upload: UploadCallback) -> None:
         opts, sample = self.options, job.sample
         if job.pending is None:
-            encoded = job.encoded
-            if encoded is None:
-                raise RuntimeError("deliver() before infer()")
             if opts.dry_run:
-                self._save_dry_run(job)
-                job.finish("dry-run", score=encoded.score)
+                job.finish("dry-run", score=self._save_dry_run(job))
                 return
-            job.pending = upload_asset(self.api, encoded, f"{sample.uuid}.png")
+            job.pending = self._upload(job)
             job.uploaded = True
             job.encoded = None
             record_upload(job)
@@ -170,9 +172,17 @@ class SampleSteps:
         else:
             job.finish("skipped", reason=result.reason or "not written")
 
-    def _save_dry_run(self, job: Job) -> None:
+    def _upload(self, job: Job) -> PendingLabel:
+        """Upload what the label refers to and return the label to write."""
+        if job.encoded is None:
+            raise RuntimeError("deliver() before infer()")
+        return upload_asset(self.api, job.encoded, f"{job.sample.uuid}.png")
+
+    def _save_dry_run(self, job: Job) -> float:
+        """Save what would be uploaded under ``output_dir/dry-run/``; returns the score."""
         encoded, sample = job.encoded, job.sample
-        assert encoded is not None
+        if encoded is None:
+            raise RuntimeError("deliver() before infer()")
         folder = self.options.output_dir / "dry-run"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{sample.uuid}.png").write_bytes(encoded.png)
@@ -184,3 +194,4 @@ class SampleSteps:
             "attributes": label_attributes(encoded.annotations, f"{sample.uuid}.png"),
         }
         write_json(folder / f"{sample.uuid}.json", payload)
+        return encoded.score

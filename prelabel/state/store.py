@@ -10,6 +10,12 @@ Table ``samples`` has one row per ``(dataset, labelset, sample_uuid)`` with ``st
 - ``parked``: failed ``worker.max_attempts`` times for reasons of its own (``attempts`` counts
   those, not server trouble); left alone until a run is asked to retry failed samples.
 
+Table ``frames`` holds, for an image sequence, each frame whose bitmap is already uploaded
+(its ``label``: asset URL and annotations, JSON), keyed by frame index and checked against the
+frame's image URL: a sequence's frames are uploaded one by one as they are predicted, and a run
+killed half-way reuses them instead of uploading again. They are dropped once the label is
+written.
+
 Table ``leases`` keeps two workers sharing this file (two ``prelabel sync`` processes on one
 machine) off the same sample: a worker claims a sample before working on it, and the claim
 expires after a time-to-live so a killed worker's samples are taken up again.
@@ -44,6 +50,15 @@ CREATE TABLE IF NOT EXISTS samples (
     attempts INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
     PRIMARY KEY (dataset, labelset, sample_uuid)
+);
+CREATE TABLE IF NOT EXISTS frames (
+    dataset TEXT NOT NULL,
+    labelset TEXT NOT NULL,
+    sample_uuid TEXT NOT NULL,
+    frame_index INTEGER NOT NULL,
+    image_url TEXT,
+    label TEXT NOT NULL,
+    PRIMARY KEY (dataset, labelset, sample_uuid, frame_index)
 );
 CREATE TABLE IF NOT EXISTS leases (
     dataset TEXT NOT NULL,
@@ -155,6 +170,41 @@ class StateStore:
 
     def mark_labeled(self, dataset: str, labelset: str, sample_uuid: str, sample_name: str) -> None:
         self._upsert(dataset, labelset, sample_uuid, sample_name, stage=LABELED, reason=None)
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM frames WHERE dataset=? AND labelset=? AND sample_uuid=?",
+                (dataset, labelset, sample_uuid),
+            )
+
+    def mark_frame_uploaded(
+        self,
+        dataset: str,
+        labelset: str,
+        sample_uuid: str,
+        frame_index: int,
+        *,
+        image_url: str | None,
+        label: dict[str, Any],
+    ) -> None:
+        """Record one uploaded frame bitmap of a sequence (``label``: JSON-able)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO frames (dataset, labelset, sample_uuid, frame_index,"
+                " image_url, label) VALUES (?, ?, ?, ?, ?, ?)",
+                (dataset, labelset, sample_uuid, frame_index, image_url, json.dumps(label)),
+            )
+
+    def uploaded_frames(
+        self, dataset: str, labelset: str, sample_uuid: str
+    ) -> dict[int, tuple[str | None, dict[str, Any]]]:
+        """``frame index -> (image URL, label)`` of the frames recorded for a sequence."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT frame_index, image_url, label FROM frames"
+                " WHERE dataset=? AND labelset=? AND sample_uuid=?",
+                (dataset, labelset, sample_uuid),
+            ).fetchall()
+        return {int(i): (url, json.loads(label)) for i, url, label in rows}
 
     def mark_skipped(
         self, dataset: str, labelset: str, sample_uuid: str, sample_name: str, reason: str

@@ -1,0 +1,156 @@
+"""Local mode for image sequences: folders of frames in, tracked pre-labels out.
+
+Each folder is one sequence, its image files sorted by name are its frames. Per sequence
+``OUT/<name>/`` gets ``bitmaps/<frame>.png`` (the Segments RGBA id bitmap; ids are track ids,
+the same object has the same id in every frame), ``labels/<frame>.json`` (annotations and
+score), ``overlays/<frame>.jpg`` (colours and names follow the track) and ``tracks.json``
+(every track's id, category and frames). ``OUT/report.json`` has every sequence's outcome. A
+folder that fails (an unreadable frame, no frames) is reported with its reason and the rest
+go on, as in :mod:`prelabel.local`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from prelabel.formats.atomic import write_json
+from prelabel.formats.label import encode_label
+from prelabel.formats.overlay import preview
+from prelabel.images import decode_image, find_images
+from prelabel.local import FileJob, LocalReport, report_entry, unique_names
+from prelabel.panoptic import PanopticPrediction
+from prelabel.progress import NullProgress, Progress
+from prelabel.run.outcome import SampleOutcome
+from prelabel.run.policy import guarded
+from prelabel.run.sequence_steps import SequencePredictor
+from prelabel.segments.client import SampleRef
+from prelabel.taxonomy import Taxonomy
+
+
+def predict_sequences(
+    folders: Sequence[Path],
+    *,
+    pipeline: SequencePredictor,
+    taxonomy: Taxonomy,
+    out_dir: Path,
+    max_pixels: int,
+    progress: Progress | None = None,
+) -> LocalReport:
+    """Predict every folder as a sequence and write the outputs of the module docstring."""
+    progress = progress or NullProgress()
+    names = unique_names(folders)
+    outcomes = []
+    progress.start(len(folders), "predict sequences")
+    try:
+        for folder, name in zip(folders, names, strict=True):
+            job = FileJob(SampleRef(str(folder), name, image_url=None, label_status=None))
+            step = _PredictSequence(folder, out_dir / name, pipeline, taxonomy, max_pixels)
+            outcome = guarded(job, step).outcome
+            assert outcome is not None
+            outcomes.append(outcome)
+            progress.advance()
+            progress.note(failed=sum(o.result == "failed" for o in outcomes))
+    finally:
+        progress.close()
+    write_json(out_dir / "report.json", {"sequences": [report_entry(o) for o in outcomes]})
+    return LocalReport(outcomes=tuple(outcomes), out_dir=out_dir)
+
+
+@dataclass
+class _Tracks:
+    """The track table of one sequence, gathered frame by frame from the id maps."""
+
+    tracks: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, index: int, prediction: PanopticPrediction) -> None:
+        for seg in prediction.segments:
+            track = self.tracks.setdefault(
+                seg.id,
+                {"track_id": seg.id, "category_id": seg.category_id, "is_thing": seg.is_thing},
+            )
+            if track["category_id"] != seg.category_id:
+                raise ValueError(
+                    f"track {seg.id} changes category in frame {index} "
+                    f"({track['category_id']} -> {seg.category_id})"
+                )
+            track.setdefault("frames", []).append(index)
+
+    def numbers(self) -> dict[int, int]:
+        """Track id -> 0-based number within its category, in order of first appearance."""
+        seen: dict[int, int] = {}
+        numbers = {}
+        for track_id, track in self.tracks.items():
+            numbers[track_id] = seen.get(track["category_id"], 0)
+            seen[track["category_id"]] = numbers[track_id] + 1
+        return numbers
+
+
+@dataclass(frozen=True)
+class _PredictSequence:
+    """The work on one folder: stream its frames through the sequence pipeline."""
+
+    folder: Path
+    out: Path
+    pipeline: SequencePredictor
+    taxonomy: Taxonomy
+    max_pixels: int
+
+    def __call__(self, job: FileJob) -> None:
+        start = time.perf_counter()
+        paths = find_images([self.folder])
+        if not paths:
+            raise ValueError(f"no image files in {self.folder}")
+        for sub in ("bitmaps", "labels", "overlays"):
+            (self.out / sub).mkdir(parents=True, exist_ok=True)
+        frame_names = unique_names(paths)
+        shown: deque[Image.Image] = deque()
+        tracks, scores = _Tracks(), []
+        predictions = self.pipeline.predict_frames(self._frames(paths, shown), self.taxonomy)
+        for index, predicted in enumerate(predictions):
+            image, name = shown.popleft(), frame_names[index]
+            prediction = predicted.prediction
+            tracks.add(index, prediction)
+            encoded = encode_label(prediction)
+            scores.append(encoded.score)
+            (self.out / "bitmaps" / f"{name}.png").write_bytes(encoded.png)
+            write_json(
+                self.out / "labels" / f"{name}.json",
+                {
+                    "image": str(paths[index]),
+                    "keyframe": predicted.keyframe,
+                    "annotations": [{**a, "track_id": a["id"]} for a in encoded.annotations],
+                    "score": encoded.score,
+                },
+            )
+            drawn = preview(
+                image,
+                prediction,
+                self.taxonomy,
+                title=f"{job.sample.name} frame {index}: score {encoded.score:.2f}",
+                instance_numbers=tracks.numbers(),
+            )
+            drawn.save(self.out / "overlays" / f"{name}.jpg", quality=90)
+        write_json(self.out / "tracks.json", {"tracks": list(tracks.tracks.values())})
+        job.outcome = SampleOutcome(
+            job.sample.uuid,
+            job.sample.name,
+            "predicted",
+            segments=len(tracks.tracks),
+            score=sum(scores) / len(scores),
+            seconds=round(time.perf_counter() - start, 3),
+        )
+
+    def _frames(self, paths: list[Path], shown: deque[Image.Image]) -> Iterator[Image.Image]:
+        """Decode frames one at a time as the pipeline asks; each is kept for its overlay
+        until its prediction comes out (the pipeline may read ahead)."""
+        for path in paths:
+            image = decode_image(path, max_pixels=self.max_pixels)
+            shown.append(image)
+            yield image

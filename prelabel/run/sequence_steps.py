@@ -1,0 +1,155 @@
+"""The steps for an image-sequence sample: frames stream through the model and out to the server.
+
+A sequence can hold hundreds of frames, so nothing is held per frame beyond its small record:
+frame *i* is downloaded, predicted (the sequence pipeline tracks objects across frames, see
+:mod:`prelabel.pipeline.sequence`), encoded and its bitmap uploaded before frame *i + 1* is
+read. Each uploaded frame is reported through the recorder's ``record_frame`` callback, so a run
+killed half-way reuses those bitmaps (the frames are predicted again, the tracker needs them,
+but not uploaded again). Once every frame is up the label is one write, with the same safety as
+an image's: :meth:`SampleSteps.deliver` re-reads the label and never writes over a person's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from PIL import Image
+
+from prelabel.config import Settings
+from prelabel.errors import ConfigError
+from prelabel.formats.atomic import write_json
+from prelabel.formats.label import encode_label
+from prelabel.formats.sequence_label import FrameLabel, empty_frame_png, sequence_label_attributes
+from prelabel.panoptic import FramePrediction
+from prelabel.run.job import Job, RunOptions
+from prelabel.run.policy import guarded
+from prelabel.run.steps import FrameCallback, Predictor, SampleSteps
+from prelabel.segments.client import DatasetInfo, SegmentsApi
+from prelabel.segments.samples import load_frame
+from prelabel.segments.statuses import PRELABELED
+from prelabel.segments.upload import PendingLabel
+from prelabel.taxonomy import Taxonomy
+
+
+class SequencePredictor(Protocol):
+    """:class:`prelabel.pipeline.sequence.SequencePipeline`, typed structurally (no torch)."""
+
+    def predict_frames(
+        self, frames: Iterable[Image.Image], taxonomy: Taxonomy
+    ) -> Iterator[FramePrediction]: ...
+
+
+class SequenceSteps(SampleSteps):
+    """:class:`SampleSteps` for ``image-segmentation-sequence`` datasets.
+
+    ``check`` and ``deliver``'s label write are the image steps'; ``fetch`` only checks the
+    frame list (frames are read while predicting), ``infer`` streams every frame through the
+    sequence pipeline and uploads its bitmap.
+    """
+
+    def __init__(self, *args: Any, load_sequence_pipeline: Callable[[], SequencePredictor]) -> None:
+        super().__init__(*args)
+        self._load_sequence_pipeline = load_sequence_pipeline
+        self._sequence_pipeline: SequencePredictor | None = None
+
+    @property
+    def sequence_pipeline(self) -> SequencePredictor:
+        if self._sequence_pipeline is None:
+            self._sequence_pipeline = self._load_sequence_pipeline()
+        return self._sequence_pipeline
+
+    def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
+        """Each sequence on its own: a sequence is already many model calls."""
+        report = record_frame or (lambda job, index: None)
+        return [guarded(job, lambda j: self._stream(j, report)) for job in jobs]
+
+    def _fetch(self, job: Job) -> None:
+        if job.pending is None and not job.sample.frames:
+            raise ValueError("the sequence has no frames")
+
+    def _stream(self, job: Job, record_frame: FrameCallback) -> None:
+        if job.pending is not None or job.finished:
+            return
+        sample = job.sample
+        max_pixels = self.settings.pipeline.max_image_pixels
+        images = (
+            load_frame(self.api, sample, index, max_pixels=max_pixels)
+            for index in range(len(sample.frames))
+        )
+        empty_urls: dict[tuple[int, int], str] = {}
+        predictions = self.sequence_pipeline.predict_frames(images, self.taxonomy)
+        for index, predicted in enumerate(predictions):
+            frame = sample.frames[index]
+            reused = job.frame_labels.get(index)
+            if reused is not None and reused.image_url == frame.image_url:
+                continue
+            encoded = encode_label(predicted.prediction)
+            if self.options.dry_run:
+                url = self._save_dry_run_frame(job, index, encoded.png)
+            elif not encoded.annotations:
+                size = predicted.prediction.size
+                if size not in empty_urls:
+                    empty_urls[size] = self.api.upload_png(
+                        empty_frame_png(size), f"{sample.uuid}-empty-{size[0]}x{size[1]}.png"
+                    )
+                url = empty_urls[size]
+            else:
+                url = self.api.upload_png(encoded.png, f"{sample.uuid}-{index:05d}.png")
+            job.frame_labels[index] = FrameLabel.of(
+                frame, url, encoded.annotations, encoded.score, keyframe=predicted.keyframe
+            )
+            if not self.options.dry_run:
+                record_frame(job, index)
+        job.segments = sum(len(label.annotations) for label in job.frame_labels.values())
+
+    def _upload(self, job: Job) -> PendingLabel:
+        """The frames are up already: the label is their list, in the sample's order."""
+        labels = [job.frame_labels[i] for i in range(len(job.sample.frames))]
+        score = sum(label.score for label in labels) / len(labels)
+        attributes = sequence_label_attributes(job.sample.frames, labels)
+        return PendingLabel(asset_url=labels[0].asset_url, attributes=attributes, score=score)
+
+    def _save_dry_run_frame(self, job: Job, index: int, png: bytes) -> str:
+        folder = self.options.output_dir / "dry-run" / job.sample.uuid
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"frame-{index:05d}.png"
+        path.write_bytes(png)
+        return path.name
+
+    def _save_dry_run(self, job: Job) -> None:
+        pending = self._upload(job)
+        payload = {
+            "sample_uuid": job.sample.uuid,
+            "sample_name": job.sample.name,
+            "label_status": PRELABELED,
+            "score": pending.score,
+            "attributes": pending.attributes,
+        }
+        write_json(self.options.output_dir / "dry-run" / f"{job.sample.uuid}.json", payload)
+
+
+def steps_for(
+    api: SegmentsApi,
+    settings: Settings,
+    options: RunOptions,
+    info: DatasetInfo,
+    taxonomy: Taxonomy,
+    load_pipeline: Callable[[], Predictor],
+) -> SampleSteps:
+    """The steps for the dataset's task type: images, or sequences of frames.
+
+    A sequence needs the SAM 2 video model too, which ``load_pipeline`` must offer as its
+    ``sequence()`` (:class:`~prelabel.run.models.PipelineLoader` does).
+    """
+    if not info.is_sequence:
+        return SampleSteps(api, settings, options, taxonomy, load_pipeline)
+    load_sequence = getattr(load_pipeline, "sequence", None)
+    if load_sequence is None:
+        raise ConfigError(
+            f"dataset {options.dataset} is an image sequence; this front-end labels image "
+            "datasets only (use `prelabel run`)"
+        )
+    return SequenceSteps(
+        api, settings, options, taxonomy, load_pipeline, load_sequence_pipeline=load_sequence
+    )
