@@ -6,10 +6,16 @@ import math
 
 import numpy as np
 import pytest
+from segments import SegmentsClient
 
+from prelabel.emulator import Emulator
+from prelabel.emulator.sequences import write_sequence_ground_truth
 from prelabel.evaluate.pq import PanopticFrame
-from prelabel.evaluate.sequence import STQAccumulator, evaluate_sequence
+from prelabel.evaluate.sequence import STQAccumulator, evaluate_sequence, ground_truth_sequence
+from prelabel.segments.client import SegmentsApi
 from prelabel.taxonomy import Category
+from tests.connector_helpers import remote_settings
+from tests.fixtures.emulator import DEMO_CATEGORIES, SeededSequences
 
 PERSON, SKY = 1, 3
 CATEGORIES = (Category(PERSON, "person", has_instances=True), Category(SKY, "sky"))
@@ -104,3 +110,25 @@ def test_unequal_frame_counts_and_unended_sequences_are_refused() -> None:
     accumulator.add_frame(GT_TWO[0], GT_TWO[0])
     with pytest.raises(ValueError, match="end_sequence"):
         accumulator.result()
+
+
+def test_ground_truth_sequences_are_read_from_the_emulator(
+    segments_client: SegmentsClient, emulator: Emulator, seeded_sequences: SeededSequences
+) -> None:
+    api = SegmentsApi(segments_client, remote_settings(emulator.url))
+    uuid_a, uuid_b = seeded_sequences.sample_uuids
+    clip = seeded_sequences.clips["clip_b"]
+    write_sequence_ground_truth(emulator, uuid_b, clip)
+    sizes = [scene.image.size for scene in clip]
+
+    frames = ground_truth_sequence(api, uuid_b, "ground-truth", sizes)
+
+    assert ground_truth_sequence(api, uuid_a, "ground-truth", sizes) is None
+    assert frames is not None
+    for read, scene in zip(frames, clip, strict=True):
+        np.testing.assert_array_equal(read.id_map, scene.id_map)
+        assert dict(read.segments) == scene.annotations
+    categories = [Category(c["id"], c["name"], c["has_instances"]) for c in DEMO_CATEGORIES]
+    assert evaluate_sequence(frames, frames, categories).stq == 1.0
+    with pytest.raises(ValueError, match="the label has 3 frames but the sample has 2"):
+        ground_truth_sequence(api, uuid_b, "ground-truth", sizes[:2])

@@ -31,8 +31,8 @@ thing's). That separation is what a pre-label reviewer needs to know: fix masks,
 
 Inputs are plain numpy: one :class:`~prelabel.evaluate.pq.PanopticFrame` per frame on each
 side, whose ids are the **track ids** (a Segments sequence label's ``id == track_id``, spec
-10.6), so an id that recurs in two frames is one track. Reading ground-truth sequence labels
-from Segments into such frames is the caller's part (not in this module).
+10.6), so an id that recurs in two frames is one track. :func:`ground_truth_sequence` reads a
+person's sequence label from Segments into such frames.
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ import numpy as np
 import numpy.typing as npt
 
 from prelabel.evaluate.pq import VOID, PanopticFrame, PQAccumulator, PQResult
+from prelabel.formats.bitmap import decode_bitmap
+from prelabel.segments.client import SegmentsApi
 from prelabel.taxonomy import Category
 
-__all__ = ["STQAccumulator", "SequenceResult", "evaluate_sequence"]
+__all__ = ["STQAccumulator", "SequenceResult", "evaluate_sequence", "ground_truth_sequence"]
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,37 @@ def evaluate_sequence(
     accumulator = STQAccumulator(categories)
     accumulator.add_sequence(predictions, ground_truth)
     return accumulator.result()
+
+
+def ground_truth_sequence(
+    api: SegmentsApi, sample_uuid: str, labelset: str, sizes: Sequence[tuple[int, int]]
+) -> list[PanopticFrame] | None:
+    """A sequence label's frames as evaluation input, read-only; ``None`` when unlabeled.
+
+    ``sizes`` are the frames' ``(width, height)`` (from their images); a frame without a bitmap
+    is all VOID. Bitmaps are read with :meth:`SegmentsApi.download` (timeouts, size limit).
+
+    Raises:
+        ValueError: the label's frame count differs from ``len(sizes)``, or a bitmap is not an
+            RGBA PNG of its frame's size.
+        RemoteError: reading the label or a bitmap failed.
+    """
+    frames = api.label_frames(sample_uuid, labelset)
+    if frames is None:
+        return None
+    if len(frames) != len(sizes):
+        raise ValueError(f"the label has {len(frames)} frames but the sample has {len(sizes)}")
+    out = []
+    for index, ((segments, url), (width, height)) in enumerate(zip(frames, sizes, strict=True)):
+        if url is None:
+            id_map = np.zeros((height, width), dtype=np.uint32)
+        else:
+            try:
+                id_map = decode_bitmap(api.download(url), (width, height))
+            except ValueError as exc:
+                raise ValueError(f"frame {index}: {exc}") from None
+        out.append(PanopticFrame(id_map, segments))
+    return out
 
 
 def _lookup(ids: npt.NDArray[np.uint32], segments: Mapping[int, int]) -> npt.NDArray[np.int64]:

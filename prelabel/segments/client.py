@@ -95,9 +95,9 @@ class LabelState:
     """What the server holds for a sample in one labelset right now."""
 
     status: str | None
-    #: An image label's bitmap URL (``None`` for a sequence label).
     bitmap_url: str | None = None
-    #: Every bitmap URL the label points at: one for an image label, one per sequence frame.
+    #: Every bitmap URL the label points at: one for an image label, one per sequence frame
+    #: (``bitmap_url`` is ``None`` for a sequence label).
     bitmap_urls: tuple[str | None, ...] = ()
 
 
@@ -270,6 +270,13 @@ class SegmentsApi:
         without a segmentation bitmap (e.g. only a status was set). Used by evaluation, which
         compares a person's label with a prediction and must never write.
         """
+        frames = self.label_frames(sample_uuid, labelset)
+        return None if frames is None else (frames[0] if frames else ({}, None))
+
+    def label_frames(
+        self, sample_uuid: str, labelset: str
+    ) -> list[tuple[dict[int, int], str | None]] | None:
+        """As :meth:`label_bitmap`, per frame of a sequence label (one entry for an image label)."""
         try:
             label = self.call(
                 "read label", lambda: self._client.get_label(sample_uuid, labelset=labelset)
@@ -277,11 +284,14 @@ class SegmentsApi:
         except NotFoundRemoteError:
             return None
         attributes = getattr(label, "attributes", None)
-        annotations = {
-            int(a.id): int(a.category_id) for a in getattr(attributes, "annotations", None) or ()
-        }
-        bitmap = getattr(attributes, "segmentation_bitmap", None)
-        return annotations, getattr(bitmap, "url", None)
+        frames = getattr(attributes, "frames", None)
+        return [
+            (
+                {int(a.id): int(a.category_id) for a in getattr(f, "annotations", None) or ()},
+                getattr(getattr(f, "segmentation_bitmap", None), "url", None),
+            )
+            for f in (frames if frames is not None else [attributes])
+        ]
 
     def upload_png(self, png: bytes, filename: str) -> str:
         """Upload an asset and return its URL. A retry may leave an unused asset behind."""
@@ -295,12 +305,8 @@ class SegmentsApi:
     ) -> None:
         """Write a PRELABELED label, one attempt: the caller re-reads the label between
         attempts (see :func:`prelabel.segments.upload.write_label`) so a lost answer never causes a
-        second write.
-
-        Sequence attributes (with ``frames``) are sent as the SDK's typed
-        ``ImageSequenceSegmentationLabelAttributes``, which skips the SDK's guess among its
-        label models (shared/segments-api.md 10.3).
-        """
+        second write. Sequence attributes (with ``frames``) are sent as the SDK's typed model,
+        which skips the SDK's guess among its label models (shared/segments-api.md 10.3)."""
         typed: Any = sequence_label_model(attributes) if "frames" in attributes else attributes
         classified(
             lambda: self._client.add_label(
