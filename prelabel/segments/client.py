@@ -31,7 +31,8 @@ from prelabel.errors import (
     RemoteError,
     TransientRemoteError,
 )
-from prelabel.segments.statuses import PRELABELED
+from prelabel.formats.sequence_label import Timestamp, label_bitmap_urls, sequence_label_model
+from prelabel.segments.statuses import PRELABELED, SEQUENCE_TASK_TYPES
 from prelabel.segments.transport import (
     TimeoutAdapter,
     classified,
@@ -54,6 +55,20 @@ class DatasetInfo:
     #: As the server reports it; for progress only (it may lag behind uploads).
     samples_count: int | None = None
 
+    @property
+    def is_sequence(self) -> bool:
+        """Samples are sequences of frames, and labels hold one segmentation per frame."""
+        return self.task_type in SEQUENCE_TASK_TYPES
+
+
+@dataclass(frozen=True)
+class SequenceFrame:
+    """One frame of a sequence sample, as the sample lists it (shared/segments-api.md 10.2)."""
+
+    image_url: str | None
+    name: str | None = None
+    timestamp: Timestamp = None
+
 
 @dataclass(frozen=True)
 class SampleRef:
@@ -66,6 +81,8 @@ class SampleRef:
     label_status: str | None
     #: The sample was announced (by a webhook) and is gone: nothing to label.
     deleted: bool = False
+    #: A sequence sample's frames, in order; ``()`` for an image sample.
+    frames: tuple[SequenceFrame, ...] = ()
 
     @classmethod
     def gone(cls, uuid: str) -> SampleRef:
@@ -79,6 +96,9 @@ class LabelState:
 
     status: str | None
     bitmap_url: str | None = None
+    #: Every bitmap URL the label points at: one for an image label, one per sequence frame
+    #: (``bitmap_url`` is ``None`` for a sequence label).
+    bitmap_urls: tuple[str | None, ...] = ()
 
 
 class SegmentsApi:
@@ -234,7 +254,12 @@ class SegmentsApi:
             return LabelState(status=None)
         status = str(getattr(label.label_status, "value", label.label_status))
         bitmap = getattr(label.attributes, "segmentation_bitmap", None)
-        return LabelState(status=status, bitmap_url=getattr(bitmap, "url", None))
+        dumped = label.attributes.model_dump() if label.attributes is not None else None
+        return LabelState(
+            status=status,
+            bitmap_url=getattr(bitmap, "url", None),
+            bitmap_urls=label_bitmap_urls(dumped),
+        )
 
     def label_bitmap(
         self, sample_uuid: str, labelset: str
@@ -245,6 +270,13 @@ class SegmentsApi:
         without a segmentation bitmap (e.g. only a status was set). Used by evaluation, which
         compares a person's label with a prediction and must never write.
         """
+        frames = self.label_frames(sample_uuid, labelset)
+        return None if frames is None else (frames[0] if frames else ({}, None))
+
+    def label_frames(
+        self, sample_uuid: str, labelset: str
+    ) -> list[tuple[dict[int, int], str | None]] | None:
+        """As :meth:`label_bitmap`, per frame of a sequence label (one entry for an image label)."""
         try:
             label = self.call(
                 "read label", lambda: self._client.get_label(sample_uuid, labelset=labelset)
@@ -252,11 +284,14 @@ class SegmentsApi:
         except NotFoundRemoteError:
             return None
         attributes = getattr(label, "attributes", None)
-        annotations = {
-            int(a.id): int(a.category_id) for a in getattr(attributes, "annotations", None) or ()
-        }
-        bitmap = getattr(attributes, "segmentation_bitmap", None)
-        return annotations, getattr(bitmap, "url", None)
+        frames = getattr(attributes, "frames", None)
+        return [
+            (
+                {int(a.id): int(a.category_id) for a in getattr(f, "annotations", None) or ()},
+                getattr(getattr(f, "segmentation_bitmap", None), "url", None),
+            )
+            for f in (frames if frames is not None else [attributes])
+        ]
 
     def upload_png(self, png: bytes, filename: str) -> str:
         """Upload an asset and return its URL. A retry may leave an unused asset behind."""
@@ -270,10 +305,12 @@ class SegmentsApi:
     ) -> None:
         """Write a PRELABELED label, one attempt: the caller re-reads the label between
         attempts (see :func:`prelabel.segments.upload.write_label`) so a lost answer never causes a
-        second write."""
+        second write. Sequence attributes (with ``frames``) are sent as the SDK's typed model,
+        which skips the SDK's guess among its label models (shared/segments-api.md 10.3)."""
+        typed: Any = sequence_label_model(attributes) if "frames" in attributes else attributes
         classified(
             lambda: self._client.add_label(
-                sample_uuid, labelset, attributes, label_status=LabelStatus(PRELABELED), score=score
+                sample_uuid, labelset, typed, label_status=LabelStatus(PRELABELED), score=score
             )
         )()
 
@@ -333,14 +370,24 @@ class SegmentsApi:
 
 
 def _sample_ref(sample: Any) -> SampleRef:
-    image = getattr(getattr(sample, "attributes", None), "image", None)
+    attributes = getattr(sample, "attributes", None)
+    image = getattr(attributes, "image", None)
     label = getattr(sample, "label", None)
     status = getattr(label, "label_status", None) if label is not None else None
+    frames = tuple(
+        SequenceFrame(
+            image_url=getattr(getattr(frame, "image", None), "url", None),
+            name=getattr(frame, "name", None),
+            timestamp=getattr(frame, "timestamp", None),
+        )
+        for frame in getattr(attributes, "frames", None) or ()
+    )
     return SampleRef(
         uuid=str(sample.uuid),
         name=str(sample.name),
         image_url=getattr(image, "url", None),
         label_status=None if status is None else str(getattr(status, "value", status)),
+        frames=frames,
     )
 
 

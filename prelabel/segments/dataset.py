@@ -5,7 +5,7 @@ from __future__ import annotations
 from prelabel.config import Settings
 from prelabel.errors import ConfigError
 from prelabel.segments.client import DatasetInfo, SegmentsApi
-from prelabel.segments.statuses import BITMAP_TASK_TYPES
+from prelabel.segments.statuses import LABELABLE_TASK_TYPES
 from prelabel.taxonomy import Taxonomy, build_taxonomy, categories_from_task_attributes
 
 
@@ -15,13 +15,14 @@ def check_dataset(
     """The dataset and its taxonomy, or a ConfigError saying why prelabel cannot label it.
 
     A wrong task type, a missing labelset or categories the config does not match would fail
-    every sample alike, so they stop a run before it starts.
+    every sample alike, so they stop a run before it starts. ``info.is_sequence`` tells image
+    datasets from sequence datasets (one bitmap per frame).
     """
     info = api.get_dataset(dataset)
-    if info.task_type not in BITMAP_TASK_TYPES:
+    if info.task_type not in LABELABLE_TASK_TYPES:
         raise ConfigError(
             f"dataset {dataset} has task type {info.task_type!r}; prelabel writes "
-            f"segmentation bitmaps and needs one of {', '.join(sorted(BITMAP_TASK_TYPES))}"
+            f"segmentation bitmaps and needs one of {', '.join(sorted(LABELABLE_TASK_TYPES))}"
         )
     if info.labelsets and labelset not in info.labelsets:
         raise ConfigError(

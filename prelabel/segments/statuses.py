@@ -15,6 +15,12 @@ HUMAN_LABEL_STATUSES = frozenset({"LABELED", "REVIEWED", "VERIFIED"})
 #: Task types whose labels are segmentation bitmaps; anything else cannot take our labels.
 BITMAP_TASK_TYPES = frozenset({"segmentation-bitmap", "segmentation-bitmap-highres"})
 
+#: Task types whose samples are frame sequences, labelled with one segmentation bitmap per frame.
+SEQUENCE_TASK_TYPES = frozenset({"image-segmentation-sequence"})
+
+#: Every task type prelabel can write labels for.
+LABELABLE_TASK_TYPES = BITMAP_TASK_TYPES | SEQUENCE_TASK_TYPES
+
 
 def is_selectable(status: str | None, *, overwrite_prelabels: bool) -> bool:
     """True for no label, and for a PRELABELED label when overwriting is asked for."""

@@ -3,18 +3,32 @@
 Order: upload the bitmap asset (the caller records it, so a rerun reuses it), re-read the
 sample's label immediately before writing, write with status PRELABELED. A write whose answer
 was lost is checked on the server before it is repeated, so each sample gets one label write.
+
+A sequence sample is the same, with one bitmap per frame (:func:`upload_frame`, then
+:func:`pending_sequence_label`) and still one label write for the whole sequence; our write is
+recognised by all of its frames' bitmap URLs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prelabel.config import RemoteSettings
 from prelabel.errors import TransientRemoteError
 from prelabel.formats.label import EncodedLabel, label_attributes
-from prelabel.segments.client import LabelState, SegmentsApi
+from prelabel.formats.sequence_label import (
+    FrameLabel,
+    Timestamp,
+    check_sequence_label,
+    empty_frame_png,
+    frame_label,
+    label_bitmap_urls,
+    sequence_label_attributes,
+)
+from prelabel.segments.client import LabelState, SampleRef, SegmentsApi
 from prelabel.segments.statuses import PRELABELED
 from prelabel.segments.transport import retrying
 
@@ -23,7 +37,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PendingLabel:
-    """A label ready to write: its asset is uploaded and its attributes are final."""
+    """A label ready to write: its asset is uploaded and its attributes are final.
+
+    For a sequence, ``asset_url`` is the first frame's bitmap and ``attributes`` hold every
+    frame (:func:`pending_sequence_label`).
+    """
 
     asset_url: str
     attributes: dict[str, Any]
@@ -56,6 +74,46 @@ def upload_asset(api: SegmentsApi, encoded: EncodedLabel, filename: str) -> Pend
     )
 
 
+def upload_frame(
+    api: SegmentsApi,
+    encoded: EncodedLabel,
+    *,
+    size: tuple[int, int],
+    filename: str,
+    timestamp: Timestamp = None,
+    empty_urls: MutableMapping[tuple[int, int], str] | None = None,
+) -> FrameLabel:
+    """Upload one sequence frame's bitmap and return the frame's label.
+
+    A frame without objects reuses the all-zero bitmap of its ``size`` (width, height) from
+    ``empty_urls``, uploading it on first use (pass the same dict for every frame of a run).
+    ``timestamp`` is the sample frame's, copied into the label frame.
+    """
+    if not encoded.annotations and empty_urls is not None:
+        url = empty_urls.get(size)
+        if url is None:
+            url = api.upload_png(empty_frame_png(size), f"empty-{size[0]}x{size[1]}.png")
+            empty_urls[size] = url
+    else:
+        url = api.upload_png(encoded.png, filename)
+    return frame_label(encoded, url, timestamp)
+
+
+def pending_sequence_label(
+    sample: SampleRef, frames: Sequence[FrameLabel], score: float
+) -> PendingLabel:
+    """The label of a sequence sample, checked against the sample's frames before any write.
+
+    Raises:
+        ValueError: the frames do not fit the sample (count) or break a sequence rule (see
+            :func:`prelabel.formats.sequence_label.check_sequence_label`).
+    """
+    attributes = sequence_label_attributes(frames)
+    check_sequence_label(attributes, len(sample.frames))
+    first = frames[0].asset_url if frames else ""
+    return PendingLabel(asset_url=first, attributes=attributes, score=score)
+
+
 def blocking_reason(current: LabelState, pending: PendingLabel, *, overwrite: bool) -> str | None:
     """Why the label must not be written now, or None when writing is safe.
 
@@ -66,7 +124,7 @@ def blocking_reason(current: LabelState, pending: PendingLabel, *, overwrite: bo
         return None
     if current.status != PRELABELED:
         return f"label is {current.status} (a person has worked on it)"
-    if current.bitmap_url == pending.asset_url:
+    if current.bitmap_urls and current.bitmap_urls == label_bitmap_urls(pending.attributes):
         return "already written by prelabel"
     if not overwrite:
         return "already pre-labeled"
@@ -86,8 +144,9 @@ def write_label(
 
     Retries are done here rather than inside the API call: after a failed attempt the label is
     read again first, so a write that reached the server before its answer was lost is found
-    (ours, by asset URL) instead of being written a second time. Only a failed PUT restarts
-    the loop; the re-read has its own retries, which must not be multiplied by these.
+    (ours, by its bitmap URLs: one, or one per frame) instead of being written a second time.
+    Only a failed PUT restarts the loop; the re-read has its own retries, which must not be
+    multiplied by these.
     """
 
     def attempt() -> WriteResult:

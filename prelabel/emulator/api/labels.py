@@ -2,7 +2,8 @@
 
 ``PUT`` and ``PATCH`` validate as the real server does: only the statuses the docs allow, and,
 for segmentation-bitmap datasets, the shape of the label attributes (spec section 5), so a
-write the real service would refuse is refused here too. These are the writes
+write the real service would refuse is refused here too. Sequence labels are checked against
+the sample's frames as emulator policy (:mod:`.shapes`). These are the writes
 :meth:`~prelabel.emulator.store.labels.LabelQueries.label_write_count` counts.
 """
 
@@ -12,12 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from prelabel.emulator.api.base import ApiBase, task_type_of
+from prelabel.emulator.api.shapes import check_label_attributes, frame_count
 from prelabel.emulator.api.urls import local_urls, portable_urls
 from prelabel.emulator.api.validation import require_object
 from prelabel.emulator.store.records import DatasetRecord, LabelRecord, NotFound
 from prelabel.emulator.wire import Request, Response, field_error, json_response
 
-BITMAP_TASK_TYPES = frozenset({"segmentation-bitmap", "segmentation-bitmap-highres"})
 # What ``PUT /labels/...`` accepts per the docs (VERIFIED only where the dataset enables it).
 WRITABLE_STATUSES = frozenset({"LABELED", "REVIEWED", "REJECTED", "PRELABELED", "SKIPPED"})
 
@@ -51,29 +52,6 @@ def label_summary(label: LabelRecord) -> dict[str, Any]:
     }
 
 
-def _check_bitmap_attributes(attributes: Any) -> None:
-    """The server-side shape check of a segmentation-bitmap label (spec section 5)."""
-    attributes = require_object(attributes, "attributes")
-    annotations = attributes.get("annotations")
-    if not isinstance(annotations, list):
-        raise field_error("attributes", "'annotations' must be a list.")
-    seen: set[int] = set()
-    for annotation in annotations:
-        if not isinstance(annotation, dict):
-            raise field_error("attributes", "Each annotation must be an object.")
-        object_id, category_id = annotation.get("id"), annotation.get("category_id")
-        if type(object_id) is not int or not 0 < object_id < 2**24:
-            raise field_error("attributes", f"Annotation id {object_id!r} must be in 1..2^24-1.")
-        if type(category_id) is not int:
-            raise field_error("attributes", f"Annotation category_id {category_id!r} is invalid.")
-        if object_id in seen:
-            raise field_error("attributes", f"Annotation id {object_id} is used twice.")
-        seen.add(object_id)
-    bitmap = attributes.get("segmentation_bitmap")
-    if not isinstance(bitmap, dict) or not isinstance(bitmap.get("url"), str):
-        raise field_error("attributes", "'segmentation_bitmap' must be an object with a 'url'.")
-
-
 def _score(value: Any) -> float | None:
     if value is None:
         return None
@@ -83,7 +61,7 @@ def _score(value: Any) -> float | None:
 
 
 def _validated_label_changes(
-    dataset: DatasetRecord, body: Mapping[str, Any], partial: bool
+    dataset: DatasetRecord, body: Mapping[str, Any], partial: bool, sample_frames: int
 ) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if "label_status" in body or not partial:
@@ -96,10 +74,7 @@ def _validated_label_changes(
         changes["label_status"] = status
     if "attributes" in body or not partial:
         attributes = body.get("attributes")
-        if task_type_of(dataset) in BITMAP_TASK_TYPES:
-            _check_bitmap_attributes(attributes)
-        else:
-            require_object(attributes, "attributes")
+        check_label_attributes(task_type_of(dataset), attributes, sample_frames)
         changes["attributes"] = attributes
     if "score" in body or not partial:
         changes["score"] = _score(body.get("score"))
@@ -122,7 +97,8 @@ class LabelsApi(ApiBase):
         """The label's dataset and the validated changes the request body asks for."""
         dataset = self.label_target(uuid, labelset)
         body = require_object(request.json(), "non_field_errors")
-        return dataset, _validated_label_changes(dataset, body, partial)
+        frames = frame_count(self.store.get_sample(uuid).attributes)
+        return dataset, _validated_label_changes(dataset, body, partial, frames)
 
     def put_label(self, request: Request, uuid: str, labelset: str) -> Response:
         dataset, changes = self._label_write(request, uuid, labelset, partial=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 from prelabel.emulator.api.base import DEFAULT_TASK_TYPE, LABEL_STATUSES, ApiBase, task_type_of
 from prelabel.emulator.api.labels import label_json, label_summary
+from prelabel.emulator.api.shapes import check_sample_attributes
 from prelabel.emulator.api.urls import local_urls, portable_urls, signed_urls
 from prelabel.emulator.api.validation import check_page, page_number, per_page, require_object
 from prelabel.emulator.store.records import (
@@ -96,6 +97,8 @@ class SamplesApi(ApiBase):
         existing_ok: bool = False,
     ) -> list[SampleRecord]:
         """Store samples with host-free asset URLs (also used for seeding)."""
+        for sample in samples:
+            check_sample_attributes(task_type_of(dataset), sample.attributes)
         portable = [
             dataclasses.replace(s, attributes=portable_urls(s.attributes, base_url))
             for s in samples
@@ -195,6 +198,7 @@ class SamplesApi(ApiBase):
         merged = _new_sample({key: body.get(key, getattr(current, key)) for key in _UPDATABLE})
         changes: dict[str, Any] = {key: getattr(merged, key) for key in _UPDATABLE if key in body}
         if "attributes" in changes:
+            check_sample_attributes(task_type_of(self._dataset_of(current)), merged.attributes)
             changes["attributes"] = portable_urls(changes["attributes"], request.base_url)
         for key in _ASSIGNMENTS:
             if key in body:
