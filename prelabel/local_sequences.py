@@ -124,7 +124,7 @@ class _PredictSequence:
                 self.out / "labels" / f"{name}.json",
                 {
                     "image": str(paths[index]),
-                    "keyframe": predicted.keyframe,
+                    "keyframe": predicted.is_keyframe,
                     "annotations": [{**a, "track_id": a["id"]} for a in encoded.annotations],
                     "score": encoded.score,
                 },

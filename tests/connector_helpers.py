@@ -76,6 +76,7 @@ def write_config(
     *,
     pipeline: PipelineSettings = LABELING_PIPELINE,
     categories: dict[str, dict[str, Any]] | None = None,
+    sequence: dict[str, Any] | None = None,
     **remote_overrides: Any,
 ) -> Path:
     """A YAML config for ``prelabel run --config`` with fast retries and the given pipeline."""
@@ -86,6 +87,8 @@ def write_config(
     }
     if categories:
         data["categories"] = categories
+    if sequence:
+        data["sequence"] = sequence
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 

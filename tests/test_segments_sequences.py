@@ -73,7 +73,7 @@ def _samples(api: SegmentsApi, seeded: SeededSequences) -> dict[str, SampleRef]:
 def test_check_dataset_accepts_sequences_and_says_so(
     api: SegmentsApi, seeded_sequences: SeededSequences, seeded_dataset: SeededDataset
 ) -> None:
-    info, taxonomy = check_dataset(api, Settings(), seeded_sequences.full_name, GT)
+    info, taxonomy = check_dataset(api, Settings(), seeded_sequences.full_name, GT, sequences=True)
     image_info, _ = check_dataset(api, Settings(), seeded_dataset.full_name, GT)
 
     assert (info.task_type, info.is_sequence) == ("image-segmentation-sequence", True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -30,6 +31,27 @@ class RunOptions:
     output_dir: Path = Path("prelabel-output")
 
 
+@dataclass(frozen=True)
+class UploadedFrame:
+    """A sequence frame whose bitmap is on the server: its label, score and source image.
+
+    ``image_url`` is the sample frame's image it was predicted from: a record of another
+    image (the sample's frames changed) is not reused.
+    """
+
+    label: FrameLabel
+    score: float
+    image_url: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label.as_dict(), "score": self.score, "image_url": self.image_url}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UploadedFrame:
+        label = FrameLabel.from_dict(data["label"])
+        return cls(label, float(data.get("score") or 0.0), data.get("image_url"))
+
+
 @dataclass
 class Job:
     """One sample on its way through the steps; what each step learns, the next one uses.
@@ -49,7 +71,7 @@ class Job:
     encoded: EncodedLabel | None = None
     #: An image sequence's frames whose bitmaps are uploaded, by frame index: from the resume
     #: state, or uploaded by this run's inference (frames stream out as they are predicted).
-    frame_labels: dict[int, FrameLabel] = field(default_factory=dict)
+    frames: dict[int, UploadedFrame] = field(default_factory=dict)
     segments: int | None = None
     outcome: SampleOutcome | None = None
     #: Whether the recorder should write the outcome to the state file: not for a sample
@@ -87,7 +109,7 @@ class Job:
         self.image = None
         self.prediction = None
         self.encoded = None
-        self.frame_labels = {}
+        self.frames = {}
 
     def fail(self, failure: Failure) -> None:
         self.finish("failed", reason=failure.reason, transient=failure.transient)

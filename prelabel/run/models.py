@@ -39,7 +39,7 @@ class PipelineLoader:
         if self._sequence is None:
             from prelabel.pipeline.sequence import SequencePipeline
 
-            self._sequence = SequencePipeline.load(self(), self.settings, self.models_dir)
+            self._sequence = SequencePipeline(self(), self.settings, self.models_dir)
         return self._sequence
 
 

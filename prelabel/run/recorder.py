@@ -13,9 +13,8 @@ import logging
 from collections.abc import Callable
 
 from prelabel.config import WorkerSettings
-from prelabel.formats.sequence_label import FrameLabel
 from prelabel.progress import NullProgress, Progress
-from prelabel.run.job import Job, RunOptions
+from prelabel.run.job import Job, RunOptions, UploadedFrame
 from prelabel.run.outcome import SampleOutcome
 from prelabel.run.policy import TransientStop
 from prelabel.run.report import ReportWriter, RunSummary
@@ -102,7 +101,7 @@ class Recorder:
             job.segments = len(record.attributes.get("annotations", []))
         elif sample.frames:
             frames = state.uploaded_frames(opts.dataset, opts.labelset, sample.uuid)
-            job.frame_labels = {i: FrameLabel.from_json(label) for i, (_, label) in frames.items()}
+            job.frames = {i: UploadedFrame.from_dict(data) for i, data in frames.items()}
         return job
 
     def record_upload(self, job: Job) -> None:
@@ -124,14 +123,13 @@ class Recorder:
         """Record one uploaded frame bitmap of a sequence, so a rerun reuses it."""
         if self.state is None:
             return
-        opts, label = self.options, job.frame_labels[index]
+        opts, frame = self.options, job.frames[index]
         self.state.mark_frame_uploaded(
             opts.dataset,
             opts.labelset,
             job.sample.uuid,
             index,
-            image_url=label.image_url,
-            label=label.to_json(),
+            frame.as_dict(),
         )
 
     def passed(self) -> None:

@@ -20,15 +20,15 @@ from prelabel.config import Settings
 from prelabel.errors import ConfigError
 from prelabel.formats.atomic import write_json
 from prelabel.formats.label import encode_label
-from prelabel.formats.sequence_label import FrameLabel, empty_frame_png, sequence_label_attributes
+from prelabel.formats.sequence_label import frame_label
 from prelabel.panoptic import FramePrediction
-from prelabel.run.job import Job, RunOptions
+from prelabel.run.job import Job, RunOptions, UploadedFrame
 from prelabel.run.policy import guarded
 from prelabel.run.steps import FrameCallback, Predictor, SampleSteps
 from prelabel.segments.client import DatasetInfo, SegmentsApi
 from prelabel.segments.samples import load_frame
 from prelabel.segments.statuses import PRELABELED
-from prelabel.segments.upload import PendingLabel
+from prelabel.segments.upload import PendingLabel, pending_sequence_label, upload_frame
 from prelabel.taxonomy import Taxonomy
 
 
@@ -81,43 +81,45 @@ class SequenceSteps(SampleSteps):
         predictions = self.sequence_pipeline.predict_frames(images, self.taxonomy)
         for index, predicted in enumerate(predictions):
             frame = sample.frames[index]
-            reused = job.frame_labels.get(index)
+            reused = job.frames.get(index)
             if reused is not None and reused.image_url == frame.image_url:
                 continue
             encoded = encode_label(predicted.prediction)
             if self.options.dry_run:
                 url = self._save_dry_run_frame(job, index, encoded.png)
-            elif not encoded.annotations:
-                size = predicted.prediction.size
-                if size not in empty_urls:
-                    empty_urls[size] = self.api.upload_png(
-                        empty_frame_png(size), f"{sample.uuid}-empty-{size[0]}x{size[1]}.png"
-                    )
-                url = empty_urls[size]
+                label = frame_label(encoded, url, frame.timestamp)
             else:
-                url = self.api.upload_png(encoded.png, f"{sample.uuid}-{index:05d}.png")
-            job.frame_labels[index] = FrameLabel.of(
-                frame, url, encoded.annotations, encoded.score, keyframe=predicted.keyframe
-            )
+                label = upload_frame(
+                    self.api,
+                    encoded,
+                    size=predicted.prediction.size,
+                    filename=f"{sample.uuid}-{index:05d}.png",
+                    timestamp=frame.timestamp,
+                    empty_urls=empty_urls,
+                )
+            job.frames[index] = UploadedFrame(label, encoded.score, frame.image_url)
             if not self.options.dry_run:
                 record_frame(job, index)
-        job.segments = sum(len(label.annotations) for label in job.frame_labels.values())
+        missing = [i for i in range(len(sample.frames)) if i not in job.frames]
+        if missing:
+            raise RuntimeError(f"the sequence pipeline gave no prediction for frames {missing}")
+        tracks = {a["track_id"] for frame in job.frames.values() for a in frame.label.annotations}
+        job.segments = len(tracks)
 
     def _upload(self, job: Job) -> PendingLabel:
         """The frames are up already: the label is their list, in the sample's order."""
-        labels = [job.frame_labels[i] for i in range(len(job.sample.frames))]
-        score = sum(label.score for label in labels) / len(labels)
-        attributes = sequence_label_attributes(job.sample.frames, labels)
-        return PendingLabel(asset_url=labels[0].asset_url, attributes=attributes, score=score)
+        frames = [job.frames[i] for i in range(len(job.sample.frames))]
+        score = sum(frame.score for frame in frames) / len(frames)
+        return pending_sequence_label(job.sample, [frame.label for frame in frames], score)
 
     def _save_dry_run_frame(self, job: Job, index: int, png: bytes) -> str:
         folder = self.options.output_dir / "dry-run" / job.sample.uuid
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"frame-{index:05d}.png"
         path.write_bytes(png)
-        return path.name
+        return f"{job.sample.uuid}/{path.name}"
 
-    def _save_dry_run(self, job: Job) -> None:
+    def _save_dry_run(self, job: Job) -> float:
         pending = self._upload(job)
         payload = {
             "sample_uuid": job.sample.uuid,
@@ -127,6 +129,7 @@ class SequenceSteps(SampleSteps):
             "attributes": pending.attributes,
         }
         write_json(self.options.output_dir / "dry-run" / f"{job.sample.uuid}.json", payload)
+        return pending.score
 
 
 def steps_for(

@@ -10,19 +10,30 @@ from prelabel.taxonomy import Taxonomy, build_taxonomy, categories_from_task_att
 
 
 def check_dataset(
-    api: SegmentsApi, settings: Settings, dataset: str, labelset: str
+    api: SegmentsApi,
+    settings: Settings,
+    dataset: str,
+    labelset: str,
+    *,
+    sequences: bool = False,
 ) -> tuple[DatasetInfo, Taxonomy]:
     """The dataset and its taxonomy, or a ConfigError saying why prelabel cannot label it.
 
     A wrong task type, a missing labelset or categories the config does not match would fail
     every sample alike, so they stop a run before it starts. ``info.is_sequence`` tells image
-    datasets from sequence datasets (one bitmap per frame).
+    datasets from sequence datasets (one bitmap per frame); only a caller that can label
+    sequences passes ``sequences=True``, the others refuse them here, by name.
     """
     info = api.get_dataset(dataset)
     if info.task_type not in LABELABLE_TASK_TYPES:
         raise ConfigError(
             f"dataset {dataset} has task type {info.task_type!r}; prelabel writes "
             f"segmentation bitmaps and needs one of {', '.join(sorted(LABELABLE_TASK_TYPES))}"
+        )
+    if info.is_sequence and not sequences:
+        raise ConfigError(
+            f"dataset {dataset} is an image sequence ({info.task_type}); this command labels "
+            "image datasets only: use `prelabel run` or `prelabel sync` (local engine)"
         )
     if info.labelsets and labelset not in info.labelsets:
         raise ConfigError(

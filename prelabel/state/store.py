@@ -11,8 +11,8 @@ Table ``samples`` has one row per ``(dataset, labelset, sample_uuid)`` with ``st
   those, not server trouble); left alone until a run is asked to retry failed samples.
 
 Table ``frames`` holds, for an image sequence, each frame whose bitmap is already uploaded
-(its ``label``: asset URL and annotations, JSON), keyed by frame index and checked against the
-frame's image URL: a sequence's frames are uploaded one by one as they are predicted, and a run
+(its ``label``: asset URL, annotations, score and the frame image it was predicted from, JSON),
+keyed by frame index: a sequence's frames are uploaded one by one as they are predicted, and a run
 killed half-way reuses them instead of uploading again. They are dropped once the label is
 written.
 
@@ -56,7 +56,6 @@ CREATE TABLE IF NOT EXISTS frames (
     labelset TEXT NOT NULL,
     sample_uuid TEXT NOT NULL,
     frame_index INTEGER NOT NULL,
-    image_url TEXT,
     label TEXT NOT NULL,
     PRIMARY KEY (dataset, labelset, sample_uuid, frame_index)
 );
@@ -182,29 +181,27 @@ class StateStore:
         labelset: str,
         sample_uuid: str,
         frame_index: int,
-        *,
-        image_url: str | None,
         label: dict[str, Any],
     ) -> None:
         """Record one uploaded frame bitmap of a sequence (``label``: JSON-able)."""
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO frames (dataset, labelset, sample_uuid, frame_index,"
-                " image_url, label) VALUES (?, ?, ?, ?, ?, ?)",
-                (dataset, labelset, sample_uuid, frame_index, image_url, json.dumps(label)),
+                " label) VALUES (?, ?, ?, ?, ?)",
+                (dataset, labelset, sample_uuid, frame_index, json.dumps(label)),
             )
 
     def uploaded_frames(
         self, dataset: str, labelset: str, sample_uuid: str
-    ) -> dict[int, tuple[str | None, dict[str, Any]]]:
-        """``frame index -> (image URL, label)`` of the frames recorded for a sequence."""
+    ) -> dict[int, dict[str, Any]]:
+        """``frame index -> label`` of the frames recorded for a sequence."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT frame_index, image_url, label FROM frames"
+                "SELECT frame_index, label FROM frames"
                 " WHERE dataset=? AND labelset=? AND sample_uuid=?",
                 (dataset, labelset, sample_uuid),
             ).fetchall()
-        return {int(i): (url, json.loads(label)) for i, url, label in rows}
+        return {int(i): json.loads(label) for i, label in rows}
 
     def mark_skipped(
         self, dataset: str, labelset: str, sample_uuid: str, sample_name: str, reason: str
