@@ -36,6 +36,7 @@ class ModelDtypes(FrozenModel):
     grounding_dino: DtypeName = "auto"
     sam: DtypeName = "auto"
     clipseg: DtypeName = "auto"
+    sam2_video: DtypeName = "auto"
 
 
 class ModelSettings(FrozenModel):
@@ -48,6 +49,8 @@ class ModelSettings(FrozenModel):
     grounding_dino: str = "IDEA-Research/grounding-dino-tiny"
     sam: str = "facebook/sam-vit-huge"
     clipseg: str = "CIDAS/clipseg-rd64-refined"
+    #: SAM 2 video tracker, loaded only when a sequence is predicted.
+    sam2_video: str = "facebook/sam2.1-hiera-large"
     device: DeviceName = "auto"
     dtype: DtypeName | ModelDtypes = "auto"
     #: torch.compile the fixed-shape image encoders (SAM, CLIPSeg vision). Pays off on a GPU
@@ -55,7 +58,8 @@ class ModelSettings(FrozenModel):
     compile: bool = False
 
     def dtype_for(self, role: str) -> DtypeName:
-        """The dtype setting of one model (``grounding_dino``, ``sam`` or ``clipseg``)."""
+        """The dtype setting of one model (``grounding_dino``, ``sam``, ``clipseg``,
+        ``sam2_video``)."""
         if isinstance(self.dtype, ModelDtypes):
             value: DtypeName = getattr(self.dtype, role)
             return value
@@ -117,6 +121,20 @@ class PipelineSettings(FrozenModel):
     seed: int = Field(default=0, ge=0)
 
 
+class SequenceSettings(FrozenModel):
+    """How image sequences are labeled: things detected on keyframes, tracked by SAM 2 between.
+
+    See ``docs_sequence_pipeline.md`` / README for the algorithm.
+    """
+
+    #: Things are detected (Grounding DINO + SAM) on frame 0 and every this many frames; frames
+    #: between only track them. 1 = detect on every frame.
+    keyframe_interval: int = Field(default=10, ge=1)
+    #: On a keyframe a detection continues a live track of its category when their masks'
+    #: IoU is at least this; otherwise it starts a new track.
+    match_iou: float = Field(default=0.5, gt=0, le=1)
+
+
 class RemoteSettings(FrozenModel):
     """How prelabel talks to Segments.ai: timeouts, retries, paging, download limits.
 
@@ -173,6 +191,7 @@ class Settings(FrozenModel):
 
     models: ModelSettings = ModelSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    sequence: SequenceSettings = SequenceSettings()
     remote: RemoteSettings = RemoteSettings()
     worker: WorkerSettings = WorkerSettings()
     #: Overrides per category name (prompt, thresholds, ignore).

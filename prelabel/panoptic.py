@@ -67,3 +67,37 @@ class PanopticPrediction:
             if seg.id == segment_id:
                 return seg
         raise KeyError(segment_id)
+
+
+@dataclass(frozen=True)
+class FramePrediction:
+    """The panoptic map of one frame of an image sequence.
+
+    ``prediction``'s segment ids are track ids: the same object (thing) or category (stuff) has
+    the same id on every frame of the sequence, and an id is never given to anything else.
+    ``index`` counts frames from 0; ``is_keyframe`` says whether things were detected on this
+    frame (elsewhere they are only tracked).
+    """
+
+    index: int
+    prediction: PanopticPrediction
+    is_keyframe: bool
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    """One track of a sequence, for a ``tracks.json``: its id (the segment id on every frame
+    it appears in), its one category, and the frames (indices, ascending) it has pixels in."""
+
+    track_id: int
+    category_id: int
+    is_thing: bool
+    frames: tuple[int, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "track_id": self.track_id,
+            "category_id": self.category_id,
+            "is_thing": self.is_thing,
+            "frames": list(self.frames),
+        }

@@ -1,4 +1,5 @@
-"""Build the three models and their processors from Hugging Face ids or local directories.
+"""Build the models (the three image models, SAM 2 video in :mod:`.loading_video`) and their
+processors from Hugging Face ids or local directories.
 
 Every model comes through ``from_pretrained``, whether it is a hub id, a directory saved with
 ``save_pretrained``, a converted SAM checkpoint (``prelabel models convert-sam``) or a tiny
@@ -14,8 +15,7 @@ Device and dtype:
   thresholded probability maps, and keeps **Grounding DINO in float32**: its deformable attention
   samples feature maps at positions computed from the boxes, bf16 turns the tiny model's boxes
   into NaN on the CPU, and nobody has yet compared bf16 and fp32 boxes of the real model on a GPU
-  (``benchmarks/dtype_boxes.py`` does, where a GPU is present). Each stage casts its inputs to its
-  own model's dtype.
+  (``benchmarks/dtype_boxes.py`` does, where a GPU is present). Stages cast inputs to that dtype.
 
 When weights cannot be found (no such directory, not in the Hugging Face cache, hub unreachable or
 offline mode on) the caller gets one :class:`~prelabel.errors.ModelLoadError` that names the model,
@@ -42,6 +42,7 @@ from transformers import (
     CLIPSegProcessor,
     GroundingDinoForObjectDetection,
     GroundingDinoProcessor,
+    Sam2VideoModel,
     SamModel,
     SamProcessor,
 )
@@ -60,17 +61,28 @@ MODEL_SUBDIRS = {"grounding_dino": "grounding_dino", "sam": "sam", "clipseg": "c
 TINY_MARKER = "prelabel-tiny-random-weights.json"
 
 #: Human-readable names, for log lines and error messages.
-MODEL_TITLES = {"grounding_dino": "Grounding DINO", "sam": "SAM", "clipseg": "CLIPSeg"}
+MODEL_TITLES = {
+    "grounding_dino": "Grounding DINO",
+    "sam": "SAM",
+    "clipseg": "CLIPSeg",
+    "sam2_video": "SAM 2 video",
+}
 
 #: ``model_type`` values accepted per role. Loading a checkpoint of another type through an
 #: explicit class "works" in transformers: it warns and initialises the missing weights at random.
 #: Checking the config first turns that silent nonsense into an error.
-_MODEL_TYPES = {"grounding_dino": {"grounding-dino"}, "sam": {"sam"}, "clipseg": {"clipseg"}}
+_MODEL_TYPES = {
+    "grounding_dino": {"grounding-dino"},
+    "sam": {"sam"},
+    "clipseg": {"clipseg"},
+    "sam2_video": {"sam2_video"},
+}
 
 _MODEL_CLASSES: dict[str, Any] = {
     "grounding_dino": (GroundingDinoForObjectDetection, GroundingDinoProcessor),
     "sam": (SamModel, SamProcessor),
     "clipseg": (CLIPSegForImageSegmentation, CLIPSegProcessor),
+    "sam2_video": (Sam2VideoModel, None),  # its processors need torchvision: see sam2_frames
 }
 
 #: What from_pretrained raises for missing files, offline mode, a bad repo id, broken tokenizer
@@ -292,7 +304,7 @@ def _load_one(
             model, info = model_cls.from_pretrained(
                 where, config=config, dtype=dtype, output_loading_info=True, **kwargs
             )
-            processor = processor_cls.from_pretrained(where, **kwargs)
+            processor = processor_cls and processor_cls.from_pretrained(where, **kwargs)
         except _LOAD_ERRORS as exc:
             raise ModelLoadError(
                 _missing_message(role, source, local=local, cause=_first_line(exc))

@@ -43,6 +43,7 @@ def merge_panoptic(
     *,
     min_area: int,
     output_size: tuple[int, int] | None = None,
+    segment_ids: Sequence[int] | None = None,
 ) -> PanopticPrediction:
     """Merge thing and stuff mask candidates into one panoptic map.
 
@@ -55,6 +56,10 @@ def merge_panoptic(
             nearest neighbour, pixel centres aligned as in PIL's resize, which made the working
             image (computed in exact integers; PIL's floats can pick the other pixel at an
             exact tie). ``None`` keeps the masks' own size.
+        segment_ids: One id per candidate, to use instead of the compact ids (a sequence's
+            track ids). Things need distinct ids; all candidates of one stuff category share
+            one id, which no other candidate uses. Every id is in ``1..MAX_SEGMENT_ID``.
+            The pixel decisions are the same as without them; segments come sorted by id.
 
     Returns:
         A :class:`PanopticPrediction` whose ``id_map`` is ``uint32`` of shape
@@ -100,6 +105,7 @@ def merge_panoptic(
             f"{len(things) + len(stuff_ids)} possible segments exceed the "
             f"{MAX_SEGMENT_ID} ids a Segments bitmap can hold"
         )
+    given = _check_ids(candidates, segment_ids)
     windows = [_window(c.mask) for c in candidates]
 
     stuff_map, stuff_windows = _paint_stuff(candidates, windows, stuff_ids, shape)
@@ -116,7 +122,7 @@ def merge_panoptic(
         footprint = _footprint(claim, window, rows, cols)
         if footprint is None or footprint[0] < threshold:
             continue
-        seg_id = len(segments) + 1
+        seg_id = given[0][index] if given is not None else len(segments) + 1
         taken[window] |= claim
         np.copyto(id_map[window], np.uint32(seg_id), where=claim)
         segments.append(_segment(seg_id, cand, footprint))
@@ -132,7 +138,7 @@ def merge_panoptic(
             footprint = _footprint(visible, window, rows, cols)
             if footprint is None or footprint[0] < threshold:
                 continue
-            seg_id = len(segments) + 1
+            seg_id = given[1][category_id] if given is not None else len(segments) + 1
             np.copyto(id_map[window], np.uint32(seg_id), where=visible)
             segments.append(
                 Segment(
@@ -147,7 +153,31 @@ def merge_panoptic(
 
     if not (rows.identity and cols.identity):
         id_map = np.take(np.take(id_map, cols.source, axis=1), rows.source, axis=0)
+    segments.sort(key=lambda seg: seg.id)
     return PanopticPrediction(id_map=np.ascontiguousarray(id_map), segments=tuple(segments))
+
+
+def _check_ids(
+    candidates: Sequence[MaskCandidate], segment_ids: Sequence[int] | None
+) -> tuple[dict[int, int], dict[int, int]] | None:
+    """Given ids by thing candidate index, and by stuff category id; None when not given."""
+    if segment_ids is None:
+        return None
+    if len(segment_ids) != len(candidates):
+        raise ValueError(f"{len(segment_ids)} segment ids for {len(candidates)} candidates")
+    things: dict[int, int] = {}
+    stuff: dict[int, int] = {}
+    for index, (cand, seg_id) in enumerate(zip(candidates, segment_ids, strict=True)):
+        if not 1 <= seg_id <= MAX_SEGMENT_ID:
+            raise ValueError(f"segment id {seg_id} is outside 1..{MAX_SEGMENT_ID}")
+        if cand.is_thing:
+            things[index] = int(seg_id)
+        elif stuff.setdefault(cand.category_id, int(seg_id)) != seg_id:
+            raise ValueError(f"stuff category {cand.category_id} has two segment ids")
+    used = list(things.values()) + list(stuff.values())
+    if len(set(used)) != len(used):
+        raise ValueError("segment ids must be unique (one per thing, one per stuff category)")
+    return things, stuff
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ built once and reused for every image.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,11 +18,11 @@ import numpy.typing as npt
 from PIL import Image
 
 from prelabel.config import PipelineSettings, Settings
-from prelabel.images import fit_within
+from prelabel.images import WorkingImage, fit_within
 from prelabel.panoptic import MaskCandidate, PanopticPrediction
 from prelabel.pipeline.clock import StageClock, Timings
 from prelabel.pipeline.coarse import StuffSegmenter
-from prelabel.pipeline.detect import ThingDetector
+from prelabel.pipeline.detect import Detections, ThingDetector
 from prelabel.pipeline.loading import LoadedModels, load_models
 from prelabel.pipeline.merge import merge_panoptic
 from prelabel.pipeline.segment import ImageEmbedding, SamSegmenter
@@ -64,12 +65,7 @@ class Pipeline:
         """:meth:`predict` for several images, with one Grounding DINO call (per prompt chunk)
         and one SAM encoder call for all of them: what keeps a GPU busy. Prompt decoding,
         CLIPSeg and the merge stay per image. Same results as one image at a time."""
-        for image in images:
-            if image.mode != "RGB":
-                raise ValueError(
-                    f"expected an RGB image, got mode {image.mode}; use decode_image()"
-                )
-        workings = [fit_within(image, self.settings.max_image_side) for image in images]
+        workings = [self.working_image(image) for image in images]
         device = self.models.device
         clock = StageClock(timings, cuda=device if device.type == "cuda" else None)
         with clock("detect"):
@@ -84,16 +80,12 @@ class Pipeline:
             embeddings = self.segmenter.embed_batch([w.image for w in workings])
         predictions = []
         for working, found, embedding in zip(workings, detections, embeddings, strict=True):
-            candidates: list[MaskCandidate] = []
             with clock("things"):
-                masks = self.segmenter.segment_boxes(embedding, found.boxes)
-                candidates.extend(
-                    MaskCandidate(mask=m, category_id=int(c), score=float(s), is_thing=True)
-                    for m, c, s in zip(masks.masks, found.category_ids, found.scores, strict=True)
-                )
+                candidates = self.thing_candidates(embedding, found)
             if taxonomy.stuff:
+                things = [c.mask for c in candidates]
                 candidates.extend(
-                    self._stuff(working.image, taxonomy.stuff, masks.masks, embedding, clock)
+                    self.stuff_candidates(working.image, taxonomy.stuff, things, embedding, clock)
                 )
             with clock("merge"):
                 predictions.append(
@@ -105,15 +97,45 @@ class Pipeline:
                 )
         return predictions
 
-    def _stuff(
+    def working_image(self, image: Image.Image) -> WorkingImage:
+        """The image the models see: RGB checked, downscaled to ``max_image_side``."""
+        if image.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {image.mode}; use decode_image()")
+        return fit_within(image, self.settings.max_image_side)
+
+    def detect_things(
+        self, image: Image.Image, embedding: ImageEmbedding, taxonomy: Taxonomy, clock: StageClock
+    ) -> list[MaskCandidate]:
+        """The thing branch for one working image: Grounding DINO boxes -> SAM box masks."""
+        with clock("detect"):
+            (found,) = self.detector.detect_batch(
+                [image],
+                taxonomy.things,
+                nms_iou=self.settings.nms_iou,
+                cross_category_iou=self.settings.cross_category_iou,
+                max_detections=self.settings.max_detections,
+            )
+        with clock("things"):
+            return self.thing_candidates(embedding, found)
+
+    def thing_candidates(self, embedding: ImageEmbedding, found: Detections) -> list[MaskCandidate]:
+        """SAM masks of detected boxes, as thing candidates in detection order."""
+        masks = self.segmenter.segment_boxes(embedding, found.boxes)
+        return [
+            MaskCandidate(mask=m, category_id=int(c), score=float(s), is_thing=True)
+            for m, c, s in zip(masks.masks, found.category_ids, found.scores, strict=True)
+        ]
+
+    def stuff_candidates(
         self,
         image: Image.Image,
         prompts: tuple[CategoryPrompt, ...],
-        things: npt.NDArray[np.bool_],
+        things: Sequence[npt.NDArray[np.bool_]],
         embedding: ImageEmbedding,
         clock: StageClock,
     ) -> list[MaskCandidate]:
-        """Stuff candidates by ``settings.stuff_method``; ``things`` is ``(N, H, W)``."""
+        """The stuff branch by ``settings.stuff_method``; ``things`` are the ``(H, W)`` thing
+        masks whose pixels the seed method takes away from stuff."""
         settings, segmenter = self.settings, self.segmenter
         if settings.stuff_method == "regions":
             with clock("coarse"):
@@ -121,5 +143,5 @@ class Pipeline:
             return regions_stuff(probs, prompts, embedding, segmenter, settings, clock)
         with clock("coarse"):
             logits = self.stuff.logits(image, prompts)
-        union = np.logical_or.reduce(things, axis=0) if len(things) else None
+        union = functools.reduce(np.logical_or, things) if things else None
         return seed_stuff(logits, prompts, union, embedding, segmenter, settings, clock)

@@ -17,6 +17,10 @@ Deliberate choices:
   tiny forward pass under 0.1 s; the pipeline reads sizes from the processor, never assumes them.
 - Grounding DINO keeps the real text length (256 tokens), so long prompt lists behave as with
   the real checkpoint.
+- SAM 2 video (``sam2_video/``, model only: its processors need torchvision) works on a 256
+  square instead of 1024, so a tracking step takes about 0.1 s on a CPU; the project's own
+  preprocessing reads the size from the config. Its hidden size is 128: the memory attention
+  hard-codes a 64-wide memory, and the object pointers are split into 64-wide pieces.
 - Each directory carries :data:`~prelabel.pipeline.loading.TINY_MARKER`, which is how loading
   knows to warn that masks are meaningless.
 """
@@ -27,6 +31,7 @@ import json
 import logging
 import string
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -39,6 +44,8 @@ from transformers import (
     GroundingDinoForObjectDetection,
     GroundingDinoImageProcessorPil,
     GroundingDinoProcessor,
+    Sam2VideoConfig,
+    Sam2VideoModel,
     SamConfig,
     SamImageProcessorPil,
     SamModel,
@@ -52,12 +59,14 @@ from prelabel.pipeline.loading import (
     is_tiny_model_dir,
     quiet_progress_bars,
 )
+from prelabel.pipeline.loading_video import SAM2_VIDEO_SUBDIR
 
 __all__ = [
     "TINY_WORDS",
     "is_tiny_model_dir",
     "tiny_bert_tokenizer",
     "tiny_clip_tokenizer",
+    "tiny_sam2_video_config",
     "write_tiny_models",
 ]
 
@@ -75,7 +84,8 @@ _CLIPSEG_SIZE = {"height": 352, "width": 352}
 
 
 def write_tiny_models(out_dir: Path, seed: int = 0) -> Path:
-    """Write tiny Grounding DINO, SAM and CLIPSeg models to ``out_dir/<subdir>`` and return it.
+    """Write tiny Grounding DINO, SAM, CLIPSeg and SAM 2 video models to ``out_dir/<subdir>``
+    and return ``out_dir``.
 
     The same seed gives the same weights, byte for byte. Existing files of the same names are
     overwritten; other files in ``out_dir`` are left alone. The global torch RNG is untouched.
@@ -85,7 +95,7 @@ def write_tiny_models(out_dir: Path, seed: int = 0) -> Path:
     clip = tiny_clip_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        built = {
+        built: dict[str, tuple[Any, Any]] = {
             "grounding_dino": (
                 GroundingDinoForObjectDetection(_grounding_dino_config(len(bert))),
                 GroundingDinoProcessor(
@@ -110,6 +120,7 @@ def write_tiny_models(out_dir: Path, seed: int = 0) -> Path:
                     tokenizer=clip,
                 ),
             ),
+            SAM2_VIDEO_SUBDIR: (Sam2VideoModel(tiny_sam2_video_config()), None),
         }
     marker = {
         "seed": seed,
@@ -117,10 +128,11 @@ def write_tiny_models(out_dir: Path, seed: int = 0) -> Path:
     }
     with quiet_progress_bars():
         for role, (model, processor) in built.items():
-            target = out_dir / MODEL_SUBDIRS[role]
+            target = out_dir / MODEL_SUBDIRS.get(role, role)
             target.mkdir(parents=True, exist_ok=True)
             model.save_pretrained(target)
-            processor.save_pretrained(target)
+            if processor is not None:
+                processor.save_pretrained(target)
             (target / TINY_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
             logger.info("wrote tiny %s to %s", role, target)
     return out_dir
@@ -211,6 +223,52 @@ def tiny_sam_config(decoder_heads: int = 2) -> SamConfig:
         },
         initializer_range=0.2,
     )
+
+
+def tiny_sam2_video_config(**overrides: Any) -> Sam2VideoConfig:
+    """The tiny SAM 2 video config (see the module docstring); ``overrides`` replace top-level
+    fields, e.g. ``num_maskmem=3`` for a shorter look-back in tests."""
+    hidden = 128  # above 64 and a multiple of the 64-wide memory (object pointer splits)
+    side = 256
+    fields: dict[str, Any] = {
+        "vision_config": {
+            "backbone_config": {
+                "model_type": "sam2_hiera_det_model",
+                "image_size": [side, side],
+                "hidden_size": 16,
+                "num_attention_heads": 1,
+                "blocks_per_stage": [1, 1, 2, 1],
+                "embed_dim_per_stage": [16, 32, 64, 128],
+                "num_attention_heads_per_stage": [1, 1, 2, 2],
+                "window_size_per_stage": [8, 4, 14, 7],
+                # A global block may not open a stage (its pooled window would be 0).
+                "global_attention_blocks": [3],
+                "window_positional_embedding_background_size": [7, 7],
+            },
+            "backbone_channel_list": [128, 64, 32, 16],
+            "backbone_feature_sizes": [[side // 4] * 2, [side // 8] * 2, [side // 16] * 2],
+            "fpn_hidden_size": hidden,
+        },
+        "prompt_encoder_config": {"hidden_size": hidden, "image_size": side},
+        "mask_decoder_config": {
+            "hidden_size": hidden,
+            "mlp_dim": 128,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 32,
+        },
+        "image_size": side,
+        "memory_attention_hidden_size": hidden,
+        "memory_attention_num_layers": 1,
+        "memory_attention_feed_forward_hidden_size": 128,
+        "memory_attention_rope_feat_sizes": [side // 16] * 2,
+        "memory_encoder_hidden_size": hidden,
+        "memory_encoder_output_channels": 64,
+        "mask_downsampler_embed_dim": hidden,
+        "memory_fuser_embed_dim": hidden,
+        "memory_fuser_intermediate_dim": 128,
+        "memory_fuser_num_layers": 1,
+    }
+    return Sam2VideoConfig(**(fields | overrides))
 
 
 def _grounding_dino_config(vocab_size: int) -> GroundingDinoConfig:
