@@ -101,7 +101,8 @@ def test_run_labels_every_frame_with_ids_that_are_track_ids(
     for name, uuid in uuids.items():
         assert_valid_sequence_prelabel(segments_client, uuid, clips[name])
     assert emulator.label_write_counts() == {(u, GT): 1 for u in uuids.values()}
-    outcomes = {o["sample_name"]: o for o in read_report(tmp_path / "out" / "report.json")["samples"]}
+    report = read_report(tmp_path / "out" / "report.json")
+    outcomes = {o["sample_name"]: o for o in report["samples"]}
     assert {n: o["result"] for n, o in outcomes.items()} == dict.fromkeys(uuids, "labeled")
     # A rerun finds nothing to do: every sequence has our label.
     again = invoke(tmp_path, emulator.url, DATASET, models=tiny_models_dir, config=config)

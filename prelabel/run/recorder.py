@@ -87,19 +87,19 @@ class Recorder:
             return job
         job.leased = True
         record = state.get(opts.dataset, opts.labelset, sample.uuid)
-        if record is None:
-            return job
-        if record.stage == LABELED and not opts.overwrite_prelabels:
+        if record is not None and record.stage == LABELED and not opts.overwrite_prelabels:
             # Not recorded: the record must stay LABELED, or the next run would label the
             # sample again and the person's deletion would be respected only once.
             job.finish("skipped", reason=REMOVED_ON_SERVER, record_state=False)
-        elif record.stage == PARKED and not opts.retry_failed:
+        elif record is not None and record.stage == PARKED and not opts.retry_failed:
             reason = f"parked after {record.attempts} failures ({record.reason}); --retry-failed"
             job.finish("skipped", reason=reason, record_state=False)
-        elif record.stage == UPLOADED and record.asset_url and record.attributes:
-            job.pending = PendingLabel(record.asset_url, record.attributes, record.score or 0.0)
-            job.segments = len(record.attributes.get("annotations", []))
+        elif record is not None and record.stage == UPLOADED and record.asset_url:
+            if record.attributes:
+                job.pending = PendingLabel(record.asset_url, record.attributes, record.score or 0.0)
+                job.segments = len(record.attributes.get("annotations", []))
         elif sample.frames:
+            # A sequence killed half-way: the frames it uploaded are reused.
             frames = state.uploaded_frames(opts.dataset, opts.labelset, sample.uuid)
             job.frames = {i: UploadedFrame.from_dict(data) for i, data in frames.items()}
         return job
