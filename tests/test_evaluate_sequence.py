@@ -11,7 +11,7 @@ from segments import SegmentsClient
 from prelabel.emulator import Emulator
 from prelabel.emulator.sequences import write_sequence_ground_truth
 from prelabel.evaluate.pq import PanopticFrame
-from prelabel.evaluate.sequence import STQAccumulator, evaluate_sequence, ground_truth_sequence
+from prelabel.evaluate.sequence import STQAccumulator, evaluate_sequence, ground_truth_id_map
 from prelabel.segments.client import SegmentsApi
 from prelabel.taxonomy import Category
 from tests.connector_helpers import remote_settings
@@ -119,16 +119,19 @@ def test_ground_truth_sequences_are_read_from_the_emulator(
     uuid_a, uuid_b = seeded_sequences.sample_uuids
     clip = seeded_sequences.clips["clip_b"]
     write_sequence_ground_truth(emulator, uuid_b, clip)
-    sizes = [scene.image.size for scene in clip]
 
-    frames = ground_truth_sequence(api, uuid_b, "ground-truth", sizes)
+    label = api.label_frames(uuid_b, "ground-truth")
 
-    assert ground_truth_sequence(api, uuid_a, "ground-truth", sizes) is None
-    assert frames is not None
-    for read, scene in zip(frames, clip, strict=True):
-        np.testing.assert_array_equal(read.id_map, scene.id_map)
-        assert dict(read.segments) == scene.annotations
+    assert api.label_frames(uuid_a, "ground-truth") is None
+    assert label is not None and len(label) == len(clip)
+    frames = []
+    for (segments, url), scene in zip(label, clip, strict=True):
+        id_map = ground_truth_id_map(api, url, scene.image.size)
+        np.testing.assert_array_equal(id_map, scene.id_map)
+        assert segments == scene.annotations
+        frames.append(PanopticFrame(id_map, segments))
     categories = [Category(c["id"], c["name"], c["has_instances"]) for c in DEMO_CATEGORIES]
     assert evaluate_sequence(frames, frames, categories).stq == 1.0
-    with pytest.raises(ValueError, match="the label has 3 frames but the sample has 2"):
-        ground_truth_sequence(api, uuid_b, "ground-truth", sizes[:2])
+    assert not ground_truth_id_map(api, None, (5, 4)).any()
+    with pytest.raises(ValueError):
+        ground_truth_id_map(api, label[0][1], (5, 4))  # not the frame's size

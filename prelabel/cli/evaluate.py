@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -27,6 +27,13 @@ from prelabel.cli._common import (
     quiet_option,
     usage_errors,
 )
+
+if TYPE_CHECKING:
+    from prelabel.config import Settings
+    from prelabel.evaluate.dataset import DatasetEvaluation
+    from prelabel.evaluate.sequence_dataset import SequenceEvaluation
+    from prelabel.segments.client import SegmentsApi
+    from prelabel.taxonomy import Taxonomy
 
 #: Name of the result file written beside the predictions' JSON unless --out says otherwise.
 DEFAULT_RESULT_NAME = "evaluation.json"
@@ -200,11 +207,9 @@ def _evaluate_dataset(
         raise UsageFailure(f"--dataset must be OWNER/NAME, got {dataset!r}")
     key, settings = key_and_settings(api_key_file, config_path, api_url=api_url, device=device)
 
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from prelabel.evaluate.dataset import HUMAN_LABEL_STATUSES, evaluate_dataset, evaluation_meta
-    from prelabel.evaluate.results import format_table, write_result
-    from prelabel.progress import TqdmProgress
+    from prelabel.evaluate.dataset import HUMAN_LABEL_STATUSES, evaluation_meta
+    from prelabel.evaluate.results import format_table, format_tracking, write_result
+    from prelabel.evaluate.sequence_dataset import SequenceEvaluation
     from prelabel.segments.client import SegmentsApi
     from prelabel.segments.dataset import check_dataset
 
@@ -212,22 +217,18 @@ def _evaluate_dataset(
         api = SegmentsApi.connect(key, settings.remote)
     try:
         with usage_errors():
-            _, taxonomy = check_dataset(api, settings, dataset, labelset)
-            # Imported here: torch and transformers take seconds.
-            from prelabel.pipeline.pipeline import Pipeline
-
-            pipeline = Pipeline.load(settings, models_dir)
-            with logging_redirect_tqdm():
-                evaluation = evaluate_dataset(
-                    api,
-                    pipeline,
-                    taxonomy,
-                    dataset=dataset,
-                    labelset=labelset,
-                    limit=limit,
-                    settings=settings,
-                    progress=TqdmProgress(disable=quiet),
-                )
+            info, taxonomy = check_dataset(api, settings, dataset, labelset, sequences=True)
+            evaluation = _evaluate(
+                api,
+                info.is_sequence,
+                taxonomy,
+                settings,
+                models_dir,
+                quiet,
+                dataset=dataset,
+                labelset=labelset,
+                limit=limit,
+            )
             meta = evaluation_meta(
                 evaluation,
                 taxonomy,
@@ -238,11 +239,13 @@ def _evaluate_dataset(
                 config_path=config_path,
             )
             out = out_path or default_dataset_result(dataset)
-            write_result(evaluation.result, out, meta=meta)
+            write_result(evaluation.pq, out, meta=meta)
     finally:
         api.close()
-    click.echo(format_table(evaluation.result))
-    if evaluation.result.images == 0 and not evaluation.failures:
+    click.echo(format_table(evaluation.pq))
+    if isinstance(evaluation, SequenceEvaluation):
+        click.echo(format_tracking(evaluation.result, evaluation.sequences))
+    if evaluation.evaluated == 0 and not evaluation.failures:
         click.echo(
             f"no sample of {dataset} has a human label ({', '.join(sorted(HUMAN_LABEL_STATUSES))})"
             f" in labelset {labelset!r}: nothing was evaluated",
@@ -257,6 +260,36 @@ def _evaluate_dataset(
     click.echo(f"wrote {out}", err=True)
     if evaluation.failures:
         sys.exit(1)
+
+
+def _evaluate(
+    api: SegmentsApi,
+    sequences: bool,
+    taxonomy: Taxonomy,
+    settings: Settings,
+    models_dir: Path | None,
+    quiet: bool,
+    **where: Any,
+) -> DatasetEvaluation | SequenceEvaluation:
+    """Load the models (torch and transformers take seconds: after every cheap check) and
+    evaluate images, or sequences with the SAM 2 tracker."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from prelabel.evaluate.dataset import evaluate_dataset
+    from prelabel.evaluate.sequence_dataset import evaluate_sequence_dataset
+    from prelabel.progress import TqdmProgress
+    from prelabel.run.models import pipeline_loader
+
+    loader = pipeline_loader(settings, models_dir)
+    progress = TqdmProgress(disable=quiet)
+    with logging_redirect_tqdm():
+        if sequences:
+            return evaluate_sequence_dataset(
+                api, loader.sequence(), taxonomy, settings=settings, progress=progress, **where
+            )
+        return evaluate_dataset(
+            api, loader(), taxonomy, settings=settings, progress=progress, **where
+        )
 
 
 def _evaluate_exports(

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +77,15 @@ class DatasetEvaluation:
     voided_segments: int = 0
     unannotated_pixels: int = 0
 
+    @property
+    def pq(self) -> PQResult:
+        return self.result
+
+    @property
+    def evaluated(self) -> int:
+        """Samples scored."""
+        return self.result.images
+
     def as_meta(self) -> dict[str, Any]:
         """The fields beside the PQ numbers in the JSON result (see ``write_result``)."""
         return {
@@ -96,8 +105,14 @@ class DatasetEvaluation:
         }
 
 
+class Evaluation(Protocol):
+    """What :func:`evaluation_meta` needs of an evaluation of images or of sequences."""
+
+    def as_meta(self) -> dict[str, Any]: ...
+
+
 def evaluation_meta(
-    evaluation: DatasetEvaluation,
+    evaluation: Evaluation,
     taxonomy: Taxonomy,
     settings: Settings,
     *,
@@ -212,16 +227,18 @@ class _Scoring:
         self._truth = None
         label = api.label_bitmap(job.sample.uuid, labelset)
         if label is None:
-            raise _fail(job, f"the label in {labelset!r} is gone (deleted since the listing)")
+            raise sample_failure(
+                job, f"the label in {labelset!r} is gone (deleted since the listing)"
+            )
         self._annotations, bitmap_url = label
         if not bitmap_url:
-            raise _fail(job, "the label has no segmentation bitmap")
+            raise sample_failure(job, "the label has no segmentation bitmap")
         try:
             self._png = api.download(bitmap_url)
         except RemoteError as exc:
             # As for images (segments.samples.load_image): a refused or missing asset is this
             # sample's problem, not the API key's.
-            raise _fail(job, f"label bitmap download failed: {exc}") from None
+            raise sample_failure(job, f"label bitmap download failed: {exc}") from None
 
     def decode_label(self, job: Job) -> None:
         if job.image is None:
@@ -229,7 +246,7 @@ class _Scoring:
         try:
             id_map = decode_bitmap(self._png, job.image.size)
         except ValueError as exc:
-            raise _fail(job, str(exc)) from None
+            raise sample_failure(job, str(exc)) from None
         self._truth = ground_truth_frame(id_map, self._annotations, self.evaluated)
 
     def score(self, job: Job) -> None:
@@ -242,7 +259,8 @@ class _Scoring:
         job.finish("evaluated")
 
 
-def _fail(job: Job, reason: str) -> SampleError:
+def sample_failure(job: Job, reason: str) -> SampleError:
+    """The error that fails ``job``'s sample with ``reason`` (named in the report)."""
     return SampleError(reason, sample_uuid=job.sample.uuid, sample_name=job.sample.name)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from prelabel.errors import ConfigError
 from prelabel.evaluate.pq import PQResult
+from prelabel.evaluate.sequence import SequenceResult
 from prelabel.formats.atomic import atomic_file
 
 __all__ = ["format_table", "write_result"]
@@ -56,6 +57,15 @@ def format_table(result: PQResult) -> str:
         )
     lines.append(f"{result.images} images")
     return "\n".join(lines)
+
+
+def format_tracking(result: SequenceResult, sequences: int) -> str:
+    """The tracking line under a sequence evaluation's table (frames pooled above it)."""
+    return (
+        f"{sequences} sequences: STQ {_pct(result.stq).strip()}  AQ {_pct(result.aq).strip()}  "
+        f"SQ(IoU) {_pct(result.sq).strip()}  mean PQ per frame "
+        f"{_pct(result.mean_frame_pq).strip()}  ({result.tracks} ground-truth tracks)"
+    )
 
 
 def _pct(value: float | None) -> str:

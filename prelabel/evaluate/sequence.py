@@ -31,8 +31,8 @@ thing's). That separation is what a pre-label reviewer needs to know: fix masks,
 
 Inputs are plain numpy: one :class:`~prelabel.evaluate.pq.PanopticFrame` per frame on each
 side, whose ids are the **track ids** (a Segments sequence label's ``id == track_id``, spec
-10.6), so an id that recurs in two frames is one track. :func:`ground_truth_sequence` reads a
-person's sequence label from Segments into such frames.
+10.6), so an id that recurs in two frames is one track. :func:`ground_truth_id_map` reads a
+frame of a person's sequence label from Segments.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from prelabel.formats.bitmap import decode_bitmap
 from prelabel.segments.client import SegmentsApi
 from prelabel.taxonomy import Category
 
-__all__ = ["STQAccumulator", "SequenceResult", "evaluate_sequence", "ground_truth_sequence"]
+__all__ = ["STQAccumulator", "SequenceResult", "evaluate_sequence", "ground_truth_id_map"]
 
 
 @dataclass(frozen=True)
@@ -158,35 +158,21 @@ def evaluate_sequence(
     return accumulator.result()
 
 
-def ground_truth_sequence(
-    api: SegmentsApi, sample_uuid: str, labelset: str, sizes: Sequence[tuple[int, int]]
-) -> list[PanopticFrame] | None:
-    """A sequence label's frames as evaluation input, read-only; ``None`` when unlabeled.
-
-    ``sizes`` are the frames' ``(width, height)`` (from their images); a frame without a bitmap
-    is all VOID. Bitmaps are read with :meth:`SegmentsApi.download` (timeouts, size limit).
+def ground_truth_id_map(
+    api: SegmentsApi, bitmap_url: str | None, size: tuple[int, int]
+) -> npt.NDArray[np.uint32]:
+    """One frame of a person's sequence label as an id map of ``size`` (width, height), read
+    with :meth:`SegmentsApi.download` (timeouts, size limit); a frame without a bitmap is all
+    VOID. Frame by frame, so a long sequence is never held whole.
 
     Raises:
-        ValueError: the label's frame count differs from ``len(sizes)``, or a bitmap is not an
-            RGBA PNG of its frame's size.
-        RemoteError: reading the label or a bitmap failed.
+        ValueError: the bitmap is not an RGBA PNG of the frame's size.
+        RemoteError: reading the bitmap failed.
     """
-    frames = api.label_frames(sample_uuid, labelset)
-    if frames is None:
-        return None
-    if len(frames) != len(sizes):
-        raise ValueError(f"the label has {len(frames)} frames but the sample has {len(sizes)}")
-    out = []
-    for index, ((segments, url), (width, height)) in enumerate(zip(frames, sizes, strict=True)):
-        if url is None:
-            id_map = np.zeros((height, width), dtype=np.uint32)
-        else:
-            try:
-                id_map = decode_bitmap(api.download(url), (width, height))
-            except ValueError as exc:
-                raise ValueError(f"frame {index}: {exc}") from None
-        out.append(PanopticFrame(id_map, segments))
-    return out
+    if bitmap_url is None:
+        width, height = size
+        return np.zeros((height, width), dtype=np.uint32)
+    return decode_bitmap(api.download(bitmap_url), size)
 
 
 def _lookup(ids: npt.NDArray[np.uint32], segments: Mapping[int, int]) -> npt.NDArray[np.int64]:
