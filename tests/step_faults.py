@@ -4,15 +4,23 @@
 ``KeyError("injected into STEP")`` when the faults file names the sample for that step, and
 otherwise runs the real step. The file (JSON ``{"fetch": "sample name", ...}``, at the path in
 :data:`FAULTS_ENV`) is read at every call, so one installation serves many runs, also in Ray
-worker processes: there ``install`` is the ``worker_process_setup_hook``. It also appends the
-size of every ``Pipeline.predict_batch`` call to the file at :data:`BATCHES_ENV`, so a test can
-see the batches a Ray actor ran.
+worker processes: there :func:`install_on_import` is the ``worker_process_setup_hook``. It
+also appends the size of every ``Pipeline.predict_batch`` call to the file at
+:data:`BATCHES_ENV`, so a test can see the batches a Ray actor ran.
+
+The infer fault also reaches the batch path: when ``SampleSteps.infer_batch`` is given the
+infer sample among others to predict, its ``predict_batch`` call raises (that line of the
+batches file reads ``SIZE injected``), so the steps fall back to predicting one by one and
+the per-sample ``_infer`` fails only that sample.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +28,9 @@ from typing import Any
 FAULTS_ENV = "PRELABEL_TEST_STEP_FAULTS"
 BATCHES_ENV = "PRELABEL_TEST_BATCHES"
 STEPS = ("check", "fetch", "infer", "encode", "deliver")
+
+#: ``break_next``: the next ``predict_batch`` call on this thread raises (set by infer_batch).
+_batch_fault = threading.local()
 
 
 def injected_reason(step: str) -> str:
@@ -45,29 +56,107 @@ def _faulty(step: str, original: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def _faulty_batch(original: Callable[..., Any]) -> Callable[..., Any]:
+    def run(self: Any, jobs: list[Any]) -> Any:
+        target = _targets().get("infer")
+        todo = [j for j in jobs if not j.finished and j.pending is None and j.image is not None]
+        _batch_fault.break_next = len(todo) > 1 and target in {j.sample.name for j in todo}
+        try:
+            return original(self, jobs)
+        finally:
+            _batch_fault.break_next = False
+
+    run.injected = True  # type: ignore[attr-defined]
+    return run
+
+
 def _counted(original: Callable[..., Any]) -> Callable[..., Any]:
     def run(self: Any, images: list[Any], *args: Any, **kwargs: Any) -> Any:
+        broken = getattr(_batch_fault, "break_next", False)
+        _batch_fault.break_next = False  # the one-by-one fallback's calls run normally
         path = os.environ.get(BATCHES_ENV)
         if path:
             with open(path, "a", encoding="utf-8") as f:
-                f.write(f"{len(images)}\n")
+                f.write(f"{len(images)}{' injected' if broken else ''}\n")
+        if broken:
+            raise KeyError("injected into infer (batch)")
         return original(self, images, *args, **kwargs)
 
     run.injected = True  # type: ignore[attr-defined]
     return run
 
 
-def install(setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
-    """Wrap the steps (idempotent); tests pass ``monkeypatch.setattr`` to undo it after."""
-    from prelabel.pipeline.pipeline import Pipeline
+def _patch_steps(setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
     from prelabel.run.steps import SampleSteps
 
     for step in STEPS:
         original = getattr(SampleSteps, f"_{step}")
         if not getattr(original, "injected", False):
             setattr_(SampleSteps, f"_{step}", _faulty(step, original))
+    if not getattr(SampleSteps.infer_batch, "injected", False):
+        setattr_(SampleSteps, "infer_batch", _faulty_batch(SampleSteps.infer_batch))
+
+
+def _patch_pipeline(setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
+    from prelabel.pipeline.pipeline import Pipeline
+
     if not getattr(Pipeline.predict_batch, "injected", False):
         setattr_(Pipeline, "predict_batch", _counted(Pipeline.predict_batch))
+
+
+#: module -> what wraps its classes once it is imported.
+_PATCHES: dict[str, Callable[[], None]] = {
+    "prelabel.run.steps": _patch_steps,
+    "prelabel.pipeline.pipeline": _patch_pipeline,
+}
+
+
+def install(setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
+    """Wrap the steps (idempotent); tests pass ``monkeypatch.setattr`` to undo it after."""
+    _patch_steps(setattr_)
+    _patch_pipeline(setattr_)
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Finds the modules of :data:`_PATCHES` through the other finders; patches after loading."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname not in _PATCHES:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _PatchingLoader(spec.loader, _PATCHES[fullname])
+                return spec
+        return None
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, inner: Any, patch: Callable[[], None]) -> None:
+        self.inner, self.patch = inner, patch
+
+    def create_module(self, spec: Any) -> Any:
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.inner.exec_module(module)
+        self.patch()
+
+
+def install_on_import() -> None:
+    """:func:`install` for Ray workers (their ``worker_process_setup_hook``), without its cost.
+
+    Ray runs the hook in every worker process it starts, Ray Data's own actors included;
+    importing the pipeline (torch, transformers: seconds each) in all of them at once was most
+    of a test run's time. So a module is wrapped when a worker imports it, if ever.
+    """
+    for name, patch in _PATCHES.items():
+        if name in sys.modules:
+            patch()
+    if not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchAfterImport())
 
 
 def one_sample_per_step(sample_names: Sequence[str], path: Path) -> dict[str, str]:

@@ -10,9 +10,10 @@ The actors run in Ray worker processes, which inherit this process's environment
 ``ray.init``: ``PRELABEL_RAY_PID_DIR`` (each actor leaves a ``predict-PID`` or ``deliver-PID``
 file there when it has started, so tests see how many actors were started and can kill one),
 ``OMP_NUM_THREADS=1``, no proxy for 127.0.0.1, and the step faults of ``tests/step_faults.py``
-(installed in every worker by Ray's ``worker_process_setup_hook``; idle until a test writes the
-faults file). Results are checked on the emulator (labels, write counters, the request log) or
-in the report and state files the driver leaves.
+(Ray's ``worker_process_setup_hook`` arranges them in every worker, applied when the worker
+imports the steps or the pipeline, so Ray's own workers never import torch; idle until a test
+writes the faults file). Results are checked on the emulator (labels, write counters, the
+request log) or in the report and state files the driver leaves.
 
 Marked ``ray``: ``pytest -m "not ray"`` leaves them out; ``.ci/run`` runs them.
 """
@@ -103,7 +104,7 @@ def pid_dir(worker_files: dict[str, Path]) -> Iterator[Path]:
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
-            runtime_env={"worker_process_setup_hook": "tests.step_faults.install"},
+            runtime_env={"worker_process_setup_hook": "tests.step_faults.install_on_import"},
         )
         try:
             worker_env = ray.get(
@@ -607,7 +608,7 @@ def test_engine_ray_without_ray_installed_is_a_one_line_error(
 # One lifecycle: the same failure rules as the local engines --------------------------------------
 
 
-def test_an_unexpected_exception_in_any_step_fails_only_its_sample(
+def test_an_unexpected_exception_in_any_step_fails_only_its_sample_and_actors_call_predict_batch(
     emulator: Emulator,
     segments_client: SegmentsClient,
     tiny_models_dir: Path,
@@ -615,8 +616,21 @@ def test_an_unexpected_exception_in_any_step_fails_only_its_sample(
     worker_files: dict[str, Path],
     tmp_path: Path,
 ) -> None:
-    seeded = seed_dataset_via_sdk(segments_client, name="ray-steps", n_images=len(STEPS) + 1)
-    broken = one_sample_per_step(seeded.sample_names, worker_files["faults"])
+    """One run for two things: the failure rules of the local engines hold per step, and with
+    ``batch_size`` above one the actor predicts in ``predict_batch`` calls of up to that many.
+
+    Eight samples, batches of four: the first holds the check, fetch, encode and deliver
+    samples, the second the infer sample among three good ones. That batch's
+    ``predict_batch`` call raises (tests/step_faults.py), so the steps fall back to predicting
+    one by one: only the infer sample fails.
+    """
+    seeded = seed_dataset_via_sdk(segments_client, name="ray-steps", n_images=8)
+    names = seeded.sample_names
+    # check, fetch, infer, encode, deliver: the infer sample is the second batch's second.
+    broken = one_sample_per_step(
+        [names[0], names[1], names[5], names[2], names[3]], worker_files["faults"]
+    )
+    worker_files["batches"].unlink(missing_ok=True)
     try:
         result = run_ray(
             emulator,
@@ -624,40 +638,28 @@ def test_an_unexpected_exception_in_any_step_fails_only_its_sample(
             pid_dir,
             tiny_models_dir,
             seeded.full_name,
-            options=ray_options(workers=1, cpus_per_worker=1.0),
+            options=ray_options(workers=1, cpus_per_worker=1.0, batch_size=4),
         )
     finally:
         worker_files["faults"].unlink()
 
     # The Ray job went on to the end.
-    assert_only_broken_samples_failed(result.outcomes.values(), broken, seeded.sample_names)
-    assert result.summary.counts == {"failed": len(STEPS), "labeled": 1}
-
-
-def test_with_batch_size_above_one_the_actors_call_predict_batch(
-    emulator: Emulator,
-    segments_client: SegmentsClient,
-    tiny_models_dir: Path,
-    pid_dir: Path,
-    worker_files: dict[str, Path],
-    tmp_path: Path,
-) -> None:
-    seeded = seed_dataset_via_sdk(segments_client, name="ray-batches", n_images=8)
-    worker_files["batches"].unlink(missing_ok=True)
-
-    result = run_ray(
-        emulator,
-        tmp_path,
-        pid_dir,
-        tiny_models_dir,
-        seeded.full_name,
-        options=ray_options(workers=1, cpus_per_worker=1.0, batch_size=4),
-    )
-
-    assert result.summary.counts == {"labeled": 8}
-    sizes = [int(line) for line in worker_files["batches"].read_text().split()]
-    assert sizes and max(sizes) > 1 and all(size <= 4 for size in sizes), sizes
-    assert_labeled_once(emulator, segments_client, seeded)
+    assert_only_broken_samples_failed(result.outcomes.values(), broken, names)
+    assert result.summary.counts == {"failed": len(STEPS), "labeled": 8 - len(STEPS)}
+    lines = worker_files["batches"].read_text().splitlines()
+    sizes = [int(line.split()[0]) for line in lines]
+    assert sizes and max(sizes) > 1 and all(size <= 4 for size in sizes), lines
+    # The batch with the infer sample raised, then each of its samples was predicted alone.
+    assert "4 injected" in lines, lines
+    by_name = dict(zip(names, seeded.sample_uuids, strict=True))
+    for name, uuid in by_name.items():
+        if name in broken.values():
+            assert emulator.label_write_count(uuid) == 0, name
+        else:
+            assert emulator.label_write_count(uuid) == 1, name
+            assert_valid_prelabel(
+                segments_client, uuid, image_size=seeded.image_size, category_ids=CATEGORY_IDS
+            )
 
 
 @pytest.mark.usefixtures("_restore_log_record_factory")
