@@ -149,3 +149,19 @@ def test_a_sequence_yields_track_ids_frame_by_frame(
             assert table[seg.id].category_id == seg.category_id
             assert r.index in table[seg.id].frames
     assert sequence.is_tiny
+
+
+def test_sam2_video_loads_only_when_things_are_tracked(tiny_models: object, tmp_path: Path) -> None:
+    settings = Settings(
+        models=ModelSettings(device="cpu", sam2_video=str(tmp_path / "absent")),
+        pipeline=PipelineSettings(shrink_kernel=2, min_area=0),
+    )
+    sequence = SequencePipeline(Pipeline(tiny_models, settings.pipeline), settings)
+    stuff_only = build_taxonomy([Category(3, "sky", False)], {}, settings.pipeline)
+    out = list(sequence.predict_frames(frames(2), stuff_only))
+    assert [r.index for r in out] == [0, 1]
+    assert all(s.id == 1 for r in out for s in r.prediction.segments)
+    things = build_taxonomy([Category(1, "person", True)], {}, settings.pipeline)
+    results = sequence.predict_frames(frames(2), things)
+    with pytest.raises(ModelLoadError, match="SAM 2 video"):
+        next(results)
