@@ -14,6 +14,7 @@ from transformers import SamModel
 from prelabel.cli import main
 from prelabel.config import ModelSettings
 from prelabel.pipeline.loading import MODEL_SUBDIRS, load_models
+from prelabel.pipeline.loading_video import load_sam2_video
 from tests.fixtures.models import write_original_sam_checkpoint
 
 
@@ -27,9 +28,11 @@ def test_tiny_writes_a_loadable_models_dir(runner: CliRunner, tmp_path: Path) ->
     result = runner.invoke(main, ["models", "tiny", str(out)])
     assert result.exit_code == 0, result.output
 
-    assert sorted(p.name for p in out.iterdir()) == sorted(MODEL_SUBDIRS.values())
+    assert sorted(p.name for p in out.iterdir()) == sorted([*MODEL_SUBDIRS.values(), "sam2_video"])
     loaded = load_models(ModelSettings(device="cpu"), out)
     assert loaded.is_tiny
+    assert load_sam2_video(ModelSettings(device="cpu"), out).is_tiny
+    assert "sam2_video" in result.output
 
 
 def test_tiny_seed_changes_the_weights(runner: CliRunner, tmp_path: Path) -> None:

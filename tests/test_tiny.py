@@ -17,8 +17,8 @@ from transformers import (
     CLIPSegForImageSegmentation,
 )
 
-from prelabel.pipeline.loading import MODEL_SUBDIRS
 from prelabel.pipeline.tiny import (
+    TINY_SUBDIRS,
     TINY_WORDS,
     is_tiny_model_dir,
     tiny_bert_tokenizer,
@@ -112,7 +112,7 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path: Path) -> None
     other = write_tiny_models(tmp_path / "c", seed=8)
     assert torch.equal(torch.random.get_rng_state(), rng_before)
 
-    for sub in MODEL_SUBDIRS.values():
+    for sub in TINY_SUBDIRS:
         a = load_file(first / sub / "model.safetensors")
         b = load_file(second / sub / "model.safetensors")
         c = load_file(other / sub / "model.safetensors")
@@ -122,7 +122,7 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path: Path) -> None
 
 
 def test_every_directory_carries_the_marker(tiny_models_dir: Path, tmp_path: Path) -> None:
-    for sub in MODEL_SUBDIRS.values():
+    for sub in TINY_SUBDIRS:
         assert is_tiny_model_dir(tiny_models_dir / sub)
         assert (tiny_models_dir / sub / "model.safetensors").is_file()
     assert not is_tiny_model_dir(tiny_models_dir)

@@ -14,7 +14,8 @@ def models() -> None:
     """Prepare model weights for offline use.
 
     Every command that runs models takes --models DIR: a directory with grounding_dino/, sam/
-    and clipseg/, each holding a model and its processor saved with save_pretrained.
+    and clipseg/, each holding a model and its processor saved with save_pretrained, and for
+    image sequences sam2_video/ (a SAM 2 video model saved with save_pretrained).
 
     \b
     Example:
@@ -27,7 +28,7 @@ def models() -> None:
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random weights.")
 def tiny(out_dir: Path, seed: int) -> None:
-    """Write tiny random-weight Grounding DINO, SAM and CLIPSeg models to OUT_DIR.
+    """Write tiny random-weight Grounding DINO, SAM, CLIPSeg and SAM 2 video models to OUT_DIR.
 
     They use the real classes, processors and tokenizers (built offline) and load like real
     weights, so they exercise the whole pipeline in seconds on a CPU. Their masks are
@@ -39,8 +40,7 @@ def tiny(out_dir: Path, seed: int) -> None:
       prelabel predict photos/ --categories cats.yaml --out out/ --models models-tiny
     """
     from prelabel.errors import PrelabelError
-    from prelabel.pipeline.loading import MODEL_SUBDIRS
-    from prelabel.pipeline.tiny import write_tiny_models
+    from prelabel.pipeline.tiny import TINY_SUBDIRS, write_tiny_models
 
     try:
         written = write_tiny_models(out_dir, seed=seed)
@@ -48,7 +48,7 @@ def tiny(out_dir: Path, seed: int) -> None:
         raise UsageFailure(str(exc)) from None
     except OSError as exc:
         raise UsageFailure(f"cannot write {out_dir}: {exc.strerror or exc}") from None
-    for sub in MODEL_SUBDIRS.values():
+    for sub in TINY_SUBDIRS:
         click.echo(f"wrote {written / sub}")
     click.secho(
         f"tiny random-weight models (seed {seed}): masks are meaningless; "

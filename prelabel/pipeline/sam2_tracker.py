@@ -20,7 +20,9 @@ is always passed: transformers' default is the number of stored frames, wrong on
 
 Behaviour of the session worth knowing: a mask prompt is taken as the object's mask on its
 frame (no decoder pass); adding objects re-runs the model on the current frame for every
-object (the others get the same result again: their memory is of earlier frames only).
+object (the others get the same result again: their memory is of earlier frames only); and
+without ``frame`` the model is not in streaming mode and sizes its object-pointer window by
+the number of stored frames, so :meth:`Sam2Tracker.add_objects` passes the frame again.
 """
 
 from __future__ import annotations
@@ -75,12 +77,14 @@ class Sam2Tracker:
         )
         self.frame_idx = -1
         self._size: tuple[int, int] = (0, 0)
+        self._pixels = torch.empty(0)
 
     @torch.inference_mode()
     def advance(self, image: Image.Image) -> dict[int, TrackedObject]:
         self.frame_idx += 1
         self._size = (image.height, image.width)
         pixels = frame_pixel_values(image, self.image_size).to(self.device, self.dtype)
+        self._pixels = pixels
         if self.session.get_obj_num() == 0:
             # Nothing to propagate (the model refuses to run without objects); keep the frame
             # for objects added on it.
@@ -106,7 +110,10 @@ class Sam2Tracker:
             obj_idx = session.obj_id_to_idx(obj_id)
             session.add_mask_inputs(obj_idx, self.frame_idx, prompt_mask(mask, self.image_size))
         session.obj_with_new_inputs = list(masks)
-        output = self.model(inference_session=session, frame_idx=self.frame_idx)
+        # The frame goes in again (same index) so the model runs in streaming mode: without a
+        # frame it sizes the object-pointer window by the frames stored, which pruning cuts
+        # to one, and divides by zero.
+        output = self.model(inference_session=session, frame=self._pixels, frame_idx=self.frame_idx)
         for obj_id in masks:
             session.mask_inputs_per_obj[session.obj_id_to_idx(obj_id)].clear()
         self._prune()

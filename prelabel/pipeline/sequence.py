@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from prelabel.config import SequenceSettings, Settings
@@ -32,7 +34,7 @@ from prelabel.pipeline.clock import StageClock, Timings
 from prelabel.pipeline.loading_video import LoadedTracker, load_sam2_video
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.pipeline.sam2_tracker import Sam2Tracker
-from prelabel.pipeline.tracks import Tracker, TrackLedger
+from prelabel.pipeline.tracks import TrackedObject, Tracker, TrackLedger
 from prelabel.taxonomy import Taxonomy
 
 __all__ = ["SequencePipeline"]
@@ -98,8 +100,11 @@ class SequencePipeline:
         ``track`` to the image pipeline's stages. :attr:`tracks` is updated after every frame.
         """
         pipeline = self.pipeline
+        if tracker is None:
+            # Stuff alone needs no tracker (nor SAM 2's weights): its ids are per category.
+            tracker = self.new_tracker() if taxonomy.things else _NoTracker()
         ledger = TrackLedger(
-            tracker if tracker is not None else self.new_tracker(),
+            tracker,
             match_iou=self.settings.match_iou,
             min_area=pipeline.settings.min_area,
         )
@@ -131,3 +136,16 @@ class SequencePipeline:
                 )
             self.tracks = ledger.table()
             yield result
+
+
+class _NoTracker:
+    """The tracker of a taxonomy without things: there is never an object to follow."""
+
+    def advance(self, image: Image.Image) -> dict[int, TrackedObject]:
+        return {}
+
+    def add_objects(self, masks: dict[int, npt.NDArray[np.bool_]]) -> dict[int, TrackedObject]:
+        raise AssertionError("no things to track")
+
+    def remove_objects(self, ids: Iterable[int]) -> None:
+        pass

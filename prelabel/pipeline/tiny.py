@@ -62,6 +62,7 @@ from prelabel.pipeline.loading import (
 from prelabel.pipeline.loading_video import SAM2_VIDEO_SUBDIR
 
 __all__ = [
+    "TINY_SUBDIRS",
     "TINY_WORDS",
     "is_tiny_model_dir",
     "tiny_bert_tokenizer",
@@ -71,6 +72,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Every subdirectory ``write_tiny_models`` writes: the image models' and ``sam2_video``.
+TINY_SUBDIRS = (*MODEL_SUBDIRS.values(), SAM2_VIDEO_SUBDIR)
 
 #: Whole words in both tiny vocabularies; other words fall back to letters (BERT) or bytes (CLIP).
 TINY_WORDS = ("person", "car", "road", "sky", "tree", "building", "grass", "dog", "cat")
