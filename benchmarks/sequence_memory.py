@@ -9,10 +9,11 @@
    ``os.wait4``. Target: 500-frame peak / 50-frame peak < 1.2.
 
    By default only frame 0 is a keyframe (``--keyframe-interval`` = the frame count) with at
-   most 3 detections, so both runs track the same 3 objects and the ratio measures frames,
-   not objects: the tiny SAM 2's object score never says "gone" (random weights), so with
-   keyframes every 10 frames its tracks would only accumulate. Pass ``--keyframe-interval 10``
-   to see the default configuration (memory then grows with the number of live tracks).
+   most 3 detections, and the tracker keeps every object present (a subclass overrides the
+   tiny model's random object scores, which would end tracks at random), so both runs track
+   the same objects from frame 0 to the end and the ratio measures frames, not objects. With
+   ``--keyframe-interval 10`` new tracks keep joining (nothing ends), so memory then grows
+   with the number of live tracks, as it would with real objects.
 
 2. Speed (full-size architecture, random weights). Frames per second of SAM 2 video tracking
    with ``facebook/sam2.1-hiera-large``'s architecture: configs cannot be downloaded here, so
@@ -60,6 +61,23 @@ def synthetic_frames(count: int, size: tuple[int, int] = (160, 120)) -> Iterator
         yield Image.fromarray(array)
 
 
+def _persistent_tracker_class() -> type:
+    from prelabel.pipeline.sam2_tracker import Sam2Tracker
+    from prelabel.pipeline.tracks import TrackedObject
+
+    class Persistent(Sam2Tracker):
+        """Every object stays present: the tiny model's random object scores would otherwise
+        end tracks at random and leave the runs with different numbers of objects."""
+
+        def _objects(self, output: object) -> dict[int, TrackedObject]:
+            return {
+                obj_id: TrackedObject(obj.mask, present=True, score=obj.score)
+                for obj_id, obj in super()._objects(output).items()
+            }
+
+    return Persistent
+
+
 def child(models: Path, frames: int, keyframe_interval: int) -> None:
     """Predict one sequence and print a JSON summary (runs in the subprocess)."""
     from prelabel.config import PipelineSettings, SequenceSettings, Settings
@@ -80,21 +98,26 @@ def child(models: Path, frames: int, keyframe_interval: int) -> None:
         pipeline,
     )
     sequence = SequencePipeline.load(settings, models)
+    _Persistent = _persistent_tracker_class()
+    tracker = _Persistent(sequence.tracker_model.model)
     start = time.perf_counter()
-    count = segments = 0
-    for result in sequence.predict_frames(synthetic_frames(frames), taxonomy):
+    count = segments = things = 0
+    for result in sequence.predict_frames(synthetic_frames(frames), taxonomy, tracker=tracker):
         count += 1
         segments += len(result.prediction.segments)
+        things += sum(1 for s in result.prediction.segments if s.is_thing)
     seconds = time.perf_counter() - start
-    tracker = sequence.tracker_model
     print(
         json.dumps(
             {
                 "frames": count,
                 "seconds": round(seconds, 1),
                 "segments": segments,
+                "thing_segments": things,
                 "tracks": len(sequence.tracks),
-                "tiny": tracker.is_tiny,
+                "sam2_objects_at_end": len(tracker.session.obj_ids),
+                "sam2_frames_held_at_end": tracker.stored_frames(),
+                "tiny": sequence.is_tiny,
             }
         )
     )
@@ -207,7 +230,10 @@ def main() -> None:
             runs.append(run)
             print(
                 f"{run['frames']:>4} frames: peak RSS {run['peak_rss_mb']} MB, "
-                f"{run['seconds']} s, {run['tracks']} tracks, keyframe interval {interval}",
+                f"{run['seconds']} s, {run['tracks']} tracks with pixels, "
+                f"{run['sam2_objects_at_end']} SAM 2 objects and "
+                f"{run['sam2_frames_held_at_end']} frames held at the end, "
+                f"keyframe interval {interval}",
                 flush=True,
             )
     ratio = float(runs[-1]["peak_rss_mb"]) / float(runs[0]["peak_rss_mb"])  # type: ignore[arg-type]
