@@ -57,12 +57,12 @@ def _faulty(step: str, original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _faulty_batch(original: Callable[..., Any]) -> Callable[..., Any]:
-    def run(self: Any, jobs: list[Any]) -> Any:
+    def run(self: Any, jobs: list[Any], *args: Any, **kwargs: Any) -> Any:
         target = _targets().get("infer")
         todo = [j for j in jobs if not j.finished and j.pending is None and j.image is not None]
         _batch_fault.break_next = len(todo) > 1 and target in {j.sample.name for j in todo}
         try:
-            return original(self, jobs)
+            return original(self, jobs, *args, **kwargs)
         finally:
             _batch_fault.break_next = False
 

@@ -27,7 +27,7 @@ from prelabel.errors import (
     TransientStorageError,
 )
 from prelabel.segments.client import SampleRef, SegmentsApi
-from prelabel.segments.samples import load_image
+from prelabel.segments.samples import load_frame, load_image
 from tests.connector_helpers import free_port, remote_settings
 from tests.fixtures.emulator import EMULATOR_API_KEY, png_bytes
 from tests.fixtures.storage import AWS_KEY_ID, AWS_SECRET, REGION, GcsFixture, S3Fixture
@@ -197,10 +197,11 @@ def test_segments_signs_image_and_frame_urls_and_load_image_uses_them(
 ) -> None:
     s3.bucket("team", {"a.png": PNG, "f1.png": PNG})
     emulator.create_dataset("jane/private")
+    emulator.create_dataset("jane/private-clips", task_type="image-segmentation-sequence")
     image_url, frame_url = f"{s3.endpoint}/team/a.png", f"{s3.endpoint}/team/f1.png"
     image_uuid = emulator.add_image_sample("jane/private", "a.png", image_url)
     [sequence_uuid] = emulator.add_samples(
-        "jane/private",
+        "jane/private-clips",
         [{"name": "seq", "attributes": {"frames": [{"image": {"url": frame_url}}]}}],
     )
     sample = SampleRef(uuid=image_uuid, name="a.png", image_url=image_url, label_status=None)
@@ -214,6 +215,9 @@ def test_segments_signs_image_and_frame_urls_and_load_image_uses_them(
     signed_frame = api.signed_url(sequence_uuid, frame_url)
     assert signed_frame is not None and "Signature=" in signed_frame
     assert api.storage.read(frame_url, signed_url=lambda: signed_frame) == PNG
+    sequence = api.get_sample(sequence_uuid, "ground-truth")
+    assert sequence is not None
+    assert load_frame(api, sequence, 0, max_pixels=10_000).size == (8, 6)  # signed on refusal
     assert api.signed_url(sequence_uuid, "http://elsewhere/x.png") is None
     assert api.signed_url("00000000-0000-0000-0000-000000000000", image_url) is None
 
