@@ -124,7 +124,7 @@ class PipelineSettings(FrozenModel):
 class SequenceSettings(FrozenModel):
     """How image sequences are labeled: things detected on keyframes, tracked by SAM 2 between.
 
-    See ``docs_sequence_pipeline.md`` / README for the algorithm.
+    See README, "Image sequences: tracks that keep their ids", for the algorithm.
     """
 
     #: Things are detected (Grounding DINO + SAM) on frame 0 and every this many frames; frames

@@ -14,9 +14,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
@@ -25,7 +24,7 @@ from prelabel.formats.label import encode_label
 from prelabel.formats.overlay import preview
 from prelabel.images import decode_image, find_images
 from prelabel.local import FileJob, LocalReport, report_entry, unique_names
-from prelabel.panoptic import PanopticPrediction
+from prelabel.panoptic import TrackInfo
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.outcome import SampleOutcome
 from prelabel.run.policy import guarded
@@ -63,33 +62,15 @@ def predict_sequences(
     return LocalReport(outcomes=tuple(outcomes), out_dir=out_dir)
 
 
-@dataclass
-class _Tracks:
-    """The track table of one sequence, gathered frame by frame from the id maps."""
-
-    tracks: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    def add(self, index: int, prediction: PanopticPrediction) -> None:
-        for seg in prediction.segments:
-            track = self.tracks.setdefault(
-                seg.id,
-                {"track_id": seg.id, "category_id": seg.category_id, "is_thing": seg.is_thing},
-            )
-            if track["category_id"] != seg.category_id:
-                raise ValueError(
-                    f"track {seg.id} changes category in frame {index} "
-                    f"({track['category_id']} -> {seg.category_id})"
-                )
-            track.setdefault("frames", []).append(index)
-
-    def numbers(self) -> dict[int, int]:
-        """Track id -> 0-based number within its category, in order of first appearance."""
-        seen: dict[int, int] = {}
-        numbers = {}
-        for track_id, track in self.tracks.items():
-            numbers[track_id] = seen.get(track["category_id"], 0)
-            seen[track["category_id"]] = numbers[track_id] + 1
-        return numbers
+def track_numbers(tracks: Sequence[TrackInfo]) -> dict[int, int]:
+    """Track id -> 0-based number within its category, in order of first appearance: the
+    overlay's name and colour of a track, the same on every frame."""
+    seen: dict[int, int] = {}
+    numbers = {}
+    for track in sorted(tracks, key=lambda t: (t.frames[:1], t.track_id)):
+        numbers[track.track_id] = seen.get(track.category_id, 0)
+        seen[track.category_id] = numbers[track.track_id] + 1
+    return numbers
 
 
 @dataclass(frozen=True)
@@ -111,12 +92,11 @@ class _PredictSequence:
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         frame_names = unique_names(paths)
         shown: deque[Image.Image] = deque()
-        tracks, scores = _Tracks(), []
+        scores = []
         predictions = self.pipeline.predict_frames(self._frames(paths, shown), self.taxonomy)
         for index, predicted in enumerate(predictions):
             image, name = shown.popleft(), frame_names[index]
             prediction = predicted.prediction
-            tracks.add(index, prediction)
             encoded = encode_label(prediction)
             scores.append(encoded.score)
             (self.out / "bitmaps" / f"{name}.png").write_bytes(encoded.png)
@@ -134,15 +114,16 @@ class _PredictSequence:
                 prediction,
                 self.taxonomy,
                 title=f"{job.sample.name} frame {index}: score {encoded.score:.2f}",
-                instance_numbers=tracks.numbers(),
+                instance_numbers=track_numbers(self.pipeline.tracks),
             )
             drawn.save(self.out / "overlays" / f"{name}.jpg", quality=90)
-        write_json(self.out / "tracks.json", {"tracks": list(tracks.tracks.values())})
+        tracks = [track.to_json() for track in self.pipeline.tracks]
+        write_json(self.out / "tracks.json", {"tracks": tracks})
         job.outcome = SampleOutcome(
             job.sample.uuid,
             job.sample.name,
             "predicted",
-            segments=len(tracks.tracks),
+            segments=len(tracks),
             score=sum(scores) / len(scores),
             seconds=round(time.perf_counter() - start, 3),
         )

@@ -21,7 +21,7 @@ from prelabel.errors import ConfigError
 from prelabel.formats.atomic import write_json
 from prelabel.formats.label import encode_label
 from prelabel.formats.sequence_label import frame_label
-from prelabel.panoptic import FramePrediction
+from prelabel.panoptic import FramePrediction, TrackInfo
 from prelabel.run.job import Job, RunOptions, UploadedFrame
 from prelabel.run.policy import guarded
 from prelabel.run.steps import FrameCallback, Predictor, SampleSteps
@@ -33,7 +33,12 @@ from prelabel.taxonomy import Taxonomy
 
 
 class SequencePredictor(Protocol):
-    """:class:`prelabel.pipeline.sequence.SequencePipeline`, typed structurally (no torch)."""
+    """:class:`prelabel.pipeline.sequence.SequencePipeline`, typed structurally (no torch).
+
+    ``tracks`` is the track table of the sequence being predicted, as of its last frame.
+    """
+
+    tracks: tuple[TrackInfo, ...]
 
     def predict_frames(
         self, frames: Iterable[Image.Image], taxonomy: Taxonomy
