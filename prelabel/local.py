@@ -10,7 +10,7 @@ outcome. A bad image is recorded with its reason and the run goes on.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -77,24 +77,41 @@ def predict_files(
     for sub in ("bitmaps", "labels", "overlays"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     writer = CocoPanopticWriter(out_dir, taxonomy)
-    names = unique_names(paths)
-    outcomes = []
-    progress.start(len(paths), "predict")
     try:
-        for path, name in zip(paths, names, strict=True):
+        outcomes = run_each(
+            paths,
+            lambda path, name: _Predict(path, pipeline, taxonomy, out_dir, writer),
+            progress,
+            "predict",
+        )
+    finally:
+        writer.close()
+    report = LocalReport(outcomes=tuple(outcomes), out_dir=out_dir)
+    write_json(out_dir / "report.json", {"images": [report_entry(o) for o in outcomes]})
+    return report
+
+
+def run_each(
+    paths: Sequence[Path],
+    step_for: Callable[[Path, str], Callable[[FileJob], None]],
+    progress: Progress,
+    description: str,
+) -> list[SampleOutcome]:
+    """Each path (named by :func:`unique_names`) through its step under the run's failure
+    policy, with a progress bar; every path gets an outcome, failed or not."""
+    outcomes = []
+    progress.start(len(paths), description)
+    try:
+        for path, name in zip(paths, unique_names(paths), strict=True):
             job = FileJob(SampleRef(str(path), name, image_url=None, label_status=None))
-            step = _Predict(path, pipeline, taxonomy, out_dir, writer)
-            outcome = guarded(job, step).outcome
+            outcome = guarded(job, step_for(path, name)).outcome
             assert outcome is not None
             outcomes.append(outcome)
             progress.advance()
             progress.note(failed=sum(o.result == "failed" for o in outcomes))
     finally:
         progress.close()
-        writer.close()
-    report = LocalReport(outcomes=tuple(outcomes), out_dir=out_dir)
-    write_json(out_dir / "report.json", {"images": [report_entry(o) for o in outcomes]})
-    return report
+    return outcomes
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,11 @@ from prelabel.formats.atomic import write_json
 from prelabel.formats.label import encode_label
 from prelabel.formats.overlay import preview
 from prelabel.images import decode_image, find_images
-from prelabel.local import FileJob, LocalReport, report_entry, unique_names
+from prelabel.local import FileJob, LocalReport, report_entry, run_each, unique_names
 from prelabel.panoptic import TrackInfo
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.outcome import SampleOutcome
-from prelabel.run.policy import guarded
 from prelabel.run.sequence_steps import SequencePredictor
-from prelabel.segments.client import SampleRef
 from prelabel.taxonomy import Taxonomy
 
 
@@ -44,20 +42,14 @@ def predict_sequences(
 ) -> LocalReport:
     """Predict every folder as a sequence and write the outputs of the module docstring."""
     progress = progress or NullProgress()
-    names = unique_names(folders)
-    outcomes = []
-    progress.start(len(folders), "predict sequences")
-    try:
-        for folder, name in zip(folders, names, strict=True):
-            job = FileJob(SampleRef(str(folder), name, image_url=None, label_status=None))
-            step = _PredictSequence(folder, out_dir / name, pipeline, taxonomy, max_pixels)
-            outcome = guarded(job, step).outcome
-            assert outcome is not None
-            outcomes.append(outcome)
-            progress.advance()
-            progress.note(failed=sum(o.result == "failed" for o in outcomes))
-    finally:
-        progress.close()
+    outcomes = run_each(
+        folders,
+        lambda folder, name: _PredictSequence(
+            folder, out_dir / name, pipeline, taxonomy, max_pixels
+        ),
+        progress,
+        "predict sequences",
+    )
     write_json(out_dir / "report.json", {"sequences": [report_entry(o) for o in outcomes]})
     return LocalReport(outcomes=tuple(outcomes), out_dir=out_dir)
 

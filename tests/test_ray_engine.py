@@ -68,7 +68,7 @@ from tests.step_faults import (
     one_sample_per_step,
 )
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
 
 CATEGORY_IDS = [c["id"] for c in DEMO_CATEGORIES]
 GT = "ground-truth"

@@ -81,6 +81,14 @@ def test_check_dataset_accepts_sequences_and_says_so(
     assert {c.name for c in taxonomy.categories} >= {"person", "car"}
 
 
+def test_front_ends_for_images_only_refuse_a_sequence_dataset_by_name(
+    api: SegmentsApi, seeded_sequences: SeededSequences
+) -> None:
+    # Ray, serve, review and the demo call check_dataset without sequences=True.
+    with pytest.raises(ConfigError, match=r"jane/clips is an image sequence.*`prelabel run`"):
+        check_dataset(api, Settings(), seeded_sequences.full_name, GT)
+
+
 def test_check_dataset_still_refuses_other_task_types(
     api: SegmentsApi, segments_client: SegmentsClient
 ) -> None:

@@ -26,7 +26,7 @@ already labeled and score the predictions against those labels with :mod:`prelab
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -175,19 +175,56 @@ def evaluate_dataset(
     steps = SampleSteps(api, settings or Settings(), options, taxonomy, lambda: pipeline)
     categories = evaluated_categories(taxonomy)
     scoring = _Scoring(PQAccumulator(categories), frozenset(c.id for c in categories))
-    stop = TransientStop()
+
+    def evaluate_one(job: Job) -> Job:
+        job = guarded(job, lambda j: scoring.read_label(api, labelset, j))
+        job = guarded(steps.fetch(job), scoring.decode_label)
+        return guarded(steps.infer(job), scoring.score)
+
+    scoring.not_human_labeled, failures = each_human_label(
+        api,
+        dataset,
+        labelset,
+        evaluate_one,
+        limit=limit,
+        scored=lambda: scoring.accumulator.images,
+        progress=progress,
+        description="evaluate",
+    )
+    return DatasetEvaluation(
+        result=scoring.accumulator.result(),
+        not_human_labeled=scoring.not_human_labeled,
+        failures=tuple(failures),
+        voided_segments=scoring.voided_segments,
+        unannotated_pixels=scoring.unannotated_pixels,
+    )
+
+
+def each_human_label(
+    api: SegmentsApi,
+    dataset: str,
+    labelset: str,
+    evaluate_one: Callable[[Job], Job],
+    *,
+    limit: int | None,
+    scored: Callable[[], int],
+    progress: Progress,
+    description: str,
+) -> tuple[int, list[SampleOutcome]]:
+    """Every human-labeled sample through ``evaluate_one`` (which runs its steps under the
+    policy), up to ``limit`` attempted; returns how many listed samples were not human-labeled
+    and the failures. Server trouble on several samples in a row stops it (RemoteError)."""
+    stop, not_human = TransientStop(), 0
     failures: list[SampleOutcome] = []
-    progress.start(limit, "evaluate")
+    progress.start(limit, description)
     try:
         for sample in api.iter_samples(dataset, labelset):
             if sample.label_status not in HUMAN_LABEL_STATUSES:
-                scoring.not_human_labeled += 1
+                not_human += 1
                 continue
-            if limit is not None and scoring.accumulator.images + len(failures) >= limit:
+            if limit is not None and scored() + len(failures) >= limit:
                 break
-            job = guarded(Job(sample), lambda j: scoring.read_label(api, labelset, j))
-            job = guarded(steps.fetch(job), scoring.decode_label)
-            job = guarded(steps.infer(job), scoring.score)
+            job = evaluate_one(Job(sample))
             assert job.outcome is not None
             if job.outcome.result == "failed":
                 failures.append(job.outcome)
@@ -196,13 +233,7 @@ def evaluate_dataset(
             stop.observe(job.outcome)
     finally:
         progress.close()
-    return DatasetEvaluation(
-        result=scoring.accumulator.result(),
-        not_human_labeled=scoring.not_human_labeled,
-        failures=tuple(failures),
-        voided_segments=scoring.voided_segments,
-        unannotated_pixels=scoring.unannotated_pixels,
-    )
+    return not_human, failures
 
 
 @dataclass

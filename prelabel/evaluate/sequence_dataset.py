@@ -18,17 +18,21 @@ from typing import Any
 
 from prelabel.config import Settings
 from prelabel.errors import RemoteError
-from prelabel.evaluate.dataset import evaluated_categories, ground_truth_frame, sample_failure
+from prelabel.evaluate.dataset import (
+    each_human_label,
+    evaluated_categories,
+    ground_truth_frame,
+    sample_failure,
+)
 from prelabel.evaluate.pq import PQResult, frame_from_prediction
 from prelabel.evaluate.sequence import SequenceResult, STQAccumulator, ground_truth_id_map
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.job import Job
 from prelabel.run.outcome import SampleOutcome
-from prelabel.run.policy import TransientStop, guarded
+from prelabel.run.policy import guarded
 from prelabel.run.sequence_steps import SequencePredictor
 from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.samples import load_frame
-from prelabel.segments.statuses import HUMAN_LABEL_STATUSES
 from prelabel.taxonomy import Taxonomy
 
 __all__ = ["SequenceEvaluation", "evaluate_sequence_dataset"]
@@ -108,25 +112,16 @@ def evaluate_sequence_dataset(
     scoring = _SequenceScoring(
         api, pipeline, taxonomy, labelset, max_pixels, STQAccumulator(categories)
     )
-    stop, not_human = TransientStop(), 0
-    failures: list[SampleOutcome] = []
-    progress.start(limit, "evaluate sequences")
-    try:
-        for sample in api.iter_samples(dataset, labelset):
-            if sample.label_status not in HUMAN_LABEL_STATUSES:
-                not_human += 1
-                continue
-            if limit is not None and scoring.sequences + len(failures) >= limit:
-                break
-            job = guarded(Job(sample), scoring.score)
-            assert job.outcome is not None
-            if job.outcome.result == "failed":
-                failures.append(job.outcome)
-                progress.note(failed=len(failures))
-            progress.advance()
-            stop.observe(job.outcome)
-    finally:
-        progress.close()
+    not_human, failures = each_human_label(
+        api,
+        dataset,
+        labelset,
+        lambda job: guarded(job, scoring.score),
+        limit=limit,
+        scored=lambda: scoring.sequences,
+        progress=progress,
+        description="evaluate sequences",
+    )
     return SequenceEvaluation(
         result=scoring.accumulator.result(),
         sequences=scoring.sequences,
