@@ -15,9 +15,11 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from segments import SegmentsClient
 from segments.utils import load_label_bitmap_from_url
@@ -108,6 +110,56 @@ def test_run_labels_every_frame_with_ids_that_are_track_ids(
     again = invoke(tmp_path, emulator.url, DATASET, models=tiny_models_dir, config=config)
     assert again.exit_code == 0, again.output
     assert emulator.label_write_counts() == {(u, GT): 1 for u in uuids.values()}
+
+
+def test_tracked_objects_keep_their_id_in_every_frame_of_the_label(
+    tmp_path: Path,
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the whole run (upload, label write, read back) with a deterministic stand-in
+    for SAM 2: objects stay where they were prompted (tiny random SAM 2 weights lose every
+    object after its first frame). The matching itself is tests/test_tracks.py's."""
+    from prelabel.pipeline import sequence
+    from prelabel.pipeline.tracks import TrackedObject
+
+    class Persistent:
+        def __init__(self, model: object) -> None:
+            self.masks: dict[int, np.ndarray] = {}
+
+        def advance(self, image: object) -> dict[int, TrackedObject]:
+            return {i: TrackedObject(m, present=True, score=0.9) for i, m in self.masks.items()}
+
+        def add_objects(self, masks: dict[int, np.ndarray]) -> dict[int, TrackedObject]:
+            self.masks.update(masks)
+            return {i: TrackedObject(m, present=True, score=0.9) for i, m in masks.items()}
+
+        def remove_objects(self, ids: Iterable[int]) -> None:
+            for i in ids:
+                self.masks.pop(i, None)
+
+    monkeypatch.setattr(sequence, "Sam2Tracker", Persistent)
+    clip: list[FrameScene | None] = list(moving_shapes(5, seed=12))
+    uuid = seed(emulator, {"walk": clip})["walk"]
+    config = write_config(tmp_path / "config.yaml", sequence=SEQUENCE)
+
+    result = invoke(tmp_path, emulator.url, DATASET, models=tiny_models_dir, config=config)
+
+    assert result.exit_code == 0, result.output
+    frames = assert_valid_sequence_prelabel(segments_client, uuid, clip)
+    things = [{a["id"] for a in f["annotations"] if a["category_id"] in THINGS} for f in frames]
+    assert things[0], "nothing detected on frame 0"
+    # A frame-0 object is tracked through every frame with one id (others may lose their
+    # pixels to an overlapping keyframe detection that scored higher: the merge's rule).
+    assert set.intersection(*things), things
+    # A keyframe (2, 4) detection that starts a track gets an id never used before.
+    seen: set[int] = set()
+    for ids in things:
+        new = ids - seen
+        assert not seen or not new or min(new) > max(seen), things
+        seen |= ids
 
 
 def test_a_frame_that_cannot_be_read_fails_its_sequence_by_name_and_the_run_goes_on(
