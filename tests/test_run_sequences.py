@@ -296,8 +296,8 @@ def test_kill_9_mid_sequence_then_rerun_reuses_the_uploaded_frames_and_writes_on
     ]
     env = {**os.environ, "SEGMENTS_API_KEY": EMULATOR_API_KEY}
 
-    # Frame 2's download hangs: frames 0 and 1 are predicted, uploaded and recorded by then
-    # (the pipeline reads a frame only after the previous one is out).
+    # Frame 2's download hangs: the run cannot predict past frame 1, and is killed once
+    # frames 0 and 1 are uploaded and recorded (their uploads may trail the download).
     frame2 = url_path(frame_urls[2])
     emulator.set_faults([FaultRule(path=frame2, method="GET", hang_rate=1.0, hang_s=120.0)])
     log = (tmp_path / "run1.txt").open("wb")
@@ -305,10 +305,13 @@ def test_kill_9_mid_sequence_then_rerun_reuses_the_uploaded_frames_and_writes_on
         [*base, "--output-dir", str(tmp_path / "run1")], cwd=REPO, env=env, stderr=log
     )
     deadline = time.monotonic() + 90
-    while not requests_matching(emulator, "GET", frame2, fault="hang"):
+    while not (
+        requests_matching(emulator, "GET", frame2, fault="hang")
+        and len(_frames_in_state(tmp_path, uuid)) == 2
+    ):
         assert process.poll() is None, (tmp_path / "run1.txt").read_text()
         assert time.monotonic() < deadline, "frame 2's download never started"
-        time.sleep(0.01)
+        time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait(timeout=30) == -signal.SIGKILL
     log.close()

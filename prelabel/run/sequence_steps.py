@@ -2,16 +2,19 @@
 
 A sequence can hold hundreds of frames, so nothing is held per frame beyond its small record:
 frame *i* is downloaded, predicted (the sequence pipeline tracks objects across frames, see
-:mod:`prelabel.pipeline.sequence`), encoded and its bitmap uploaded before frame *i + 1* is
-read. Each uploaded frame is reported through the recorder's ``record_frame`` callback, so a run
-killed half-way reuses those bitmaps (the frames are predicted again, the tracker needs them,
-but not uploaded again). Once every frame is up the label is one write, with the same safety as
-an image's: :meth:`SampleSteps.deliver` re-reads the label and never writes over a person's.
+:mod:`prelabel.pipeline.sequence`), encoded and its bitmap uploaded, with the download of the
+next frame and the uploads of the last ones overlapping the model on the ``overlapped`` engine
+(:mod:`prelabel.run.frame_io`). Each uploaded frame is reported through the recorder's
+``record_frame`` callback, so a run killed half-way reuses those bitmaps (the frames are
+predicted again, the tracker needs them, but not uploaded again). Once every frame is up the
+label is one write, with the same safety as an image's: :meth:`SampleSteps.deliver` re-reads
+the label and never writes over a person's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any, Protocol
 
 from PIL import Image
@@ -19,9 +22,10 @@ from PIL import Image
 from prelabel.config import Settings
 from prelabel.errors import ConfigError
 from prelabel.formats.atomic import write_json
-from prelabel.formats.label import encode_label
+from prelabel.formats.label import EncodedLabel, encode_label
 from prelabel.formats.sequence_label import frame_label
 from prelabel.panoptic import FramePrediction, TrackInfo
+from prelabel.run.frame_io import FrameIO
 from prelabel.run.job import Job, RunOptions, UploadedFrame
 from prelabel.run.policy import guarded
 from prelabel.run.steps import FrameCallback, Predictor, SampleSteps
@@ -76,40 +80,73 @@ class SequenceSteps(SampleSteps):
     def _stream(self, job: Job, record_frame: FrameCallback) -> None:
         if job.pending is not None or job.finished:
             return
-        sample = job.sample
+        sample, worker = job.sample, self.settings.worker
         max_pixels = self.settings.pipeline.max_image_pixels
-        images = (
-            load_frame(self.api, sample, index, max_pixels=max_pixels)
-            for index in range(len(sample.frames))
-        )
         empty_urls: dict[tuple[int, int], str] = {}
-        predictions = self.sequence_pipeline.predict_frames(images, self.taxonomy)
-        for index, predicted in enumerate(predictions):
-            frame = sample.frames[index]
-            reused = job.frames.get(index)
-            if reused is not None and reused.image_url == frame.image_url:
-                continue
-            encoded = encode_label(predicted.prediction)
-            if self.options.dry_run:
-                url = self._save_dry_run_frame(job, index, encoded.png)
-                label = frame_label(encoded, url, frame.timestamp)
-            else:
-                label = upload_frame(
-                    self.api,
+        io = FrameIO(
+            overlapped=worker.engine == "overlapped",
+            in_flight=worker.deliver_queue,
+            threads=worker.deliver_workers,
+        )
+        with io:
+            images = io.frames(
+                lambda index: load_frame(self.api, sample, index, max_pixels=max_pixels),
+                len(sample.frames),
+            )
+            predictions = self.sequence_pipeline.predict_frames(images, self.taxonomy)
+            for index, predicted in enumerate(predictions):
+                frame = sample.frames[index]
+                reused = job.frames.get(index)
+                if reused is not None and reused.image_url == frame.image_url:
+                    continue
+                encoded = encode_label(predicted.prediction)
+                if self.options.dry_run:
+                    url = self._save_dry_run_frame(job, index, encoded.png)
+                    label = frame_label(encoded, url, frame.timestamp)
+                    job.frames[index] = UploadedFrame(label, encoded.score, frame.image_url)
+                    continue
+
+                upload = partial(
+                    self._upload_frame,
+                    job,
+                    index,
                     encoded,
-                    size=predicted.prediction.size,
-                    filename=f"{sample.uuid}-{index:05d}.png",
-                    timestamp=frame.timestamp,
-                    empty_urls=empty_urls,
+                    predicted.prediction.size,
+                    empty_urls,
+                    record_frame,
                 )
-            job.frames[index] = UploadedFrame(label, encoded.score, frame.image_url)
-            if not self.options.dry_run:
-                record_frame(job, index)
+                if encoded.annotations:
+                    io.upload(upload)
+                else:  # one all-zero bitmap per size, shared: uploaded in line, once
+                    upload()
+            io.drain()
         missing = [i for i in range(len(sample.frames)) if i not in job.frames]
         if missing:
             raise RuntimeError(f"the sequence pipeline gave no prediction for frames {missing}")
         tracks = {a["track_id"] for frame in job.frames.values() for a in frame.label.annotations}
         job.segments = len(tracks)
+
+    def _upload_frame(
+        self,
+        job: Job,
+        index: int,
+        encoded: EncodedLabel,
+        size: tuple[int, int],
+        empty_urls: dict[tuple[int, int], str],
+        record_frame: FrameCallback,
+    ) -> None:
+        """Upload one frame's bitmap and record it (may run on an upload thread)."""
+        frame = job.sample.frames[index]
+        label = upload_frame(
+            self.api,
+            encoded,
+            size=size,
+            filename=f"{job.sample.uuid}-{index:05d}.png",
+            timestamp=frame.timestamp,
+            empty_urls=empty_urls,
+        )
+        job.frames[index] = UploadedFrame(label, encoded.score, frame.image_url)
+        record_frame(job, index)
 
     def _upload(self, job: Job) -> PendingLabel:
         """The frames are up already: the label is their list, in the sample's order."""
