@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from segments import SegmentsClient
 from segments.utils import load_label_bitmap_from_url
 
@@ -317,6 +318,10 @@ def test_kill_9_mid_sequence_then_rerun_reuses_the_uploaded_frames_and_writes_on
     log.close()
     recorded = _frames_in_state(tmp_path, uuid)
     assert sorted(recorded) == [0, 1]
+    status = CliRunner().invoke(
+        main, ["status", "--dataset", DATASET, "--state-dir", str(tmp_path / "state")]
+    )
+    assert f"{uuid}: 2 frames uploaded, label not written yet" in status.output, status.output
     uploads_before_rerun = emulator.asset_upload_count() - seeded_uploads
     assert emulator.label_write_counts() == {}
 

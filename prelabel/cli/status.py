@@ -23,7 +23,8 @@ def status(dataset: str, labelset: str, state_dir: Path | None) -> None:
     """Show a dataset's resume state: samples per stage, parked samples, leases.
 
     Reads only the local state file (no API key, no network): how many samples were labeled,
-    skipped, failed or are waiting with an uploaded bitmap; which samples are parked after
+    skipped, failed or are waiting with an uploaded bitmap; which image sequences a run left
+    part-way (their uploaded frames are reused by the next run); which samples are parked after
     worker.max_attempts failures, with the last reason (`--retry-failed` on run, sync or
     serve tries them again); and which samples workers hold leases on right now.
 
@@ -37,11 +38,16 @@ def status(dataset: str, labelset: str, state_dir: Path | None) -> None:
         counts = state.counts(dataset, labelset)
         parked = state.parked(dataset, labelset)
         leases = state.leases(dataset, labelset)
+        frames = state.frame_counts(dataset, labelset)
     click.echo(f"{dataset} ({labelset}), state file {state.path}")
-    if not counts:
+    if not counts and not frames:
         click.echo("no samples recorded yet")
     for stage, count in sorted(counts.items()):
         click.echo(f"  {stage:<9} {count:>7}")
+    if frames:
+        click.echo(f"sequences part-way ({len(frames)}; the next run reuses their frames):")
+    for sample_uuid, count in frames.items():
+        click.echo(f"  {sample_uuid}: {count} frames uploaded, label not written yet")
     if parked:
         click.echo(f"parked ({len(parked)}; --retry-failed tries them again):")
     for record in parked:

@@ -329,6 +329,16 @@ class StateStore:
         with self._lock:
             self._db.execute("DELETE FROM leases WHERE owner=?", (owner,))
 
+    def frame_counts(self, dataset: str, labelset: str) -> dict[str, int]:
+        """Uploaded frames per sequence whose label is not written yet (a half-done run)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sample_uuid, COUNT(*) FROM frames WHERE dataset=? AND labelset=?"
+                " GROUP BY sample_uuid ORDER BY sample_uuid",
+                (dataset, labelset),
+            ).fetchall()
+        return {str(uuid): int(count) for uuid, count in rows}
+
     def counts(self, dataset: str, labelset: str) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute(
