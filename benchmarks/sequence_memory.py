@@ -25,8 +25,10 @@
    nonsense but cost what real ones cost. ``--speed-frames 0`` skips it.
 
 Run: ``python benchmarks/sequence_memory.py [--frames 50 500] [--objects 1] [--speed-frames 3]``.
-On a shared 2-core CPU the memory part takes a few minutes (mostly the 500-frame run), the
-speed part about 20 s per frame per object. Ends with one JSON line.
+The memory part costs about 0.3 s per tiny frame on an idle CPU core (the 500-frame run took
+15 min on a shared, busy 2-core machine); measured there: 817.0 MB for 50 frames, 819.5 MB
+for 500, ratio 1.003, 3 SAM 2 objects tracked throughout, 15 frames held at the end. The speed
+part takes tens of seconds per frame and object on a CPU. Ends with one JSON line.
 """
 
 from __future__ import annotations
