@@ -16,6 +16,7 @@ from prelabel.formats.sequence_label import (
     empty_frame_png,
     frame_label,
     label_bitmap_urls,
+    label_object_count,
     sequence_label_attributes,
     sequence_label_model,
     sequence_score,
@@ -135,3 +136,16 @@ def test_check_sequence_label_refuses_broken_labels(change: str, message: str) -
 def test_check_sequence_label_refuses_another_frame_count() -> None:
     with pytest.raises(ValueError, match="the label has 3 frames but the sample has 4"):
         check_sequence_label(sequence_label_attributes(_frames()), 4)
+
+
+def test_label_object_count_counts_annotations_or_tracks_over_frames() -> None:
+    image = {"annotations": [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 3}]}
+    frames = {
+        "frames": [
+            {"annotations": [{"id": 1, "track_id": 1}, {"id": 4, "track_id": 4}]},
+            {"annotations": []},
+            {"annotations": [{"id": 4, "track_id": 4}, {"id": 7, "track_id": 7}]},
+        ]
+    }
+    assert label_object_count(image) == 2
+    assert label_object_count(frames) == 3  # tracks 1, 4 and 7

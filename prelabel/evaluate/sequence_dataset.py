@@ -110,7 +110,13 @@ def evaluate_sequence_dataset(
     max_pixels = (settings or Settings()).pipeline.max_image_pixels
     categories = evaluated_categories(taxonomy)
     scoring = _SequenceScoring(
-        api, pipeline, taxonomy, labelset, max_pixels, STQAccumulator(categories)
+        api,
+        pipeline,
+        taxonomy,
+        labelset,
+        max_pixels,
+        STQAccumulator(categories),
+        frozenset(c.id for c in categories),
     )
     not_human, failures = each_human_label(
         api,
@@ -142,6 +148,8 @@ class _SequenceScoring:
     labelset: str
     max_pixels: int
     accumulator: STQAccumulator
+    #: Ids of the evaluated categories; ground truth of any other is VOID.
+    evaluated: frozenset[int]
     sequences: int = 0
     voided_segments: int = 0
     unannotated_pixels: int = 0
@@ -170,7 +178,6 @@ class _SequenceScoring:
     def _score_frames(
         self, job: Job, sample: SampleRef, label: list[tuple[dict[int, int], str | None]]
     ) -> None:
-        evaluated = {c.id for c in evaluated_categories(self.taxonomy)}
         images = (
             load_frame(self.api, sample, i, max_pixels=self.max_pixels)
             for i in range(len(sample.frames))
@@ -181,7 +188,7 @@ class _SequenceScoring:
                 id_map = ground_truth_id_map(self.api, url, predicted.prediction.size)
             except (RemoteError, ValueError) as exc:
                 raise sample_failure(job, f"frame {index}: label bitmap: {exc}") from None
-            truth, voided, unannotated = ground_truth_frame(id_map, annotations, evaluated)
+            truth, voided, unannotated = ground_truth_frame(id_map, annotations, self.evaluated)
             self.accumulator.add_frame(frame_from_prediction(predicted.prediction), truth)
             self.voided_segments += voided
             self.unannotated_pixels += unannotated

@@ -40,6 +40,7 @@ __all__ = [
     "empty_frame_png",
     "frame_label",
     "label_bitmap_urls",
+    "label_object_count",
     "sequence_label_attributes",
     "sequence_label_model",
     "sequence_score",
@@ -173,6 +174,14 @@ def label_bitmap_urls(attributes: Mapping[str, Any] | None) -> tuple[str | None,
     frames = attributes.get("frames")
     holders = frames if isinstance(frames, list) else [attributes]
     return tuple((frame.get("segmentation_bitmap") or {}).get("url") for frame in holders)
+
+
+def label_object_count(attributes: Mapping[str, Any]) -> int:
+    """The objects a label holds: its annotations for an image label, its distinct track ids
+    over all frames for a sequence label (what a run's report counts as segments)."""
+    frames = attributes.get("frames")
+    holders = frames if isinstance(frames, list) else [attributes]
+    return len({a["id"] for frame in holders for a in frame.get("annotations") or ()})
 
 
 def sequence_score(predictions: Iterable[PanopticPrediction]) -> float:

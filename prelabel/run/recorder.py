@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from prelabel.config import WorkerSettings
+from prelabel.formats.sequence_label import label_object_count
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.job import Job, RunOptions, UploadedFrame
 from prelabel.run.outcome import SampleOutcome
@@ -87,17 +88,18 @@ class Recorder:
             return job
         job.leased = True
         record = state.get(opts.dataset, opts.labelset, sample.uuid)
-        if record is not None and record.stage == LABELED and not opts.overwrite_prelabels:
+        stage = record.stage if record is not None else None
+        if stage == LABELED and not opts.overwrite_prelabels:
             # Not recorded: the record must stay LABELED, or the next run would label the
             # sample again and the person's deletion would be respected only once.
             job.finish("skipped", reason=REMOVED_ON_SERVER, record_state=False)
-        elif record is not None and record.stage == PARKED and not opts.retry_failed:
+        elif record is not None and stage == PARKED and not opts.retry_failed:
             reason = f"parked after {record.attempts} failures ({record.reason}); --retry-failed"
             job.finish("skipped", reason=reason, record_state=False)
-        elif record is not None and record.stage == UPLOADED and record.asset_url:
+        elif record is not None and stage == UPLOADED and record.asset_url:
             if record.attributes:
                 job.pending = PendingLabel(record.asset_url, record.attributes, record.score or 0.0)
-                job.segments = len(record.attributes.get("annotations", []))
+                job.segments = label_object_count(record.attributes)
         elif sample.frames:
             # A sequence killed half-way: the frames it uploaded are reused.
             frames = state.uploaded_frames(opts.dataset, opts.labelset, sample.uuid)

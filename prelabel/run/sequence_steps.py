@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 from PIL import Image
 
@@ -23,7 +23,7 @@ from prelabel.config import Settings
 from prelabel.errors import ConfigError
 from prelabel.formats.atomic import write_json
 from prelabel.formats.label import EncodedLabel, encode_label
-from prelabel.formats.sequence_label import frame_label
+from prelabel.formats.sequence_label import frame_label, label_object_count
 from prelabel.panoptic import FramePrediction, TrackInfo
 from prelabel.run.frame_io import FrameIO
 from prelabel.run.job import Job, RunOptions, UploadedFrame
@@ -57,8 +57,17 @@ class SequenceSteps(SampleSteps):
     sequence pipeline and uploads its bitmap.
     """
 
-    def __init__(self, *args: Any, load_sequence_pipeline: Callable[[], SequencePredictor]) -> None:
-        super().__init__(*args)
+    def __init__(
+        self,
+        api: SegmentsApi,
+        settings: Settings,
+        options: RunOptions,
+        taxonomy: Taxonomy,
+        load_pipeline: Callable[[], Predictor],
+        *,
+        load_sequence_pipeline: Callable[[], SequencePredictor],
+    ) -> None:
+        super().__init__(api, settings, options, taxonomy, load_pipeline)
         self._load_sequence_pipeline = load_sequence_pipeline
         self._sequence_pipeline: SequencePredictor | None = None
 
@@ -123,8 +132,6 @@ class SequenceSteps(SampleSteps):
         missing = [i for i in range(len(sample.frames)) if i not in job.frames]
         if missing:
             raise RuntimeError(f"the sequence pipeline gave no prediction for frames {missing}")
-        tracks = {a["track_id"] for frame in job.frames.values() for a in frame.label.annotations}
-        job.segments = len(tracks)
 
     def _upload_frame(
         self,
@@ -152,7 +159,9 @@ class SequenceSteps(SampleSteps):
         """The frames are up already: the label is their list, in the sample's order."""
         frames = [job.frames[i] for i in range(len(job.sample.frames))]
         score = sum(frame.score for frame in frames) / len(frames)
-        return pending_sequence_label(job.sample, [frame.label for frame in frames], score)
+        pending = pending_sequence_label(job.sample, [frame.label for frame in frames], score)
+        job.segments = label_object_count(pending.attributes)
+        return pending
 
     def _save_dry_run_frame(self, job: Job, index: int, png: bytes) -> str:
         folder = self.options.output_dir / "dry-run" / job.sample.uuid
