@@ -37,6 +37,7 @@ from prelabel.run.models import pipeline_loader
 from prelabel.run.report import RunSummary
 from prelabel.segments.client import SegmentsApi
 from prelabel.segments.dataset import check_dataset
+from prelabel.segments.statuses import may_write
 from prelabel.state import StateStore
 from prelabel.taxonomy import load_categories_file
 
@@ -202,7 +203,7 @@ def _write_overlays(
 
 
 def _title(name: str, status: str | None, score: float | None) -> str:
-    if status == "PRELABELED":
+    if may_write(status, overwrite=True):
         return f"{name}: pre-labeled by this run" + (
             f", score {score:.2f}" if score is not None else ""
         )

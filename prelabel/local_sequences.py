@@ -22,6 +22,7 @@ from PIL import Image
 from prelabel.formats.atomic import write_json
 from prelabel.formats.label import encode_label
 from prelabel.formats.overlay import preview
+from prelabel.formats.sequence_label import pooled_score
 from prelabel.images import decode_image, find_images
 from prelabel.local import FileJob, LocalReport, report_entry, run_each, unique_names
 from prelabel.panoptic import TrackInfo
@@ -84,13 +85,13 @@ class _PredictSequence:
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         frame_names = unique_names(paths)
         shown: deque[Image.Image] = deque()
-        scores = []
+        scores: list[tuple[float, int]] = []
         predictions = self.pipeline.predict_frames(self._frames(paths, shown), self.taxonomy)
         for index, predicted in enumerate(predictions):
             image, name = shown.popleft(), frame_names[index]
             prediction = predicted.prediction
             encoded = encode_label(prediction)
-            scores.append(encoded.score)
+            scores.append((encoded.score, encoded.area))
             (self.out / "bitmaps" / f"{name}.png").write_bytes(encoded.png)
             write_json(
                 self.out / "labels" / f"{name}.json",
@@ -116,7 +117,7 @@ class _PredictSequence:
             job.sample.name,
             "predicted",
             segments=len(tracks),
-            score=sum(scores) / len(scores),
+            score=pooled_score(scores),
             seconds=round(time.perf_counter() - start, 3),
         )
 

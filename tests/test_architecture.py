@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "prelabel.errors": 0,
     "prelabel.config": 0,
     "prelabel.progress": 0,
+    "prelabel.retries": 0,
     # The values every stage passes on: categories, images, predictions.
     "prelabel.taxonomy": 1,
     "prelabel.images": 1,

@@ -18,7 +18,8 @@ from prelabel.config import WorkerSettings
 from prelabel.emulator import Emulator
 from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
-from prelabel.state import FAILED, LABELED, PARKED, StateStore
+from prelabel.run.policy import parks
+from prelabel.state import FAILED, LABELED, PARKED, UPLOADED, StateStore
 from tests.connector_helpers import (
     LABELING_PIPELINE,
     make_settings,
@@ -96,13 +97,32 @@ def test_a_sample_failing_max_attempts_times_is_parked_until_retry_failed(
 
 
 def test_server_trouble_does_not_count_toward_the_budget(tmp_path: Path) -> None:
+    def at_2(attempts: int) -> bool:
+        return parks(attempts, max_attempts=2)
+
     with StateStore.in_dir(tmp_path) as store:
         for _ in range(5):
-            stage = store.mark_failed("d/s", GT, "u1", "s1", "503", transient=True, max_attempts=2)
+            stage = store.mark_failed("d/s", GT, "u1", "s1", "503", transient=True, parks=at_2)
         assert stage == FAILED
         assert store.get("d/s", GT, "u1").attempts == 0  # type: ignore[union-attr]
-        assert store.mark_failed("d/s", GT, "u1", "s1", "bad", max_attempts=2) == FAILED
-        assert store.mark_failed("d/s", GT, "u1", "s1", "bad", max_attempts=2) == PARKED
+        assert store.mark_failed("d/s", GT, "u1", "s1", "bad", parks=at_2) == FAILED
+        assert store.mark_failed("d/s", GT, "u1", "s1", "bad", parks=at_2) == PARKED
+
+
+def test_the_policy_parks_at_max_attempts_and_the_store_keeps_an_upload_usable(
+    tmp_path: Path,
+) -> None:
+    assert [parks(n, max_attempts=3) for n in range(5)] == [False, False, False, True, True]
+    with StateStore.in_dir(tmp_path) as store:
+        store.mark_uploaded(
+            "d/s", GT, "u1", "s1", asset_url="http://a/1.png", attributes={}, score=1
+        )
+        for _ in range(3):
+            assert (
+                store.mark_failed("d/s", GT, "u1", "s1", "bad", parks=lambda _n: True) == UPLOADED
+            )
+        record = store.get("d/s", GT, "u1")
+        assert record is not None and record.attempts == 3 and record.asset_url == "http://a/1.png"
 
 
 def test_status_lists_leases_held(tmp_path: Path) -> None:

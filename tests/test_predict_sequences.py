@@ -18,6 +18,7 @@ from prelabel.cli import main
 from prelabel.emulator.sequences import moving_shapes
 from prelabel.formats.bitmap import decode_bitmap
 from prelabel.formats.overlay import category_color, preview
+from prelabel.formats.sequence_label import pooled_score
 from prelabel.local_sequences import track_numbers
 from prelabel.panoptic import PanopticPrediction, Segment, TrackInfo
 from prelabel.taxonomy import Category, build_taxonomy
@@ -73,11 +74,13 @@ def test_predict_sequence_writes_bitmaps_labels_overlays_and_tracks_that_agree(
     tracks = json.loads((out / "drive" / "tracks.json").read_text())["tracks"]
     by_id = {t["track_id"]: t for t in tracks}
     assert tracks and len(by_id) == len(tracks)
+    scored: list[tuple[float, int]] = []  # each frame's label score and segmented area
     for index, size in enumerate(sizes):
         name = f"f{index:03d}"
         id_map = decode_bitmap((out / "drive" / "bitmaps" / f"{name}.png").read_bytes(), size)
         label = json.loads((out / "drive" / "labels" / f"{name}.json").read_text())
         ids = {int(i) for i in np.unique(id_map)} - {0}
+        scored.append((label["score"], int(np.count_nonzero(id_map))))
         assert ids == {a["id"] for a in label["annotations"]}
         assert ids == {t for t, track in by_id.items() if index in track["frames"]}
         for annotation in label["annotations"]:
@@ -89,6 +92,8 @@ def test_predict_sequence_writes_bitmaps_labels_overlays_and_tracks_that_agree(
     report = json.loads((out / "report.json").read_text())
     assert [s["name"] for s in report["sequences"]] == ["drive", "broken"]
     assert report["sequences"][1]["error"]
+    # The sequence's score is the images' definition pooled over frames: area-weighted.
+    assert report["sequences"][0]["score"] == pytest.approx(pooled_score(scored), abs=1e-6)
 
 
 def test_a_track_keeps_its_number_and_colour_whatever_else_is_in_the_frame() -> None:

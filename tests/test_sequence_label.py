@@ -17,11 +17,13 @@ from prelabel.formats.sequence_label import (
     frame_label,
     label_bitmap_urls,
     label_object_count,
+    pooled_score,
     sequence_label_attributes,
     sequence_label_model,
     sequence_score,
 )
 from prelabel.panoptic import PanopticPrediction, Segment
+from prelabel.run.job import UploadedFrame, sequence_label_score
 
 
 def _prediction(ids: dict[int, int], score: float = 0.5) -> PanopticPrediction:
@@ -100,6 +102,29 @@ def test_sequence_score_pools_areas_over_frames() -> None:
 
     assert sequence_score(predictions) == pytest.approx((4 * 1.0 + 8 * 0.25) / 12)
     assert sequence_score([_prediction({})]) == 0.0
+
+
+def test_an_empty_frame_does_not_pull_a_sequence_score_down() -> None:
+    predictions = [_prediction({1: 1}, score=0.8), _prediction({}), _prediction({1: 1}, 0.8)]
+    encoded = [encode_label(p) for p in predictions]
+
+    assert pooled_score((e.score, e.area) for e in encoded) == pytest.approx(0.8)
+    assert sequence_score(predictions) == pytest.approx(0.8)  # a plain mean gave 0.53
+
+
+def test_a_resumed_sequence_scores_as_a_fresh_one() -> None:
+    """The frames a killed run uploaded come back from the state file (JSON) with what the
+    score needs, so the label written by the rerun has the score a fresh run gives."""
+    predictions = [_prediction({1: 1, 2: 1}, 0.9), _prediction({}), _prediction({1: 1}, 0.3)]
+    fresh = [
+        UploadedFrame(frame_label(e, f"http://a/{i}.png", i), e.score, f"img{i}", e.area)
+        for i, e in enumerate(encode_label(p) for p in predictions)
+    ]
+    resumed = [UploadedFrame.from_dict(json.loads(json.dumps(f.as_dict()))) for f in fresh]
+
+    assert resumed == fresh
+    assert sequence_label_score(resumed) == pytest.approx(sequence_score(predictions))
+    assert sequence_label_score(resumed) == pytest.approx((8 * 0.9 + 4 * 0.3) / 12)
 
 
 def _broken(change: str) -> dict[str, Any]:

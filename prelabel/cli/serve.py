@@ -71,6 +71,7 @@ def serve(
     GET /healthz, /readyz (models loaded, API reachable) and /metrics (Prometheus) are
     for the platform. SIGTERM answers 503 to new deliveries, finishes the samples in
     progress and exits 0. Samples are labeled with `prelabel run`'s rules and state.
+    A refused key, a bad config or models that cannot load stop it with exit code 2.
 
     \b
     Example:
@@ -122,8 +123,7 @@ def serve(
         finally:
             lifecycle.close()
             deliveries.close()
-    if service.fatal is not None:
-        raise click.ClickException(f"stopped: {service.fatal}")
+    _exit_on(service.fatal)
 
 
 @contextmanager
@@ -152,6 +152,18 @@ def _prepare(lifecycle: Lifecycle, datasets: Iterable[str]) -> None:
             logger.warning("cannot check %s now (%s); serving, cycles will retry", name, exc)
         except PrelabelError as exc:
             raise UsageFailure(str(exc)) from None
+
+
+def _exit_on(fatal: BaseException | None) -> None:
+    """The service stopped on ``fatal``: one of prelabel's errors (a refused key, a bad config,
+    models that cannot load) exits as ``prelabel run`` does, code 2 and the same message,
+    whichever worker met it first; anything else is a bug (exit 1)."""
+    from prelabel.errors import PrelabelError
+
+    if isinstance(fatal, PrelabelError):
+        raise UsageFailure(str(fatal))
+    if fatal is not None:
+        raise click.ClickException(f"stopped: {fatal}")
 
 
 def _read_secret(path: Path) -> str:

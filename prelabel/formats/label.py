@@ -39,6 +39,9 @@ class EncodedLabel:
     annotations: list[dict[str, int]]
     #: See :func:`label_score`.
     score: float
+    #: Pixels covered by segments: the weight of this score when frames' scores are pooled
+    #: (:func:`prelabel.formats.sequence_label.pooled_score`).
+    area: int = 0
 
 
 def encode_label(prediction: PanopticPrediction) -> EncodedLabel:
@@ -57,6 +60,7 @@ def encode_label(prediction: PanopticPrediction) -> EncodedLabel:
         png=segmentation_png(prediction.id_map),
         annotations=annotations,
         score=label_score(prediction),
+        area=sum(seg.area for seg in prediction.segments),
     )
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from segments.typing import ImageSequenceSegmentationLabelAttributes
 
 from prelabel.formats.bitmap import segmentation_png
-from prelabel.formats.label import EncodedLabel
+from prelabel.formats.label import EncodedLabel, label_score
 from prelabel.panoptic import PanopticPrediction
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "frame_label",
     "label_bitmap_urls",
     "label_object_count",
+    "pooled_score",
     "sequence_label_attributes",
     "sequence_label_model",
     "sequence_score",
@@ -186,9 +187,20 @@ def label_object_count(attributes: Mapping[str, Any]) -> int:
 
 def sequence_score(predictions: Iterable[PanopticPrediction]) -> float:
     """Area-weighted mean segment score over all frames (the per-image label score, pooled)."""
+    return pooled_score((label_score(p), sum(seg.area for seg in p.segments)) for p in predictions)
+
+
+def pooled_score(frames: Iterable[tuple[float, float]]) -> float:
+    """The one sequence score: frames' label scores weighted by their segments' area.
+
+    ``frames`` gives ``(score, area)`` per frame, each frame's score area-weighted already, so
+    the result is the area-weighted mean segment score over all frames, the definition an
+    image label uses; an empty frame weighs nothing (a plain mean of frame scores would let
+    frames with nothing in them pull a confident sequence down). 0.0 when no frame has a
+    segment. ``run``, ``predict --sequence`` and a resumed sequence all compute it here.
+    """
     total = weighted = 0.0
-    for prediction in predictions:
-        for seg in prediction.segments:
-            total += seg.area
-            weighted += seg.area * seg.score
+    for score, area in frames:
+        total += area
+        weighted += area * score
     return weighted / total if total > 0 else 0.0

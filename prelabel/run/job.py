@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from PIL import Image
 
 from prelabel.formats.label import EncodedLabel
-from prelabel.formats.sequence_label import FrameLabel
+from prelabel.formats.sequence_label import FrameLabel, pooled_score
 from prelabel.panoptic import PanopticPrediction
 from prelabel.run.outcome import Result, SampleOutcome
 from prelabel.run.policy import Failure
@@ -36,20 +37,42 @@ class UploadedFrame:
     """A sequence frame whose bitmap is on the server: its label, score and source image.
 
     ``image_url`` is the sample frame's image it was predicted from: a record of another
-    image (the sample's frames changed) is not reused.
+    image (the sample's frames changed) is not reused. ``area`` (pixels in segments) weighs
+    ``score`` in the sequence's score, so a resumed sequence scores as a fresh one; ``None``
+    in a record written before it was kept.
     """
 
     label: FrameLabel
     score: float
     image_url: str | None
+    area: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"label": self.label.as_dict(), "score": self.score, "image_url": self.image_url}
+        return {
+            "label": self.label.as_dict(),
+            "score": self.score,
+            "image_url": self.image_url,
+            "area": self.area,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UploadedFrame:
         label = FrameLabel.from_dict(data["label"])
-        return cls(label, float(data.get("score") or 0.0), data.get("image_url"))
+        area = data.get("area")
+        return cls(
+            label,
+            float(data.get("score") or 0.0),
+            data.get("image_url"),
+            None if area is None else int(area),
+        )
+
+
+def sequence_label_score(frames: Sequence[UploadedFrame]) -> float:
+    """The sequence's score from its frames: :func:`~prelabel.formats.sequence_label.pooled_score`
+    (area-weighted). Frames recorded without an area (an older state file) weigh alike."""
+    if any(frame.area is None for frame in frames):
+        return sum(frame.score for frame in frames) / len(frames) if frames else 0.0
+    return pooled_score((frame.score, frame.area or 0) for frame in frames)
 
 
 @dataclass
@@ -79,6 +102,8 @@ class Job:
     record_state: bool = True
     #: Whether this worker holds the sample's lease in the state store.
     leased: bool = False
+    #: The failure was raised by the model, not by the sample's data (see the policy).
+    model_error: bool = False
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -113,3 +138,4 @@ class Job:
 
     def fail(self, failure: Failure) -> None:
         self.finish("failed", reason=failure.reason, transient=failure.transient)
+        self.model_error = failure.model

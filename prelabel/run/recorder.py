@@ -1,10 +1,11 @@
 """The one recorder of a run: where every outcome lands, on the engine's calling thread.
 
 Per sample it applies, in this order: the resume state (unless a dry run), the summary, the
-streamed report, the progress bar, the lease release and the transient-failure stop of the
-failure policy. It also admits samples (leases and resume records are state too), and records
-an uploaded asset before its label is written (:meth:`Recorder.record_upload`, the one call
-that may come from a delivery thread; the state store is thread-safe).
+streamed report, the progress bar, the lease release and the stops of the failure policy
+(server trouble in a row, the first samples failing alike in the model). It also admits
+samples (leases and resume records are state too), and records an uploaded asset before its
+label is written (:meth:`Recorder.record_upload`, the one call that may come from a delivery
+thread; the state store is thread-safe).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from prelabel.formats.sequence_label import label_object_count
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.job import Job, RunOptions, UploadedFrame
 from prelabel.run.outcome import SampleOutcome
-from prelabel.run.policy import TransientStop
+from prelabel.run.policy import RunStop, parks
 from prelabel.run.report import ReportWriter, RunSummary
 from prelabel.segments.client import SampleRef
 from prelabel.segments.upload import PendingLabel
@@ -42,7 +43,7 @@ class Recorder:
         *,
         report: ReportWriter | None = None,
         progress: Progress | None = None,
-        stop: TransientStop | None = None,
+        stop: RunStop | None = None,
         on_outcome: Callable[[SampleOutcome], None] | None = None,
     ) -> None:
         self.state = None if options.dry_run else state
@@ -51,7 +52,7 @@ class Recorder:
         self.max_attempts = worker.max_attempts
         self.report = report
         self.progress = progress or NullProgress()
-        self.stop = stop or TransientStop()
+        self.stop = stop or RunStop()
         self.summary = RunSummary()
         #: Told of every recorded outcome (a service's metrics and logs).
         self.on_outcome = on_outcome
@@ -161,7 +162,7 @@ class Recorder:
         self.progress.note(**{k: v for k, v in self.summary.counts.items() if v})
         if self.on_outcome is not None:
             self.on_outcome(outcome)
-        self.stop.observe(outcome)
+        self.stop.observe(outcome, model_error=job.model_error)
         return outcome
 
     def _write_state(self, outcome: SampleOutcome) -> None:
@@ -173,8 +174,13 @@ class Recorder:
         elif outcome.result == "skipped":
             self.state.mark_skipped(*key, name, reason)
         elif outcome.result == "failed":
+            max_attempts = self.max_attempts
             stage = self.state.mark_failed(
-                *key, name, reason, transient=outcome.transient, max_attempts=self.max_attempts
+                *key,
+                name,
+                reason,
+                transient=outcome.transient,
+                parks=lambda attempts: parks(attempts, max_attempts),
             )
             if stage == PARKED:
                 logger.warning(
@@ -189,6 +195,7 @@ class Recorder:
         """Free the leases of samples abandoned on a stop, close bar and report."""
         if self.state is not None:
             self.state.release_all(self.owner)
+        self.stop.close()
         self.progress.close()
         if self.report is not None:
             self.summary.report_path = self.report.close(self.summary)

@@ -26,7 +26,7 @@ from prelabel.formats.label import EncodedLabel, encode_label
 from prelabel.formats.sequence_label import frame_label, label_object_count
 from prelabel.panoptic import FramePrediction, TrackInfo
 from prelabel.run.frame_io import FrameIO
-from prelabel.run.job import Job, RunOptions, UploadedFrame
+from prelabel.run.job import Job, RunOptions, UploadedFrame, sequence_label_score
 from prelabel.run.policy import guarded
 from prelabel.run.steps import FrameCallback, Predictor, SampleSteps
 from prelabel.segments.client import DatasetInfo, SegmentsApi
@@ -80,7 +80,7 @@ class SequenceSteps(SampleSteps):
     def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
         """Each sequence on its own: a sequence is already many model calls."""
         report = record_frame or (lambda job, index: None)
-        return [guarded(job, lambda j: self._stream(j, report)) for job in jobs]
+        return [guarded(job, lambda j: self._stream(j, report), in_model=True) for job in jobs]
 
     def _fetch(self, job: Job) -> None:
         if job.pending is None and not job.sample.frames:
@@ -112,7 +112,9 @@ class SequenceSteps(SampleSteps):
                 if self.options.dry_run:
                     url = self._save_dry_run_frame(job, index, encoded.png)
                     label = frame_label(encoded, url, frame.timestamp)
-                    job.frames[index] = UploadedFrame(label, encoded.score, frame.image_url)
+                    job.frames[index] = UploadedFrame(
+                        label, encoded.score, frame.image_url, encoded.area
+                    )
                     continue
 
                 upload = partial(
@@ -152,13 +154,13 @@ class SequenceSteps(SampleSteps):
             timestamp=frame.timestamp,
             empty_urls=empty_urls,
         )
-        job.frames[index] = UploadedFrame(label, encoded.score, frame.image_url)
+        job.frames[index] = UploadedFrame(label, encoded.score, frame.image_url, encoded.area)
         record_frame(job, index)
 
     def _upload(self, job: Job) -> PendingLabel:
         """The frames are up already: the label is their list, in the sample's order."""
         frames = [job.frames[i] for i in range(len(job.sample.frames))]
-        score = sum(frame.score for frame in frames) / len(frames)
+        score = sequence_label_score(frames)
         pending = pending_sequence_label(job.sample, [frame.label for frame in frames], score)
         job.segments = label_object_count(pending.attributes)
         return pending

@@ -23,10 +23,10 @@ from prelabel.formats.atomic import write_json
 from prelabel.formats.label import encode_label, label_attributes
 from prelabel.panoptic import PanopticPrediction
 from prelabel.run.job import Job, RunOptions
-from prelabel.run.policy import RUN_WIDE_ERRORS, guarded
+from prelabel.run.policy import ends_run, guarded
 from prelabel.segments.client import SegmentsApi
 from prelabel.segments.samples import load_image
-from prelabel.segments.statuses import PRELABELED, is_selectable
+from prelabel.segments.statuses import PRELABELED, may_write
 from prelabel.segments.upload import PendingLabel, upload_asset, write_label
 from prelabel.taxonomy import Taxonomy
 
@@ -84,7 +84,7 @@ class SampleSteps:
 
     def infer(self, job: Job) -> Job:
         """Predict the panoptic map (the one step that uses the model)."""
-        return guarded(job, self._infer)
+        return guarded(job, self._infer, in_model=True)
 
     def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
         """:meth:`infer` for several jobs in one model call (``predict_batch``).
@@ -103,7 +103,7 @@ class SampleSteps:
         try:
             predictions = predict_batch(images, self.taxonomy)
         except Exception as exc:
-            if isinstance(exc, RUN_WIDE_ERRORS):
+            if ends_run(exc):
                 raise
             logger.warning("batch of %d failed (%s); predicting one by one", len(todo), exc)
             return [self.infer(job) for job in jobs]
@@ -128,7 +128,7 @@ class SampleSteps:
         if self.options.dry_run:
             return
         current = self.api.label_state(job.sample.uuid, self.options.labelset)
-        if not is_selectable(current.status, overwrite_prelabels=self.options.overwrite_prelabels):
+        if not may_write(current.status, overwrite=self.options.overwrite_prelabels):
             job.finish(
                 "skipped", reason=f"labeled meanwhile ({current.status})", record_state=False
             )

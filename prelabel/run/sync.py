@@ -20,10 +20,11 @@ from dataclasses import dataclass, replace
 from types import FrameType
 
 from prelabel.config import Settings
-from prelabel.errors import AuthError, ConfigError, NotFoundRemoteError, RemoteError
+from prelabel.errors import ConfigError, PrelabelError
 from prelabel.progress import Progress
 from prelabel.run.dataset import run_dataset
 from prelabel.run.job import RunOptions
+from prelabel.run.policy import ends_loop
 from prelabel.run.report import RunSummary
 from prelabel.run.steps import Predictor
 from prelabel.state import StateStore
@@ -95,9 +96,10 @@ def sync_loop(
 ) -> RunSummary | None:
     """Run ``cycle(should_stop)`` until stopped (or once); returns the last cycle's summary.
 
-    Key, config and dataset errors end the loop (they will not fix themselves); server and
-    network errors are logged and retried with backoff. With ``policy.once`` a failing cycle
-    raises, so cron sees a non-zero exit.
+    The errors the policy's table says end a loop (a refused key, a bad config, a missing
+    dataset, models that cannot load: :func:`~prelabel.run.policy.ends_loop`) are raised;
+    other errors of prelabel's (the server down) are logged and retried with backoff. With
+    ``policy.once`` a failing cycle raises, so cron sees a non-zero exit.
     """
     rng = rng or random.Random()
     failures = 0
@@ -105,11 +107,9 @@ def sync_loop(
     while not stop.is_set():
         try:
             last = cycle(stop.is_set)
-        except (AuthError, ConfigError, NotFoundRemoteError):
-            raise  # a refused key, a bad config, a missing dataset: retrying cannot help
-        except RemoteError as exc:
-            if policy.once:
-                raise
+        except PrelabelError as exc:
+            if ends_loop(exc) or policy.once:
+                raise  # a refused key, a bad config, a missing dataset: retrying cannot help
             failures += 1
             delay = policy.delay_after_failure(failures, rng)
             logger.warning(

@@ -14,7 +14,7 @@ from PIL import Image
 from prelabel.errors import ImageError, SampleError, StorageError
 from prelabel.images import decode_image
 from prelabel.segments.client import SampleRef, SegmentsApi
-from prelabel.segments.statuses import is_selectable
+from prelabel.segments.statuses import may_write
 
 
 def select_samples(
@@ -22,7 +22,7 @@ def select_samples(
 ) -> Iterator[tuple[SampleRef, bool]]:
     """Every listed sample with whether it is selected (the caller counts both for progress)."""
     for sample in api.iter_samples(dataset, labelset):
-        yield sample, is_selectable(sample.label_status, overwrite_prelabels=overwrite_prelabels)
+        yield sample, may_write(sample.label_status, overwrite=overwrite_prelabels)
 
 
 def load_image(api: SegmentsApi, sample: SampleRef, *, max_pixels: int) -> Image.Image:

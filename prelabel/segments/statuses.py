@@ -22,6 +22,12 @@ SEQUENCE_TASK_TYPES = frozenset({"image-segmentation-sequence"})
 LABELABLE_TASK_TYPES = BITMAP_TASK_TYPES | SEQUENCE_TASK_TYPES
 
 
-def is_selectable(status: str | None, *, overwrite_prelabels: bool) -> bool:
-    """True for no label, and for a PRELABELED label when overwriting is asked for."""
-    return status is None or (overwrite_prelabels and status == PRELABELED)
+def may_write(status: str | None, *, overwrite: bool) -> bool:
+    """Whether prelabel may write a label over one with ``status``: the one rule.
+
+    True for no label, and for a PRELABELED label when overwriting is asked for; never for a
+    label a person has worked on. Selection, the re-check before the write, the safe write
+    itself, serve's webhooks and the demo all ask this function, so the rule cannot drift.
+    ``may_write(status, overwrite=True)`` is "nobody has touched it": no label, or ours.
+    """
+    return status is None or (overwrite and status == PRELABELED)

@@ -4,13 +4,13 @@ The SDK sets no timeout, retries nothing on POST, lower-cases response bodies in
 and maps errors by substring (shared/segments-api.md sections 0 and 4). Here every session gets a
 timeout, SDK and requests exceptions are classified once, in :func:`classify`, into prelabel's
 error tree (the one place that string-matches SDK messages), and :func:`retrying` retries the
-transient ones with exponential backoff and jitter, honouring "available in N seconds".
+transient ones with the one retry policy (:mod:`prelabel.retries`): exponential backoff and
+jitter, honouring "available in N seconds".
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -18,12 +18,7 @@ from typing import TypeVar
 import requests
 import segments.exceptions as sdk_errors
 from requests.adapters import HTTPAdapter
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
+from tenacity import Retrying
 
 from prelabel.config import RemoteSettings
 from prelabel.errors import (
@@ -32,6 +27,7 @@ from prelabel.errors import (
     RemoteError,
     TransientRemoteError,
 )
+from prelabel.retries import retry_policy
 from prelabel.storage.urls import redact_queries
 
 logger = logging.getLogger(__name__)
@@ -124,27 +120,6 @@ def _retry_after(message: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-class _WaitHonouringRetryAfter:
-    """Exponential backoff with jitter, but never shorter than the server asked for.
-
-    ``initial * 2**(n-1)`` plus a jitter of up to ``initial``, capped at ``max``. Written out
-    rather than tenacity's ``wait_exponential_jitter``, whose ``initial`` is deprecated in 9.x
-    (``multiplier`` does not exist in 8.x) and whose jitter is a fixed 1 s whatever ``initial``.
-    """
-
-    def __init__(self, settings: RemoteSettings) -> None:
-        self._initial = settings.retry_initial_s
-        self._max = settings.retry_max_s
-
-    def __call__(self, state: RetryCallState) -> float:
-        exponent = min(state.attempt_number - 1, 60)
-        backoff = self._initial * 2**exponent + random.uniform(0, self._initial)
-        wait = min(backoff, self._max)
-        exc = state.outcome.exception() if state.outcome else None
-        hint = getattr(exc, "retry_after", None)
-        return max(wait, hint) if hint is not None else wait
-
-
 def classified(fn: Callable[[], T]) -> Callable[[], T]:
     def run() -> T:
         try:
@@ -161,31 +136,12 @@ def retrying(
     *,
     retry_on: type[BaseException] = TransientRemoteError,
 ) -> Retrying:
-    """Tenacity policy for transient failures, with a warning per retry naming ``what``.
+    """The one retry policy (:func:`prelabel.retries.retry_policy`) for API calls, logged here.
 
     ``retry_on`` narrows what is retried (a subclass of :class:`TransientRemoteError`), for
     loops whose body makes calls that already retry on their own.
     """
-
-    def log_retry(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.next_action.sleep if state.next_action else 0.0
-        logger.warning(
-            "%s failed (attempt %d of %d): %s; retrying in %.1f s",
-            what,
-            state.attempt_number,
-            settings.retry_attempts,
-            exc,
-            wait,
-        )
-
-    return Retrying(
-        retry=retry_if_exception_type(retry_on),
-        stop=stop_after_attempt(settings.retry_attempts),
-        wait=_WaitHonouringRetryAfter(settings),
-        before_sleep=log_retry,
-        reraise=True,
-    )
+    return retry_policy(settings, what, retry_on=retry_on, log=logger)
 
 
 def header_seconds(value: str | None) -> float | None:

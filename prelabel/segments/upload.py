@@ -29,7 +29,7 @@ from prelabel.formats.sequence_label import (
     sequence_label_attributes,
 )
 from prelabel.segments.client import LabelState, SampleRef, SegmentsApi
-from prelabel.segments.statuses import PRELABELED
+from prelabel.segments.statuses import may_write
 from prelabel.segments.transport import retrying
 
 logger = logging.getLogger(__name__)
@@ -120,13 +120,15 @@ def blocking_reason(current: LabelState, pending: PendingLabel, *, overwrite: bo
     Only "no label" and (with ``overwrite``) a PRELABELED label may be written over. **A label
     with any other status is never written over**: a person labeled, reviewed or skipped it.
     """
-    if current.status is None:
-        return None
-    if current.status != PRELABELED:
+    if not may_write(current.status, overwrite=True):
         return f"label is {current.status} (a person has worked on it)"
-    if current.bitmap_urls and current.bitmap_urls == label_bitmap_urls(pending.attributes):
+    if (
+        current.status is not None
+        and current.bitmap_urls
+        and current.bitmap_urls == label_bitmap_urls(pending.attributes)
+    ):
         return "already written by prelabel"
-    if not overwrite:
+    if not may_write(current.status, overwrite=overwrite):
         return "already pre-labeled"
     return None
 

@@ -30,6 +30,7 @@ from prelabel.panoptic import PanopticPrediction
 from prelabel.progress import NullProgress
 from prelabel.run.dataset import DatasetWorker, announced_samples
 from prelabel.run.job import RunOptions
+from prelabel.run.policy import ends_loop
 from prelabel.run.report import RunSummary
 from prelabel.run.steps import Predictor, SampleSteps
 from prelabel.run.sync import CycleOptions
@@ -114,6 +115,9 @@ class WorkerLifecycle:
             api.close()
         cycles.completed()
         return summary
+
+    def ends_loop(self, exc: BaseException) -> bool:
+        return ends_loop(exc)
 
     def close(self) -> None:
         for api in (self._webhook_api, self._probe_api):

@@ -58,5 +58,10 @@ class Lifecycle(Protocol):
     def run_cycle(self, dataset: str, should_stop: ShouldStop) -> RunSummary:
         """One ``prelabel sync`` cycle over ``dataset``: every sample that needs a pre-label."""
 
+    def ends_loop(self, exc: BaseException) -> bool:
+        """Whether ``exc``, escaping a webhook batch, will not fix itself (a refused key, a bad
+        config, models that cannot load): the run policy's one table, which the cycles'
+        ``sync_loop`` asks too. Anything else of prelabel's is retried with backoff."""
+
     def close(self) -> None:
         """Release connections."""

@@ -14,7 +14,8 @@ Webhook work and cycles may meet on one sample; the state file's leases keep the
 they keep two ``sync`` workers apart. Stopping (:meth:`Service.begin_drain`, on SIGTERM) refuses
 new deliveries with 503, lets the samples in progress finish and then calls the ``on_drained``
 callbacks (the HTTP server exits). An error that will not fix itself (a refused key, a missing
-dataset, models that cannot load) ends the service the same way, with :attr:`Service.fatal` set.
+dataset, models that cannot load: :func:`prelabel.run.policy.ends_loop`, asked by both workers) ends
+the service the same way, with :attr:`Service.fatal` set to the first such error.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prelabel.errors import ModelLoadError, PrelabelError
+from prelabel.errors import PrelabelError
 from prelabel.run.outcome import SampleOutcome
 from prelabel.run.report import RunSummary
 from prelabel.run.sync import StopSignal, SyncPolicy, sync_loop
@@ -192,8 +193,12 @@ class Service:
             try:
                 target()
             except Exception as exc:  # a worker thread's last resort: stop the whole service
-                logger.error("stopping the service: %s", exc, exc_info=not _expected(exc))
-                self.fatal = exc
+                with self._lock:
+                    first = self.fatal is None
+                    if first:
+                        self.fatal = exc  # whichever thread met an error first names it
+                if first:
+                    logger.error("stopping the service: %s", exc, exc_info=not _expected(exc))
                 self.begin_drain()
 
         return run
@@ -209,9 +214,9 @@ class Service:
             batch = _Batch(self.queue, task, self._stop.is_set)
             try:
                 self._lifecycle.label_samples(task.dataset, batch, self._stop.is_set)
-            except ModelLoadError:
-                raise
             except PrelabelError as exc:
+                if self._lifecycle.ends_loop(exc):
+                    raise  # as in the cycles: a refused key, a bad config, no models
                 failures += 1
                 delay = self._policy.delay_after_failure(failures, rng)
                 logger.warning(

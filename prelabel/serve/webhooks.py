@@ -26,6 +26,7 @@ from typing import Any, Final, Literal
 from svix.webhooks import Webhook
 
 from prelabel.errors import ConfigError
+from prelabel.segments.statuses import may_write
 
 SAMPLE_CREATED: Final = "sample.created"
 LABEL_DELETED: Final = "label.deleted"
@@ -150,7 +151,11 @@ def decide(
         return Ignored("body is not a JSON event")
     if event.dataset is None or event.dataset not in datasets:
         return Ignored(f"dataset {event.dataset} is not served")
-    if event.event_type == LABEL_UPDATED and event.label_status == "PRELABELED":
+    if (
+        event.event_type == LABEL_UPDATED
+        and event.label_status is not None
+        and may_write(event.label_status, overwrite=True)
+    ):
         return Ignored("echo of a pre-label write")
     trigger: Trigger
     if event.event_type == SAMPLE_CREATED:

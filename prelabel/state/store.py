@@ -7,8 +7,9 @@ Table ``samples`` has one row per ``(dataset, labelset, sample_uuid)`` with ``st
 - ``labeled``: the PRELABELED label was written;
 - ``skipped`` / ``failed``: with ``reason``; both are retried by the next run (a skip's cause,
   e.g. a human label, is re-read from the server then);
-- ``parked``: failed ``worker.max_attempts`` times for reasons of its own (``attempts`` counts
-  those, not server trouble); left alone until a run is asked to retry failed samples.
+- ``parked``: failed for reasons of its own (``attempts`` counts those, not server trouble) as
+  often as the failure policy allows (``worker.max_attempts``, :func:`prelabel.run.policy.parks`);
+  left alone until a run is asked to retry failed samples.
 
 Table ``frames`` holds, for an image sequence, each frame whose bitmap is already uploaded
 (its ``label``: asset URL, annotations, score and the frame image it was predicted from, JSON),
@@ -32,6 +33,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,48 +219,52 @@ class StateStore:
         reason: str,
         *,
         transient: bool = False,
-        max_attempts: int | None = None,
+        parks: Callable[[int], bool] = lambda _attempts: False,
     ) -> str:
         """Record a failure and return the sample's stage after it.
 
-        An upload already done stays usable for the next attempt. ``attempts`` counts the
-        failures that are not ``transient`` (server trouble says nothing about the sample);
-        when it reaches ``max_attempts`` the sample is ``parked``: runs leave it alone until
-        asked to retry failed samples.
+        The store only counts: ``attempts`` counts the failures that are not ``transient``
+        (server trouble says nothing about the sample), and ``parks(attempts)`` (the failure
+        policy's rule, :func:`prelabel.run.policy.parks`) decides whether the sample is now
+        ``parked``. An upload already done (or a label written) keeps its stage, so it stays
+        usable for the next attempt. Read and write are one transaction.
         """
-        inc = 0 if transient else 1
-        limit = max_attempts if max_attempts is not None else -1
+        counted = 0 if transient else 1
         with self._lock:
-            self._db.execute(
-                "INSERT INTO samples (dataset, labelset, sample_uuid, sample_name, stage, reason,"
-                " attempts, updated_at) VALUES (?, ?, ?, ?,"
-                " CASE WHEN ? >= ? AND ? > 0 THEN 'parked' ELSE 'failed' END, ?, ?, ?)"
-                " ON CONFLICT (dataset, labelset, sample_uuid) DO UPDATE SET"
-                " reason=excluded.reason, attempts=attempts + ?, updated_at=excluded.updated_at,"
-                " stage=CASE WHEN stage IN ('uploaded', 'labeled') THEN stage"
-                " WHEN ? > 0 AND attempts + ? >= ? THEN 'parked' ELSE 'failed' END",
-                (
-                    dataset,
-                    labelset,
-                    sample_uuid,
-                    sample_name,
-                    inc,
-                    limit,
-                    limit,
-                    reason,
-                    inc,
-                    time.time(),
-                    inc,
-                    limit,
-                    inc,
-                    limit,
-                ),
-            )
-            row = self._db.execute(
-                "SELECT stage FROM samples WHERE dataset=? AND labelset=? AND sample_uuid=?",
-                (dataset, labelset, sample_uuid),
-            ).fetchone()
-        return str(row[0])
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT stage, attempts FROM samples"
+                    " WHERE dataset=? AND labelset=? AND sample_uuid=?",
+                    (dataset, labelset, sample_uuid),
+                ).fetchone()
+                attempts = (int(row[1]) if row else 0) + counted
+                if row is not None and row[0] in (UPLOADED, LABELED):
+                    stage = str(row[0])
+                else:
+                    stage = PARKED if counted and parks(attempts) else FAILED
+                self._db.execute(
+                    "INSERT INTO samples (dataset, labelset, sample_uuid, sample_name, stage,"
+                    " reason, attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (dataset, labelset, sample_uuid) DO UPDATE SET"
+                    " stage=excluded.stage, reason=excluded.reason, attempts=excluded.attempts,"
+                    " updated_at=excluded.updated_at",
+                    (
+                        dataset,
+                        labelset,
+                        sample_uuid,
+                        sample_name,
+                        stage,
+                        reason,
+                        attempts,
+                        time.time(),
+                    ),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return stage
 
     def parked(self, dataset: str, labelset: str) -> list[SampleRecord]:
         """The samples parked after too many failures, oldest first."""

@@ -11,9 +11,9 @@ extra, as before). When the read is refused (401/403, no credentials, no client 
 caller can get the URL Segments signs for this image, that URL is tried once over plain HTTP.
 
 Errors are :class:`~prelabel.errors.StorageError` subclasses naming the object and the cause.
-Transient ones are retried with backoff for bucket reads (the HTTP callable retries its own);
-the limits are the ``remote`` settings', as for the API. No message or log line contains a
-query string (signatures are credentials) or a credential.
+Transient ones are retried for bucket reads with the API's retry policy
+(:mod:`prelabel.retries`; the HTTP callable retries its own), under the ``remote`` settings.
+No message or log line contains a query string (signatures are credentials) or a credential.
 """
 
 from __future__ import annotations
@@ -21,14 +21,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from prelabel.config import RemoteSettings
 from prelabel.errors import (
@@ -43,6 +35,7 @@ from prelabel.errors import (
     TransientRemoteError,
     TransientStorageError,
 )
+from prelabel.retries import retry_policy
 from prelabel.storage.base import BucketReader
 from prelabel.storage.gcs import GcsReader
 from prelabel.storage.s3 import S3Reader
@@ -87,7 +80,10 @@ class ImageReader:
             return self._http(target.url)
         reader = self._bucket(target.scheme)
         try:
-            return self._retrying(str(target))(reader.read, target)
+            retry = retry_policy(
+                self._settings, f"reading {target}", retry_on=TransientStorageError, log=logger
+            )
+            return retry(reader.read, target)
         except MissingExtraError as missing:
             if target.http_url is None:
                 raise
@@ -116,30 +112,6 @@ class ImageReader:
                 kind = S3Reader if scheme == "s3" else GcsReader
                 self._buckets[scheme] = kind(self._settings)
             return self._buckets[scheme]
-
-    def _retrying(self, what: str) -> Retrying:
-        settings = self._settings
-
-        def log_retry(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            logger.warning(
-                "reading %s failed (attempt %d of %d): %s; retrying in %.1f s",
-                what,
-                state.attempt_number,
-                settings.retry_attempts,
-                exc,
-                state.next_action.sleep if state.next_action else 0.0,
-            )
-
-        return Retrying(
-            retry=retry_if_exception_type(TransientStorageError),
-            stop=stop_after_attempt(settings.retry_attempts),
-            wait=wait_random_exponential(
-                multiplier=settings.retry_initial_s, max=settings.retry_max_s
-            ),
-            before_sleep=log_retry,
-            reraise=True,
-        )
 
     def close(self) -> None:
         with self._lock:
