@@ -31,6 +31,7 @@ from prelabel.errors import (
     RemoteError,
     TransientRemoteError,
 )
+from prelabel.run.policy import SameModelError
 from prelabel.run.report import RunSummary
 from prelabel.run.sync import StopSignal, SyncPolicy, parse_interval, sync_loop
 from prelabel.state import StateStore, owner_is_dead
@@ -281,6 +282,7 @@ def test_the_backoff_really_waits() -> None:
         ConfigError("no such labelset"),
         NotFoundRemoteError("dataset jane/nope not found"),
         ModelLoadError("no weights"),
+        SameModelError("the first 3 samples all failed in the model"),
     ],
     ids=lambda e: type(e).__name__,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -312,6 +313,17 @@ def load_cli_settings(
 
     with usage_errors():
         return with_overrides(load_settings(config_path), api_url=api_url, device=device)
+
+
+def exit_interrupted(summary: RunSummary) -> None:
+    """After the summary of a run stopped by a signal: say how to finish, exit 130."""
+    from prelabel.run.sync import EXIT_INTERRUPTED
+
+    if not summary.interrupted:
+        return
+    left = "samples" if summary.remaining is None else str(summary.remaining)
+    click.echo(f"interrupted: rerun the same command to finish the remaining {left}", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def print_summary(summary: RunSummary) -> None:

@@ -10,6 +10,7 @@ from prelabel.cli._common import (
     CONTEXT_SETTINGS,
     LabelingArgs,
     UsageFailure,
+    exit_interrupted,
     labeling_options,
     print_summary,
     usage_errors,
@@ -68,7 +69,8 @@ def run(
     with status PRELABELED. Before writing, the sample's label is read again: a label a
     person has touched is never written over. Interrupted runs resume where they
     stopped. Exit code 0 when every selected sample was labeled or skipped, 1 when any
-    failed, 2 for usage, config or key problems.
+    failed, 2 for usage, config or key problems, 130 when stopped by Ctrl-C or SIGTERM
+    (the samples in flight are finished first; a second Ctrl-C stops at once).
 
     \b
     Example:
@@ -80,6 +82,7 @@ def run(
 
     from prelabel.progress import TqdmProgress
     from prelabel.run.models import pipeline_loader
+    from prelabel.run.sync import StopSignal
     from prelabel.state import StateStore
 
     if engine == "ray" and dry_run:
@@ -87,7 +90,11 @@ def run(
     key, settings = args.key_and_settings()
     options = args.run_options(limit=limit, dry_run=dry_run)
     progress = TqdmProgress(disable=args.quiet)
-    with StateStore.in_dir(args.state_dir) as state, usage_errors():
+    with (
+        StopSignal(hard_second=True).installed() as stop,
+        StateStore.in_dir(args.state_dir) as state,
+        usage_errors(),
+    ):
         if engine == "ray":
             from prelabel.run.ray_engine import RayOptions, run_on_ray
 
@@ -102,6 +109,7 @@ def run(
                 state=state,
                 models_dir=args.models_dir,
                 progress=progress,
+                should_stop=stop.is_set,
             )
         else:
             from prelabel.run.dataset import run_dataset
@@ -114,7 +122,9 @@ def run(
                     state=state,
                     load_pipeline=pipeline_loader(settings, args.models_dir),
                     progress=progress,
+                    should_stop=stop.is_set,
                 )
     print_summary(summary)
+    exit_interrupted(summary)
     if summary.failed:
         sys.exit(1)

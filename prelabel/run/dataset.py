@@ -131,7 +131,19 @@ class DatasetWorker:
                 run_overlapped(lifecycle, samples, self.settings.worker, stop)
         finally:
             recorder.close()
+        if stop():
+            _mark_interrupted(recorder, self.options.limit or self._expected)
         return recorder.summary
+
+
+def _mark_interrupted(recorder: Recorder, expected: int | None) -> None:
+    """A stopped run: what is left is what was expected less what was recorded or passed
+    (samples fetched ahead and abandoned count as left: nothing of theirs was written)."""
+    summary = recorder.summary
+    summary.interrupted = True
+    if expected is not None:
+        done = sum(summary.counts.values()) + recorder.passed_count
+        summary.remaining = max(expected - done, 0)
 
 
 def run_dataset(

@@ -83,8 +83,13 @@ def run_on_ray(
     state: StateStore,
     models_dir: Path | None,
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> RunSummary:
-    """One ``prelabel run`` whose predictions and uploads run on a Ray cluster."""
+    """One ``prelabel run`` whose predictions and uploads run on a Ray cluster.
+
+    Once ``should_stop()`` is true the driver records no further job and leaves the pools;
+    what they had not returned is left for the next run (as after a kill: resumable).
+    """
     ray = _ray()
     api = SegmentsApi.connect(api_key, settings.remote)
     try:
@@ -119,8 +124,14 @@ def run_on_ray(
                 if job.uploaded:
                     recorder.record_upload(job)
                 recorder.record(job)
+                if should_stop():
+                    break
     finally:
         recorder.close()
+    if should_stop():
+        summary = recorder.summary
+        summary.interrupted = True
+        summary.remaining = max(len(samples) - sum(summary.counts.values()), 0)
     return recorder.summary
 
 

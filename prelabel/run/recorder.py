@@ -58,6 +58,8 @@ class Recorder:
         self.on_outcome = on_outcome
         #: Lease owner: unique per recorder, readable in reports ("host:pid:xxxx").
         self.owner = new_owner()
+        #: Listed samples that needed nothing (see :meth:`passed`).
+        self.passed_count = 0
 
     def admit(self, sample: SampleRef) -> Job:
         """Take the sample's lease and consult its resume record.
@@ -137,6 +139,7 @@ class Recorder:
 
     def passed(self) -> None:
         """A listed sample that needs nothing: it only moves the progress bar."""
+        self.passed_count += 1
         self.progress.advance()
 
     def record(self, job: Job) -> SampleOutcome:

@@ -24,6 +24,10 @@ class RunSummary:
     counts: Counter[str] = field(default_factory=Counter)
     reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
     report_path: Path | None = None
+    #: Stopped by a signal before every selected sample was done.
+    interrupted: bool = False
+    #: Samples left for the next run when interrupted (``None``: not known, e.g. a stream).
+    remaining: int | None = None
 
     def add(self, outcome: SampleOutcome) -> None:
         self.counts[outcome.result] += 1

@@ -11,11 +11,13 @@ several workers do not retry in step.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import FrameType
 
@@ -63,23 +65,54 @@ class SyncPolicy:
         return self.interval_s * (1 + rng.uniform(-self.jitter, self.jitter))
 
 
-class StopSignal:
-    """Set by SIGTERM or SIGINT; the worker polls it between samples."""
+#: The exit code of a command stopped by SIGINT or SIGTERM before it finished (``run``): the
+#: shell's code for SIGINT, whichever of the two it was. Documented in the README.
+EXIT_INTERRUPTED = 130
 
-    def __init__(self) -> None:
+
+class StopSignal:
+    """Set by SIGTERM or SIGINT; the worker polls it between samples.
+
+    ``hard_second``: a second signal ends the process at once (``prelabel run``: a second
+    Ctrl-C), with :data:`EXIT_INTERRUPTED`. That is as safe as a ``kill -9``: a label write is
+    one request, local files are written atomically and the next run resumes. Without it
+    (``sync``, ``serve``) a second signal does not cut the drain short.
+    """
+
+    def __init__(self, *, hard_second: bool = False) -> None:
         self.event = threading.Event()
+        self.hard_second = hard_second
+        #: The first signal received, by name ("SIGINT").
+        self.received: str | None = None
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
 
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.event.is_set():
+    @contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        """:meth:`install` for a block; the previous handlers come back after it (a process
+        that goes on, such as tests invoking commands in process, keeps its own)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signals reach the main thread only: nothing to install
             return
-        logger.warning(
-            "%s received: finishing the samples in flight, then stopping",
-            signal.Signals(signum).name,
-        )
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.install()
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.event.is_set():
+            if self.hard_second:
+                os.write(2, f"{name} again: stopping now; rerun the same command\n".encode())
+                os._exit(EXIT_INTERRUPTED)
+            return
+        self.received = name
+        logger.warning("%s received: finishing the samples in flight, then stopping", name)
         self.event.set()
 
     def is_set(self) -> bool:

@@ -1,0 +1,165 @@
+"""Ctrl-C and SIGTERM in ``prelabel run`` (issue 21): real processes, real signals.
+
+One signal lets the samples in flight finish, records them, prints the summary and "interrupted:
+rerun the same command to finish the remaining N", and exits 130; a second Ctrl-C ends the
+process at once, with no label half-written. Either way the same command finishes the rest,
+writing each label once. The run is held mid-dataset by a slow image download (emulator fault).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from segments import SegmentsClient
+
+from prelabel.emulator import Emulator, FaultRule
+from prelabel.run.sync import EXIT_INTERRUPTED
+from tests.connector_helpers import read_report, url_path, write_config
+from tests.fixtures.emulator import EMULATOR_API_KEY, seed_dataset_via_sdk
+
+REPO = Path(__file__).resolve().parents[1]
+GT = "ground-truth"
+N = 6
+
+
+def _command(
+    emulator: Emulator, tmp_path: Path, dataset: str, models: Path, config: Path
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "prelabel",
+        "run",
+        "--dataset",
+        dataset,
+        "--api-url",
+        emulator.url,
+        "--models",
+        str(models),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--config",
+        str(config),
+        "--output-dir",
+        str(tmp_path / "run1"),
+        "-q",
+    ]
+
+
+def _start_held_at_third_sample(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tmp_path: Path,
+    models: Path,
+    *,
+    name: str,
+    hold_s: float,
+    engine: str = "sequential",
+) -> tuple[subprocess.Popen[bytes], list[str], list[str]]:
+    """A run whose third sample's image download takes ``hold_s``; returns once the first two
+    labels are written (the run is then on the third sample)."""
+    seeded = seed_dataset_via_sdk(segments_client, name=name, n_images=N)
+    third = segments_client.get_sample(seeded.sample_uuids[2]).attributes.image.url
+    emulator.set_faults([FaultRule(path=url_path(third), method="GET", latency_s=hold_s, times=1)])
+    config = write_config(tmp_path / "config.yaml")
+    config.write_text(config.read_text() + f"worker:\n  engine: {engine}\n", encoding="utf-8")
+    command = _command(emulator, tmp_path, seeded.full_name, models, config)
+    env = {**os.environ, "SEGMENTS_API_KEY": EMULATOR_API_KEY}
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 180
+    while len(emulator.label_write_counts()) < 2:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.monotonic() < deadline, "the run never reached its third sample"
+        time.sleep(0.05)
+    return process, command, list(seeded.sample_uuids)
+
+
+def _rerun_finishes_the_rest_writing_each_label_once(
+    emulator: Emulator, command: list[str], uuids: list[str]
+) -> None:
+    emulator.clear_faults()
+    rerun = subprocess.run(
+        [*command[:-3], "--output-dir", command[-2] + "-rerun", "-q"],
+        cwd=REPO,
+        env={**os.environ, "SEGMENTS_API_KEY": EMULATOR_API_KEY},
+        capture_output=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    assert emulator.label_write_counts() == {(u, GT): 1 for u in uuids}
+
+
+@pytest.mark.parametrize(
+    ("sig", "engine"),
+    [
+        (signal.SIGINT, "sequential"),
+        pytest.param(signal.SIGTERM, "sequential", marks=pytest.mark.slow),
+        pytest.param(signal.SIGINT, "overlapped", marks=pytest.mark.slow),
+    ],
+    ids=["sigint-sequential", "sigterm-sequential", "sigint-overlapped"],
+)
+def test_a_signal_finishes_the_samples_in_flight_reports_and_exits_130(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+    tmp_path: Path,
+    sig: signal.Signals,
+    engine: str,
+) -> None:
+    process, command, uuids = _start_held_at_third_sample(
+        emulator,
+        segments_client,
+        tmp_path,
+        tiny_models_dir,
+        name=f"stop-{sig.name.lower()}-{engine}",
+        hold_s=3.0,
+        engine=engine,
+    )
+
+    process.send_signal(sig)
+    _, stderr_bytes = process.communicate(timeout=120)
+    stderr = stderr_bytes.decode()
+
+    assert process.returncode == EXIT_INTERRUPTED, stderr[-3000:]
+    written = emulator.label_write_counts()
+    assert all(count == 1 for count in written.values())
+    report = read_report(Path(command[command.index("--output-dir") + 1]) / "report.json")
+    labeled = [s["sample_uuid"] for s in report["samples"] if s["result"] == "labeled"]
+    assert sorted(labeled) == sorted(u for u, _ in written)
+    if engine == "sequential":
+        # The sample in flight (the third, its download held) was finished, then the run
+        # stopped: nothing after it started.
+        assert sorted(labeled) == sorted(uuids[:3])
+    assert "labeled" in stderr  # the summary
+    assert f"interrupted: rerun the same command to finish the remaining {N - len(labeled)}" in (
+        stderr
+    )
+    assert "Traceback" not in stderr and "Aborted!" not in stderr
+    _rerun_finishes_the_rest_writing_each_label_once(emulator, command, uuids)
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_half_written_label(
+    emulator: Emulator, segments_client: SegmentsClient, tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    process, command, uuids = _start_held_at_third_sample(
+        emulator, segments_client, tmp_path, tiny_models_dir, name="stop-twice", hold_s=20.0
+    )
+
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    start = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+
+    assert process.returncode == EXIT_INTERRUPTED
+    assert time.monotonic() - start < 10, "the second Ctrl-C waited for the held download"
+    assert emulator.label_write_counts() == {(u, GT): 1 for u in uuids[:2]}
+    _rerun_finishes_the_rest_writing_each_label_once(emulator, command, uuids)
