@@ -23,6 +23,7 @@ from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.review import ReviewItem, ReviewSession
 from prelabel.segments.client import SegmentsApi
+from prelabel.state import StateStore
 from tests.connector_helpers import (
     EMULATOR_API_KEY,
     LABELING_PIPELINE,
@@ -148,6 +149,39 @@ def test_push_returns_every_items_outcome_when_one_fails(
     assert emulator.label_write_count(items[1].sample.uuid) == 0
     for item in (items[0], items[2]):
         assert emulator.label_write_count(item.sample.uuid) == 1
+
+
+def test_push_admits_like_run_a_sample_another_worker_holds_is_left_alone(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    pipeline: Pipeline,
+    tmp_path: Path,
+) -> None:
+    seeded = seed_dataset_via_sdk(segments_client, name="push-leased", n_images=2)
+    api = SegmentsApi.connect(EMULATOR_API_KEY, make_settings(emulator.url).remote)
+    session = ReviewSession(
+        api,
+        seeded.full_name,
+        settings=make_settings(emulator.url),
+        pipeline=pipeline,
+        state_dir=tmp_path / "state",
+    )
+    held, free = seeded.sample_uuids
+    other = StateStore.in_dir(tmp_path / "state")
+    try:
+        assert other.claim(seeded.full_name, "ground-truth", held, "elsewhere:1:abcd", 600) is None
+        items = [session.predict(s) for s in session.samples(limit=2)]
+        outcomes = {o.sample_uuid: o for o in session.push(items)}
+        leases = other.leases(seeded.full_name, "ground-truth")
+    finally:
+        session.close()
+        other.close()
+
+    assert outcomes[held].result == "skipped"
+    assert outcomes[held].reason == "being labeled by another worker (elsewhere:1:abcd)"
+    assert emulator.label_write_count(held) == 0
+    assert outcomes[free].result == "labeled" and emulator.label_write_count(free) == 1
+    assert [lease[:2] for lease in leases] == [(held, "elsewhere:1:abcd")]  # ours was freed
 
 
 class _NaNModel:

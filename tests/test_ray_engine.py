@@ -21,6 +21,7 @@ Marked ``ray``: ``pytest -m "not ray"`` leaves them out; ``.ci/run`` runs them.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import pickle
@@ -28,6 +29,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,7 @@ from tests.connector_helpers import (
     outcomes_by_uuid,
     read_report,
     requests_matching,
+    state_record,
     state_stage,
     wait_for,
     write_config,
@@ -404,10 +407,13 @@ def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
     tiny_models_dir: Path,
     tmp_path: Path,
 ) -> None:
-    """What Ray does when an upload actor dies after the write but before answering: the same
-    batch runs again on another actor. Here both runs of the stage are called in-process."""
+    """What Ray does when an upload actor dies after its upload but before answering: the same
+    batch runs again on another actor, and uploads again. Here both runs of the stage are
+    called in-process, and each job they return goes through the driver's label write: the
+    label is written once, with the first upload's bitmap."""
     from prelabel.run.job import Job
-    from prelabel.run.ray_engine import _ActorSetup, _Deliver, _jobs, _Predict
+    from prelabel.run.ray_engine import _ActorSetup, _Deliver, _jobs, _no_model, _Predict
+    from prelabel.run.steps import SampleSteps
     from prelabel.segments.client import SampleRef, SegmentsApi
     from prelabel.segments.dataset import check_dataset
 
@@ -429,7 +435,14 @@ def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
 
     [first] = _jobs(_Deliver(setup)(predicted))
     [retried] = _jobs(_Deliver(setup)(predicted))
+    assert first.uploaded and retried.uploaded and first.outcome is None  # not written yet
+    driver = setup.steps(_no_model)
+    try:
+        first, retried = driver.write(first), driver.write(retried)
+    finally:
+        driver.api.close()
 
+    assert isinstance(driver, SampleSteps)
     assert first.outcome is not None and retried.outcome is not None
     assert first.outcome.result == "labeled"
     assert retried.outcome.result == "skipped"
@@ -439,6 +452,92 @@ def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
     assert first.pending is not None
     assert label.attributes.model_dump()["segmentation_bitmap"]["url"] == first.pending.asset_url
     assert "api_key" not in repr(setup) and EMULATOR_API_KEY not in repr(setup)
+
+
+def test_the_driver_records_the_upload_before_the_label_write(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+    pid_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The order ``run/steps.py`` promises, on Ray too: the upload actor reports the bitmap
+    back, the driver records it, and only then is the label written. The label PUT is held
+    (its connection hangs, then closes unanswered): while it hangs, the state file already
+    has the bitmap, so a run killed there reuses it. The write is then retried once."""
+    seeded = seed_dataset_via_sdk(segments_client, name="ray-order", n_images=2)
+    emulator.set_faults(
+        [FaultRule(path="/labels/*", method="PUT", hang_rate=1.0, hang_s=3.0, times=1)]
+    )
+    uploads_before = emulator.asset_upload_count()
+    box: dict[str, Any] = {}
+    one_actor_each = ray_options(workers=1, upload_workers=1)
+
+    def run() -> None:
+        box["run"] = run_ray(
+            emulator,
+            tmp_path,
+            pid_dir,
+            tiny_models_dir,
+            seeded.full_name,
+            options=one_actor_each,
+        )
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 240
+    while not (held := requests_matching(emulator, "PUT", "/labels/", fault="hang")):
+        assert thread.is_alive(), "the run ended before its label write"
+        assert time.monotonic() < deadline, "the label write never started"
+        time.sleep(0.05)
+    uuid = held[0].path.split("/")[2]
+    recorded = state_record(tmp_path, seeded.full_name, uuid)
+    held_writes = emulator.label_write_count(uuid)
+    thread.join(240)
+    emulator.clear_faults()
+
+    assert held_writes == 0
+    assert recorded is not None and recorded.stage == "uploaded" and recorded.asset_url
+    result = box["run"]
+    assert {o["result"] for o in result.outcomes.values()} == {"labeled"}
+    assert [emulator.label_write_count(u) for u in seeded.sample_uuids] == [1, 1]
+    assert emulator.asset_upload_count() - uploads_before == 2  # each bitmap once
+    label = segments_client.get_label(uuid)
+    assert label.attributes.model_dump()["segmentation_bitmap"]["url"] == recorded.asset_url
+
+
+def test_a_dry_run_on_ray_writes_nothing_and_the_driver_saves_what_it_would_upload(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+    pid_dir: Path,
+    tmp_path: Path,
+) -> None:
+    seeded = seed_dataset_via_sdk(segments_client, name="ray-dry", n_images=2)
+    emulator.clear_requests()
+
+    run = run_ray(
+        emulator,
+        tmp_path,
+        pid_dir,
+        tiny_models_dir,
+        seeded.full_name,
+        options=ray_options(workers=1, upload_workers=1),
+        dry_run=True,
+    )
+
+    assert {o["result"] for o in run.outcomes.values()} == {"dry-run"}
+    assert set(run.outcomes) == set(seeded.sample_uuids)
+    assert [r for r in emulator.requests if r.method in {"POST", "PUT", "PATCH", "DELETE"}] == []
+    store = StateStore.in_dir(tmp_path / "state")
+    try:
+        assert store.counts(seeded.full_name, "ground-truth") == {}
+    finally:
+        store.close()
+    for uuid in seeded.sample_uuids:
+        saved = json.loads((tmp_path / "out" / "dry-run" / f"{uuid}.json").read_text())
+        assert saved["label_status"] == "PRELABELED" and saved["attributes"]["annotations"]
+        assert (tmp_path / "out" / "dry-run" / f"{uuid}.png").stat().st_size > 0
 
 
 # The CLI ---------------------------------------------------------------------------------------

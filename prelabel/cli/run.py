@@ -9,7 +9,6 @@ import click
 from prelabel.cli._common import (
     CONTEXT_SETTINGS,
     LabelingArgs,
-    UsageFailure,
     exit_interrupted,
     labeling_options,
     print_summary,
@@ -85,8 +84,6 @@ def run(
     from prelabel.run.sync import StopSignal
     from prelabel.state import StateStore
 
-    if engine == "ray" and dry_run:
-        raise UsageFailure("--dry-run is not supported with --engine ray")
     key, settings = args.key_and_settings()
     options = args.run_options(limit=limit, dry_run=dry_run)
     progress = TqdmProgress(disable=args.quiet)

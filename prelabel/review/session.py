@@ -300,28 +300,38 @@ class ReviewSession:
         """Upload accepted predictions as PRELABELED labels, safely (see
         :mod:`prelabel.segments.upload`), and return every item's outcome.
 
-        One failing item fails only itself. When the server stays down (the failure policy's
-        transient stop), the items not yet tried are returned as failed with that reason.
+        Each item is admitted as ``prelabel run`` admits a sample: it takes the sample's lease
+        (one another worker holds is skipped) and honours its resume record (a parked sample, a
+        label of ours a person deleted); the accepted prediction is what is uploaded, never a
+        bitmap an earlier run left. One failing item fails only itself. When the server stays
+        down (the failure policy's transient stop), the items not yet tried are returned as
+        failed with that reason.
         """
         steps = self._steps(overwrite_prelabels=overwrite_prelabels)
         recorder = Recorder(self.state, steps.options, self.settings.worker)
         outcomes: list[SampleOutcome] = []
         stopped: str | None = None
-        for item in items:
-            job = Job(item.sample, prediction=item.prediction)
-            if stopped is not None:
-                job.finish("failed", reason=f"not pushed: {stopped}", record_state=False)
-                assert job.outcome is not None
-                outcomes.append(job.outcome)
-                continue
-            job = steps.deliver(job, recorder.record_upload)
-            try:
-                outcomes.append(recorder.record(job))
-            except RemoteError as exc:
-                assert job.outcome is not None
-                outcomes.append(job.outcome)
-                stopped = str(exc)
-        recorder.close()
+        try:
+            for item in items:
+                if stopped is not None:
+                    job = Job(item.sample)
+                    job.finish("failed", reason=f"not pushed: {stopped}", record_state=False)
+                    assert job.outcome is not None
+                    outcomes.append(job.outcome)
+                    continue
+                job = recorder.admit(item.sample)
+                if not job.finished:
+                    # What the reviewer accepted, not what an earlier run may have uploaded.
+                    job.pending, job.segments, job.prediction = None, None, item.prediction
+                job = steps.deliver(job, recorder.record_upload)
+                try:
+                    outcomes.append(recorder.record(job))
+                except RemoteError as exc:
+                    assert job.outcome is not None
+                    outcomes.append(job.outcome)
+                    stopped = str(exc)
+        finally:
+            recorder.close()  # frees the leases, also on a run-wide error
         return outcomes
 
     def close(self) -> None:

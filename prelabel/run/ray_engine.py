@@ -9,20 +9,21 @@ The Ray engine is a scheduler over the same lifecycle as the local engines
 2. ``_Predict``, an actor pool with one model copy per actor (loaded once, in the actor's
    constructor), runs the check, fetch, infer (``predict_batch`` on ``batch_size`` samples)
    and encode steps. ``--workers`` actors, ``--gpus-per-worker`` each.
-3. ``_Deliver``, a second pool of CPU actors, runs the deliver step: upload the bitmap, re-read
-   the label right before writing, never over a person's label, and not again when our bitmap
-   is already there (:func:`prelabel.segments.upload.write_label`).
-4. The driver records each job as it streams in (state, report, progress, the transient stop):
-   workers share no disk, so only the driver keeps state; an uploaded asset reaches the
-   driver's state in the returned job.
+3. ``_Deliver``, a second pool of CPU actors, runs the deliver step's upload (the bitmap) and
+   reports it back in the returned job.
+4. The driver records the upload (workers share no disk, so only the driver keeps state),
+   *then* writes the label (:meth:`~prelabel.run.steps.SampleSteps.write`, in a small thread
+   pool: re-read the label right before writing, never over a person's label, not again when
+   our bitmap is already there), the order :meth:`~prelabel.run.steps.SampleSteps.deliver`
+   keeps locally: a run killed between the two finds the bitmap in its state and reuses it.
+   Then it records each job (state, report, progress, the policy's stops).
 
 Jobs cross machines pickled in a one-column row: they are plain dataclasses. Every step runs
 under the failure policy (:mod:`prelabel.run.policy`), so an unexpected exception fails one
 sample, never the Ray job; run-wide errors end the run as locally.
 
 Why a sample is written once even when Ray retries: Ray Data re-runs a batch whose actor died.
-The retried delivery uploads a new bitmap, re-reads the label, finds a PRELABELED label that is
-not its own and, without ``--overwrite-prelabels``, skips ("already pre-labeled").
+A retried upload uploads a new bitmap; the label is written once, by the driver.
 
 Ray is an optional extra (``pip install prelabel[ray]``), imported only here.
 """
@@ -31,7 +32,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ from prelabel.run.job import Job, RunOptions
 from prelabel.run.recorder import Recorder
 from prelabel.run.report import ReportWriter, RunSummary
 from prelabel.run.steps import Predictor, SampleSteps
-from prelabel.segments.client import SegmentsApi
+from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.dataset import check_dataset
 from prelabel.state import StateStore
 from prelabel.taxonomy import Taxonomy
@@ -95,8 +97,28 @@ def run_on_ray(
     try:
         _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
         samples = list(selected_samples(api, options))
+        steps = SampleSteps(api, settings, options, taxonomy, _no_model)  # the label writes
+        summary = _drive(
+            ray, steps, samples, api_key, ray_options, state, models_dir, progress, should_stop
+        )
     finally:
         api.close()
+    return summary
+
+
+def _drive(
+    ray: Any,
+    steps: SampleSteps,
+    samples: list[SampleRef],
+    api_key: str,
+    ray_options: RayOptions,
+    state: StateStore,
+    models_dir: Path | None,
+    progress: Progress | None,
+    should_stop: Callable[[], bool],
+) -> RunSummary:
+    """Admit, run the pools, record each upload, write each label, record each outcome."""
+    settings, options, taxonomy = steps.settings, steps.options, steps.taxonomy
     report = ReportWriter(
         options.output_dir / "report.json",
         {"dataset": options.dataset, "labelset": options.labelset, "engine": "ray"},
@@ -118,14 +140,10 @@ def run_on_ray(
             else:
                 rows.append(_row(job))
         if rows:
-            for job in _run_pools(
+            pools = _run_pools(
                 ray, rows, api_key, settings, options, ray_options, taxonomy, models_dir
-            ):
-                if job.uploaded:
-                    recorder.record_upload(job)
-                recorder.record(job)
-                if should_stop():
-                    break
+            )
+            _write_and_record(pools, steps, recorder, settings.worker.deliver_workers, should_stop)
     finally:
         recorder.close()
     if should_stop():
@@ -133,6 +151,43 @@ def run_on_ray(
         summary.interrupted = True
         summary.remaining = max(len(samples) - sum(summary.counts.values()), 0)
     return recorder.summary
+
+
+def _write_and_record(
+    jobs: Iterable[Job],
+    steps: SampleSteps,
+    recorder: Recorder,
+    writers: int,
+    should_stop: Callable[[], bool],
+) -> None:
+    """For each job back from the pools: record its upload, then write its label (a pool of
+    ``writers`` threads), then record it, on this thread. Writes in flight finish on a stop
+    or a run-wide error, so none is cut in half."""
+    pool = ThreadPoolExecutor(max(writers, 1), thread_name_prefix="prelabel-write")
+    writing: set[Future[Job]] = set()
+
+    def collect(block: bool) -> None:
+        if not writing:
+            return
+        done, _ = wait(writing, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        for future in done:
+            writing.discard(future)
+            recorder.record(future.result())
+
+    try:
+        for job in jobs:
+            if job.uploaded and not job.finished:
+                recorder.record_upload(job)  # before the label refers to it
+            while len(writing) >= 2 * max(writers, 1):
+                collect(block=True)
+            writing.add(pool.submit(steps.write, job))
+            collect(block=False)
+            if should_stop():
+                break
+        while writing:
+            collect(block=True)
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _run_pools(
@@ -253,23 +308,20 @@ class _Predict:
 
 
 class _Deliver:
-    """Upload actor: bitmap upload and the safe label write."""
+    """Upload actor: the bitmap upload (the driver writes the label)."""
 
     def __init__(self, setup: _ActorSetup) -> None:
         self.steps = setup.steps(_no_model)
         _note_pid("deliver")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
-        # The upload travels back in the job (job.uploaded) for the driver to record.
-        return _batch([self.steps.deliver(job, _keep_in_job) for job in _jobs(batch)])
+        # The upload travels back in the job (job.uploaded): the driver records it, then
+        # writes the label.
+        return _batch([self.steps.upload(job) for job in _jobs(batch)])
 
 
 def _no_model() -> Predictor:
     raise RuntimeError("an upload actor does not load models")
-
-
-def _keep_in_job(job: Job) -> None:
-    """The Ray upload callback: the driver records the upload from the returned job."""
 
 
 def _note_pid(role: str) -> None:

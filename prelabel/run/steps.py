@@ -118,11 +118,25 @@ class SampleSteps:
     def deliver(self, job: Job, record_upload: UploadCallback) -> Job:
         """Encode, upload the bitmap, re-read the label and write it (I/O).
 
-        ``record_upload`` is called after the upload and before the write. With ``dry_run``
-        what would be uploaded is saved under ``output_dir/dry-run/`` instead.
+        ``record_upload`` is called after the upload and before the write: the one order,
+        written here. With ``dry_run`` what would be uploaded is saved under
+        ``output_dir/dry-run/`` instead. The Ray engine runs the two halves apart (an actor
+        uploads, the driver records and writes) in the same order.
         """
-        job = self.encode(job)
-        return guarded(job, lambda j: self._deliver(j, record_upload))
+        job = self.upload(job)
+        if job.uploaded:
+            job = guarded(job, record_upload)
+        return self.write(job)
+
+    def upload(self, job: Job) -> Job:
+        """Encode and upload the bitmap (``job.pending``, ``job.uploaded``), unless an earlier
+        run did or this is a dry run (I/O)."""
+        return guarded(self.encode(job), self._deliver)
+
+    def write(self, job: Job) -> Job:
+        """Re-read the label and write ``job.pending`` unless a person's label is there; with
+        ``dry_run`` save what would be uploaded under ``output_dir/dry-run/`` instead."""
+        return guarded(job, self._write)
 
     def _check(self, job: Job) -> None:
         if self.options.dry_run:
@@ -149,16 +163,22 @@ class SampleSteps:
             job.segments = len(job.prediction.segments)
             job.prediction = None
 
-    def _deliver(self, job: Job, record_upload: UploadCallback) -> None:
-        opts, sample = self.options, job.sample
-        if job.pending is None:
-            if opts.dry_run:
-                job.finish("dry-run", score=self._save_dry_run(job))
-                return
+    def _deliver(self, job: Job) -> None:
+        """The deliver step's first half, the upload (the write is :meth:`_write`); a dry
+        run uploads nothing."""
+        if job.pending is None and not self.options.dry_run:
             job.pending = self._upload(job)
             job.uploaded = True
             job.encoded = None
-            record_upload(job)
+
+    def _write(self, job: Job) -> None:
+        opts, sample = self.options, job.sample
+        if opts.dry_run and job.pending is None:
+            # Saved where the label would be written: the Ray engine's driver, this machine.
+            job.finish("dry-run", score=self._save_dry_run(job))
+            return
+        if job.pending is None:
+            raise RuntimeError("write() before upload()")
         result = write_label(
             self.api,
             self.settings.remote,
