@@ -4,7 +4,8 @@ Per image it writes the Segments bitmap (``bitmaps/<name>.png``, the RGBA id enc
 imports), the annotations and score beside it (``labels/<name>.json``) and a preview
 (``overlays/<name>.jpg``: the overlay with names, and a legend of every segment); for the run a
 COCO-panoptic export (``panoptic/`` + ``panoptic.json``) and ``report.json`` with every image's
-outcome. A bad image is recorded with its reason and the run goes on.
+outcome, in the schema ``prelabel run`` writes (:class:`~prelabel.run.report.ReportWriter`). A
+bad image is recorded with its reason and the run goes on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prelabel.pipeline.pipeline import Pipeline
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.outcome import SampleOutcome
 from prelabel.run.policy import Failure, guarded
+from prelabel.run.report import ReportWriter
 from prelabel.segments.client import SampleRef
 from prelabel.taxonomy import Taxonomy
 
@@ -87,7 +89,7 @@ def predict_files(
     finally:
         writer.close()
     report = LocalReport(outcomes=tuple(outcomes), out_dir=out_dir)
-    write_json(out_dir / "report.json", {"images": [report_entry(o) for o in outcomes]})
+    ReportWriter(out_dir / "report.json", {"command": "predict"}).write_all(outcomes)
     return report
 
 
@@ -153,18 +155,6 @@ class _Predict:
             score=encoded.score,
             seconds=round(time.perf_counter() - start, 3),
         )
-
-
-def report_entry(outcome: SampleOutcome) -> dict[str, object]:
-    """report.json's entry per image (its keys predate the shared outcome type)."""
-    return {
-        "path": outcome.sample_uuid,
-        "name": outcome.sample_name,
-        "segments": outcome.segments or 0,
-        "score": outcome.score or 0.0,
-        "seconds": outcome.seconds or 0.0,
-        "error": outcome.reason if outcome.result == "failed" else None,
-    }
 
 
 def unique_names(paths: Sequence[Path]) -> list[str]:

@@ -24,10 +24,11 @@ from prelabel.formats.label import encode_label
 from prelabel.formats.overlay import preview
 from prelabel.formats.sequence_label import pooled_score
 from prelabel.images import decode_image, find_images
-from prelabel.local import FileJob, LocalReport, report_entry, run_each, unique_names
+from prelabel.local import FileJob, LocalReport, run_each, unique_names
 from prelabel.panoptic import TrackInfo
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.outcome import SampleOutcome
+from prelabel.run.report import ReportWriter
 from prelabel.run.sequence_steps import SequencePredictor
 from prelabel.taxonomy import Taxonomy
 
@@ -51,7 +52,7 @@ def predict_sequences(
         progress,
         "predict sequences",
     )
-    write_json(out_dir / "report.json", {"sequences": [report_entry(o) for o in outcomes]})
+    ReportWriter(out_dir / "report.json", {"command": "predict --sequence"}).write_all(outcomes)
     return LocalReport(outcomes=tuple(outcomes), out_dir=out_dir)
 
 

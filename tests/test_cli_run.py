@@ -120,6 +120,7 @@ def test_run_labels_every_sample_and_exits_0(
     result = invoke(tmp_path, emulator.url, seeded_dataset.full_name, models=tiny_models_dir)
 
     assert result.exit_code == 0, result.output
+    assert report_of(tmp_path)["version"] == 1  # the schema predict writes too (README)
     outcomes = outcomes_by_uuid(report_of(tmp_path))
     assert list(outcomes) == list(seeded_dataset.sample_uuids)
     assert {o["result"] for o in outcomes.values()} == {"labeled"}

@@ -7,6 +7,7 @@ where a segment is too small, and one swatch of each segment's colour in the leg
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -178,3 +179,10 @@ def test_predict_writes_a_named_preview_per_image(
     assert [o.result for o in report.outcomes] == ["predicted"]
     with Image.open(tmp_path / "out" / "overlays" / "photo.jpg") as shown:
         assert shown.width == 48 and shown.height > 32  # the legend is below the image
+    # report.json in the schema `prelabel run` writes.
+    written = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert written["version"] == 1 and written["command"] == "predict"
+    [entry] = written["samples"]
+    assert entry["sample_uuid"] == str(photo) and entry["sample_name"] == "photo"
+    assert entry["result"] == "predicted" and entry["score"] == report.outcomes[0].score
+    assert written["summary"]["counts"] == {"predicted": 1}

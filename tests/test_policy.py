@@ -217,6 +217,7 @@ def test_samples_that_fail_on_their_own_data_never_stop_the_run(
 
     assert run.error is None
     assert [o["result"] for o in run.outcomes.values()] == ["failed"] * 5
+    assert run.report["version"] == 1 and run.report["dataset"] == dataset
 
 
 # The loops: sync's is pinned in test_sync.py; serve's webhook worker and its exit here ----------

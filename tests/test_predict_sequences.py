@@ -90,10 +90,13 @@ def test_predict_sequence_writes_bitmaps_labels_overlays_and_tracks_that_agree(
         with Image.open(out / "drive" / "overlays" / f"{name}.jpg") as overlay:
             assert overlay.width == size[0]
     report = json.loads((out / "report.json").read_text())
-    assert [s["name"] for s in report["sequences"]] == ["drive", "broken"]
-    assert report["sequences"][1]["error"]
+    assert report["version"] == 1 and report["command"] == "predict --sequence"  # run's schema
+    assert [s["sample_name"] for s in report["samples"]] == ["drive", "broken"]
+    assert [s["result"] for s in report["samples"]] == ["predicted", "failed"]
+    assert report["samples"][1]["reason"]
+    assert report["summary"]["counts"] == {"predicted": 1, "failed": 1}
     # The sequence's score is the images' definition pooled over frames: area-weighted.
-    assert report["sequences"][0]["score"] == pytest.approx(pooled_score(scored), abs=1e-6)
+    assert report["samples"][0]["score"] == pytest.approx(pooled_score(scored), abs=1e-6)
 
 
 def test_a_track_keeps_its_number_and_colour_whatever_else_is_in_the_frame() -> None:

@@ -121,7 +121,12 @@ def _drive(
     settings, options, taxonomy = steps.settings, steps.options, steps.taxonomy
     report = ReportWriter(
         options.output_dir / "report.json",
-        {"dataset": options.dataset, "labelset": options.labelset, "engine": "ray"},
+        {
+            "dataset": options.dataset,
+            "labelset": options.labelset,
+            "dry_run": options.dry_run,
+            "engine": "ray",
+        },
     )
     recorder = Recorder(
         state,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -53,14 +54,22 @@ def _reason_key(reason: str) -> str:
     return reason.split(":")[0][:80]
 
 
+#: The version of report.json's schema, its first key: ``run``, ``sync``, ``serve`` and
+#: ``predict`` write the same schema (README, "report.json").
+REPORT_VERSION = 1
+
+
 class ReportWriter:
-    """Streams outcomes into ``path`` (a JSON object with ``samples`` and ``summary``)."""
+    """Streams outcomes into ``path``: a JSON object with ``version``, the caller's header keys,
+    ``samples`` (one :class:`~prelabel.run.outcome.SampleOutcome` each) and ``summary``."""
 
     def __init__(self, path: Path, header: dict[str, object]) -> None:
         self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._writing = atomic_file(path, "w", temp=path.with_name(path.name + ".partial"))
         self._file: IO[Any] = self._writing.__enter__()
-        self._file.write(json.dumps(header)[:-1] + ', "samples": [\n')
+        document = {"version": REPORT_VERSION, **header}
+        self._file.write(json.dumps(document)[:-1] + ', "samples": [\n')
         self._first = True
 
     def add(self, outcome: SampleOutcome) -> None:
@@ -69,6 +78,14 @@ class ReportWriter:
         self._first = False
         self._file.write(json.dumps(asdict(outcome)))
         self._file.flush()
+
+    def write_all(self, outcomes: Iterable[SampleOutcome]) -> Path:
+        """Every outcome, then the summary of them: a report written at once."""
+        summary = RunSummary()
+        for outcome in outcomes:
+            summary.add(outcome)
+            self.add(outcome)
+        return self.close(summary)
 
     def close(self, summary: RunSummary) -> Path:
         self._file.write('\n], "summary": ' + json.dumps(summary.as_dict()) + "}\n")
