@@ -1,7 +1,8 @@
 """Serve's :class:`~prelabel.serve.lifecycle.Lifecycle` over :mod:`prelabel.run`.
 
 The only module of :mod:`prelabel.serve` that knows the per-sample lifecycle. Each run, a
-webhook batch or a cycle, is the lifecycle's own: :class:`~prelabel.run.steps.SampleSteps`
+webhook batch or a cycle, is the lifecycle's own: the steps for the dataset's kind (images or
+image sequences, :func:`~prelabel.run.sequence_steps.steps_for`, as for ``prelabel run``)
 scheduled by a :class:`~prelabel.run.dataset.DatasetWorker`, nothing subclassed or overridden.
 A webhook batch hands the worker ``samples``: the queue's uuids, each re-read through the SDK
 (:func:`~prelabel.run.dataset.announced_samples`); a cycle lets it list the dataset, exactly as
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -26,13 +27,15 @@ from typing import TypeVar
 from PIL import Image
 
 from prelabel.config import Settings
-from prelabel.panoptic import PanopticPrediction
+from prelabel.errors import ConfigError
+from prelabel.panoptic import FramePrediction, PanopticPrediction, TrackInfo
 from prelabel.progress import NullProgress
 from prelabel.run.dataset import DatasetWorker, announced_samples
 from prelabel.run.job import RunOptions
 from prelabel.run.policy import ends_loop
 from prelabel.run.report import RunSummary
-from prelabel.run.steps import Predictor, SampleSteps
+from prelabel.run.sequence_steps import SequencePredictor, steps_for
+from prelabel.run.steps import Predictor
 from prelabel.run.sync import CycleOptions
 from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.dataset import check_dataset
@@ -79,9 +82,13 @@ class WorkerLifecycle:
     def prepare(self, dataset: str) -> None:
         api = self._connect()
         try:
-            check_dataset(api, self._settings, dataset, self._labelset)
+            info, _ = check_dataset(api, self._settings, dataset, self._labelset, sequences=True)
         finally:
             api.close()
+        if info.is_sequence and not self._pipeline.has_sequence:
+            raise ConfigError(
+                f"dataset {dataset} is an image sequence; these models cannot track over frames"
+            )
 
     def load_models(self) -> None:
         self._pipeline()
@@ -144,8 +151,11 @@ class WorkerLifecycle:
         samples: Iterable[SampleRef] | None,
     ) -> RunSummary:
         """One worker run over ``samples``, or over the dataset's listing when None."""
-        info, taxonomy = check_dataset(api, self._settings, options.dataset, options.labelset)
-        steps = SampleSteps(api, self._settings, options, taxonomy, self._pipeline)
+        info, taxonomy = check_dataset(
+            api, self._settings, options.dataset, options.labelset, sequences=True
+        )
+        # Images or sequences: decided in one place, as for `prelabel run`.
+        steps = steps_for(api, self._settings, options, info, taxonomy, self._pipeline)
         worker = DatasetWorker(
             steps,
             self._state,
@@ -164,14 +174,32 @@ class _SharedPipeline:
         self._load = load
         self._on_inference = on_inference
         self._load_lock = threading.Lock()
-        self._call_lock = threading.Lock()
+        # Reentrant: a sequence's stream holds it while its frames are consumed.
+        self._call_lock = threading.RLock()
         self._loaded: _TimedPipeline | None = None
+        self._sequence: _SerialSequencePipeline | None = None
 
     def __call__(self) -> Predictor:
         with self._load_lock:
             if self._loaded is None:
                 self._loaded = _TimedPipeline(self._load(), self)
             return self._loaded
+
+    @property
+    def has_sequence(self) -> bool:
+        """Whether the loader offers the sequence pipeline (image-sequence datasets)."""
+        return callable(getattr(self._load, "sequence", None))
+
+    def sequence(self) -> SequencePredictor:
+        """The loader's sequence pipeline, once; a sequence streams through it while it holds
+        the model lock, so a webhook batch and a cycle never interleave their frames."""
+        with self._load_lock:
+            if self._sequence is None:
+                load = getattr(self._load, "sequence", None)
+                if load is None:
+                    raise ConfigError("these models cannot track objects over frames")
+                self._sequence = _SerialSequencePipeline(load(), self._call_lock)
+            return self._sequence
 
     def timed(self, images: int, call: Callable[[], T]) -> T:
         with self._call_lock:
@@ -206,6 +234,29 @@ class _TimedPipeline:
             len(images), lambda: batch(images, taxonomy)
         )
         return predictions
+
+
+class _SerialSequencePipeline:
+    """A :class:`~prelabel.run.sequence_steps.SequencePredictor` whose streams take turns with
+    every other model call (the lock is held from a sequence's first frame to its last)."""
+
+    def __init__(self, pipeline: SequencePredictor, lock: threading.RLock) -> None:
+        self._pipeline = pipeline
+        self._lock = lock
+
+    @property
+    def tracks(self) -> tuple[TrackInfo, ...]:
+        return self._pipeline.tracks
+
+    @tracks.setter
+    def tracks(self, value: tuple[TrackInfo, ...]) -> None:  # the protocol's attribute
+        self._pipeline.tracks = value
+
+    def predict_frames(
+        self, frames: Iterable[Image.Image], taxonomy: Taxonomy
+    ) -> Iterator[FramePrediction]:
+        with self._lock:
+            yield from self._pipeline.predict_frames(frames, taxonomy)
 
 
 def create_worker_service(
