@@ -20,7 +20,8 @@ already labeled and score the predictions against those labels with :mod:`prelab
   format, an image that cannot be loaded. The sample is logged with its name and the reason,
   recorded in :attr:`DatasetEvaluation.failures`, and the evaluation goes on. A refused key
   stops at once, as do several samples in a row failing on server trouble (the server is down,
-  and a PQ over whatever got through would mislead).
+  and a PQ over whatever got through would mislead) and the first samples all failing with one
+  model error (the run policy's :class:`~prelabel.run.policy.RunStop`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from prelabel.formats.bitmap import decode_bitmap
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.job import Job, RunOptions
 from prelabel.run.outcome import SampleOutcome
-from prelabel.run.policy import TransientStop, guarded
+from prelabel.run.policy import RunStop, guarded
 from prelabel.run.steps import Predictor, SampleSteps
 from prelabel.segments.client import SegmentsApi
 from prelabel.segments.statuses import HUMAN_LABEL_STATUSES
@@ -214,7 +215,7 @@ def each_human_label(
     """Every human-labeled sample through ``evaluate_one`` (which runs its steps under the
     policy), up to ``limit`` attempted; returns how many listed samples were not human-labeled
     and the failures. Server trouble on several samples in a row stops it (RemoteError)."""
-    stop, not_human = TransientStop(), 0
+    stop, not_human = RunStop(), 0
     failures: list[SampleOutcome] = []
     progress.start(limit, description)
     try:
@@ -230,8 +231,9 @@ def each_human_label(
                 failures.append(job.outcome)
                 progress.note(failed=len(failures))
             progress.advance()
-            stop.observe(job.outcome)
+            stop.observe(job.outcome, model_error=job.model_error)
     finally:
+        stop.close()  # logs model errors held back while the first samples were watched
         progress.close()
     return not_human, failures
 
