@@ -130,6 +130,42 @@ def test_measure_scores_the_start_and_the_tuned_settings(
     assert {r.method for r in emulator.requests} == {"GET"}  # measuring writes nothing
 
 
+def test_a_saved_config_keeps_every_tuned_category_setting(
+    session: ReviewSession, tmp_path: Path
+) -> None:
+    """Thresholds are tuned as often as prompts: each one a person set must reach the file."""
+    session.tune("car", box_threshold=0.2, text_threshold=0.35)
+    session.tune("person", prompt="person . pedestrian", box_threshold=0.45)
+    session.tune("sky", mask_threshold=0.55)
+    session.tune("road", ignore=True)
+
+    saved = load_settings(session.save_config(tmp_path / "tuned.yaml")).categories
+
+    assert saved["car"] == CategoryOptions(box_threshold=0.2, text_threshold=0.35)
+    assert saved["person"] == CategoryOptions(prompt="person . pedestrian", box_threshold=0.45)
+    assert saved["sky"] == CategoryOptions(mask_threshold=0.55)
+    assert saved["road"] == CategoryOptions(ignore=True)
+
+
+@pytest.mark.parametrize("overwrite_prelabels", [False, True])
+def test_push_never_writes_over_a_label_a_person_finished(
+    session: ReviewSession, emulator: Emulator, overwrite_prelabels: bool
+) -> None:
+    """A person finishes a sample between the prediction and the push: their label stays,
+    even when pre-labels may be overwritten; the other accepted sample is written."""
+    finished, free = session.samples(limit=2)
+    items = [session.predict(finished), session.predict(free)]
+    emulator.set_label_status(finished.uuid, "ground-truth", "LABELED")
+
+    outcomes = session.push(items, overwrite_prelabels=overwrite_prelabels)
+
+    assert [o.result for o in outcomes] == ["skipped", "labeled"]
+    assert "LABELED" in str(outcomes[0].reason)
+    assert emulator.label_write_count(finished.uuid) == 0
+    assert emulator.get_label(finished.uuid)["label_status"] == "LABELED"  # type: ignore[index]
+    assert emulator.get_label(free.uuid)["label_status"] == "PRELABELED"  # type: ignore[index]
+
+
 def test_a_saved_config_makes_prelabel_run_predict_what_the_session_predicted(
     emulator: Emulator,
     segments_client: SegmentsClient,
