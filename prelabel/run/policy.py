@@ -9,10 +9,12 @@ stated here holds everywhere:
 - Anything else raised while working on one sample fails that sample only, with the reason in
   the report: prelabel's own errors by their message, an unexpected exception (a bug, an odd
   input to the model code) by its type and message, with the traceback in the log.
-- A :class:`~prelabel.errors.TransientRemoteError` (after its own retries) is a *transient*
-  failure. After :data:`MAX_CONSECUTIVE_TRANSIENT` of them in a row the server is down, not the
-  samples bad: the run stops with a :class:`~prelabel.errors.RemoteError` instead of marking the
-  whole dataset failed.
+- A :class:`~prelabel.errors.TransientRemoteError` (after its own retries), a transient
+  storage error and a :class:`~prelabel.errors.SampleError` marked ``transient`` (the image
+  host answered 5xx) are *transient* failures: they never count toward parking a sample. After
+  :data:`MAX_CONSECUTIVE_TRANSIENT` of them in a row the server is down, not the samples bad:
+  the run stops with a :class:`~prelabel.errors.RemoteError` instead of marking the whole
+  dataset failed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from prelabel.errors import (
     ModelLoadError,
     PrelabelError,
     RemoteError,
+    SampleError,
     TransientRemoteError,
+    TransientStorageError,
 )
 from prelabel.run.outcome import SampleOutcome
 from prelabel.segments.client import SampleRef
@@ -53,7 +57,9 @@ def failure_of(exc: Exception, sample: SampleRef) -> Failure:
     """How an exception raised while working on ``sample`` counts; run-wide ones are raised."""
     if isinstance(exc, RUN_WIDE_ERRORS):
         raise exc
-    if isinstance(exc, TransientRemoteError):
+    if isinstance(exc, TransientRemoteError | TransientStorageError) or (
+        isinstance(exc, SampleError) and exc.transient
+    ):
         failure = Failure(str(exc), transient=True)
     elif isinstance(exc, PrelabelError):
         failure = Failure(str(exc), transient=False)
