@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner, Result
 from segments import SegmentsClient
 
 from prelabel.cli import main
 from prelabel.cli._common import install_redaction
 from prelabel.emulator import Emulator, FaultRule
+from prelabel.state import LABELED, PARKED, StateStore
 from tests.connector_helpers import (
     assert_valid_prelabel,
     free_port,
@@ -30,6 +33,7 @@ from tests.connector_helpers import (
     outcomes_by_uuid,
     read_report,
     requests_matching,
+    wait_for,
     write_config,
 )
 from tests.fixtures.emulator import (
@@ -39,8 +43,11 @@ from tests.fixtures.emulator import (
     png_bytes,
     seed_dataset_via_sdk,
 )
+from tests.serve_helpers import new_secret, parse_metrics
+from tests.test_serve_cli import start_serve
 
 CATEGORY_IDS = [c["id"] for c in DEMO_CATEGORIES]
+GT = "ground-truth"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -165,6 +172,69 @@ def test_run_exits_1_when_a_sample_fails_and_reports_every_outcome(
 
 
 # Flags --------------------------------------------------------------------------------------------
+
+
+def park_one_sample(emulator: Emulator, state_dir: Path) -> str:
+    """``jane/demo`` with one good sample that earlier runs parked (3 failures of its own)."""
+    emulator.create_dataset("jane/demo", categories=list(DEMO_CATEGORIES))
+    url = emulator.add_asset(png_bytes(32, 24, seed=1), "a.png")
+    [uuid] = emulator.add_samples(
+        "jane/demo", [{"name": "a.png", "attributes": {"image": {"url": url}}}]
+    )
+    with StateStore.in_dir(state_dir) as store:
+        for _ in range(3):
+            stage = store.mark_failed("jane/demo", GT, uuid, "a.png", "was broken", max_attempts=3)
+    assert stage == PARKED
+    return uuid
+
+
+def first_cycle_done(url: str) -> bool:
+    try:
+        metrics = parse_metrics(requests.get(url + "metrics", timeout=2).text)
+    except requests.ConnectionError:
+        return False
+    return metrics.get("prelabel_last_cycle_success_timestamp_seconds", 0) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["run", "sync", "serve"])
+def test_retry_failed_on_the_command_line_retries_a_parked_sample(
+    emulator: Emulator, tiny_models_dir: Path, tmp_path: Path, command: str
+) -> None:
+    """The flag as a user types it reaches the run: the parked sample is labeled."""
+    uuid = park_one_sample(emulator, tmp_path / "state")
+    if command == "run":
+        left_alone = invoke(tmp_path, emulator.url, "jane/demo", models=tiny_models_dir)
+        assert left_alone.exit_code == 0, left_alone.output
+        assert outcomes_by_uuid(report_of(tmp_path))[uuid]["result"] == "skipped"
+        assert emulator.get_label(uuid) is None  # parked indeed, without the flag
+        result = invoke(
+            tmp_path, emulator.url, "jane/demo", "--retry-failed", models=tiny_models_dir
+        )
+        assert result.exit_code == 0, result.output
+    elif command == "sync":
+        args = ["sync", "--dataset", "jane/demo", "--api-url", emulator.url, "--once", "-q"]
+        args += ["--retry-failed", "--models", str(tiny_models_dir)]
+        args += ["--state-dir", str(tmp_path / "state"), "--output-dir", str(tmp_path / "out")]
+        args += ["--config", str(write_config(tmp_path / "config.yaml"))]
+        result = CliRunner().invoke(main, args, env={"SEGMENTS_API_KEY": EMULATOR_API_KEY})
+        assert result.exit_code == 0, result.output
+    else:
+        process = start_serve(tmp_path, emulator, tiny_models_dir, new_secret(), "--retry-failed")
+        try:
+            url = process.stdout.readline().decode().strip()
+            wait_for(lambda: first_cycle_done(url), 90, "serve's first sync cycle")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+    label = emulator.get_label(uuid)
+    assert label is not None, "the parked sample was left alone"
+    assert label["label_status"] == "PRELABELED"
+    with StateStore.in_dir(tmp_path / "state") as store:
+        assert store.get("jane/demo", GT, uuid).stage == LABELED  # type: ignore[union-attr]
 
 
 @pytest.mark.slow
