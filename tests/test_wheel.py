@@ -27,6 +27,17 @@ from prelabel.config import SHIPPED_CONFIGS
 from prelabel.demo import DEMO_IMAGES
 
 REPO = Path(__file__).resolve().parents[1]
+NOT_SOURCE = (
+    ".git",
+    ".venv",
+    "*.egg-info",
+    "build",
+    "dist",
+    "out",
+    "*-demo",
+    "__pycache__",
+    ".*_cache",
+)
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +58,12 @@ def find_links_args() -> list[str]:
 
 
 def test_the_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
-    dist, venv, out = tmp_path / "dist", tmp_path / "venv", tmp_path / "demo"
-    run([uv(), "build", "--quiet", "--out-dir", str(dist), str(REPO)], tmp_path)
+    source, dist = tmp_path / "source", tmp_path / "dist"
+    venv, out = tmp_path / "venv", tmp_path / "demo"
+    # A copy without the checkout's egg-info, whose file list setuptools would reuse: files
+    # that only an earlier build listed must not reach the wheel.
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    run([uv(), "build", "--quiet", "--out-dir", str(dist), str(source)], tmp_path)
     [wheel] = dist.glob("prelabel-*.whl")
     run([uv(), "venv", "--quiet", "--python", sys.executable, str(venv)], tmp_path)
     python = venv / "bin" / "python"
