@@ -7,6 +7,7 @@ Grounded-SAM + CLIPSeg recipe and are documented in ``configs/default.yaml``.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prelabel.errors import ConfigError
+
+#: The files of ``configs/`` that ship inside the package (``prelabel/configs`` links to
+#: ``configs/`` in a checkout; pyproject.toml's package-data copies them into the wheel).
+SHIPPED_CONFIGS = (
+    "default.yaml",
+    "coco-panoptic-categories.yaml",
+    "street-scene-categories.yaml",
+)
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"] | str
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
@@ -250,3 +259,18 @@ def settings_yaml(settings: Settings, header: str = "") -> str:
     """
     comments = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
     return comments + yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+
+
+def shipped_config(name: str) -> Path:
+    """One of :data:`SHIPPED_CONFIGS`, from a checkout or from an installed wheel alike.
+
+    Read through the package rather than a path relative to the source tree, so ``prelabel
+    demo`` works wherever prelabel is installed (a venv, a container image), not only from a
+    checkout. Installed packages are directories, so the resource is a plain file.
+    """
+    if name not in SHIPPED_CONFIGS:
+        raise ValueError(f"{name} is not shipped with prelabel: one of {SHIPPED_CONFIGS}")
+    path = Path(str(resources.files("prelabel").joinpath("configs", name)))
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: this prelabel installation lacks its package data")
+    return path

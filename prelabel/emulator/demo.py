@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prelabel.config import shipped_config
 from prelabel.emulator.scenes import SCENE_CATEGORIES, street_scene
 from prelabel.emulator.seed import load_categories, seed_dataset
 from prelabel.emulator.server import Emulator
-from prelabel.errors import ConfigError
 from prelabel.formats.bitmap import segmentation_png
 from prelabel.formats.label import label_attributes
 
@@ -107,7 +107,4 @@ def _tiny_models(folder: Path) -> Path:
 
 def categories_file() -> Path:
     """The taxonomy file the demo's categories (and their prompts) come from."""
-    path = Path(__file__).resolve().parents[2] / "configs" / "street-scene-categories.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: the demo runs from a checkout of prelabel")
-    return path
+    return shipped_config("street-scene-categories.yaml")
