@@ -67,7 +67,7 @@ def predict(
     """Pre-label image files and folders locally, no Segments.ai account needed.
 
     Writes per image bitmaps/NAME.png (Segments RGBA id bitmap), labels/NAME.json
-    (annotations, score, segments) and overlays/NAME.jpg (preview); for the run a
+    (annotations, score, segments) and overlays/NAME.png (preview); for the run a
     COCO-panoptic export (panoptic/ and panoptic.json) and report.json. An image that
     cannot be read is reported with its reason and the run goes on; the exit code is 1
     when any image failed.
