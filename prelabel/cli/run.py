@@ -14,6 +14,7 @@ from prelabel.cli._common import (
     print_summary,
     usage_errors,
 )
+from prelabel.cli._preflight import check_api, check_models
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -27,7 +28,7 @@ from prelabel.cli._common import (
     "--dry-run",
     is_flag=True,
     help="Do everything but the asset upload and the label write; save what would be uploaded "
-    "under OUTPUT_DIR/dry-run/.",
+    "under OUT/dry-run/.",
 )
 @click.option(
     "--engine",
@@ -85,6 +86,9 @@ def run(
     if engine == "ray" and dry_run:
         raise UsageFailure("--dry-run is not supported with --engine ray")
     key, settings = args.key_and_settings()
+    check_api(settings)
+    if engine != "ray":  # on Ray, --models is a path on the workers, not here
+        check_models(settings, args.models_dir)
     options = args.run_options(limit=limit, dry_run=dry_run)
     progress = TqdmProgress(disable=args.quiet)
     with StateStore.in_dir(args.state_dir) as state, usage_errors():

@@ -19,6 +19,7 @@ from prelabel.cli._common import (
     labeling_options,
     usage_errors,
 )
+from prelabel.cli._preflight import check_start
 
 if TYPE_CHECKING:
     from prelabel.serve.lifecycle import Lifecycle
@@ -89,6 +90,7 @@ def serve(
 
     secret = _read_secret(webhook_secret_file)
     key, settings = args.key_and_settings(secret, secret.removeprefix("whsec_"))
+    check_start(settings, args.models_dir)
     with usage_errors():
         check_secret(secret)
         config = ServeConfig(

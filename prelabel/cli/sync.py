@@ -14,6 +14,7 @@ from prelabel.cli._common import (
     print_summary,
     usage_errors,
 )
+from prelabel.cli._preflight import check_start
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -47,6 +48,7 @@ def sync(args: LabelingArgs, interval: str, once: bool) -> None:
     from prelabel.state import StateStore
 
     key, settings = args.key_and_settings()
+    check_start(settings, args.models_dir)
     with usage_errors():
         policy = SyncPolicy(interval_s=parse_interval(interval), once=once)
     options = args.run_options()
