@@ -70,10 +70,9 @@ def dataset_name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     values = value if isinstance(value, tuple) else (value,)
     for name in values:
         if name is not None and not _DATASET_NAME.fullmatch(name):
-            raise click.BadParameter(
-                f"{name!r} is not OWNER/NAME: give the owner too, e.g. jane/{name.strip('/')}",
-                ctx,
-                param,
+            raise UsageFailure(
+                f"--dataset {name!r} is not OWNER/NAME: give the owner too, e.g. "
+                f"jane/{name.strip('/') or 'streets'}"
             )
     return value
 

@@ -28,7 +28,7 @@ from prelabel.cli._common import (
     quiet_option,
     usage_errors,
 )
-from prelabel.cli._preflight import check_start
+from prelabel.cli._preflight import check_api, check_models
 
 if TYPE_CHECKING:
     from prelabel.config import Settings
@@ -235,7 +235,7 @@ def _evaluate_dataset(
     if not _DATASET.fullmatch(dataset):
         raise UsageFailure(f"--dataset must be OWNER/NAME, got {dataset!r}")
     key, settings = key_and_settings(api_key_file, config_path, api_url=api_url, device=device)
-    check_start(settings, models_dir)
+    check_api(settings)
 
     from prelabel.evaluate.dataset import HUMAN_LABEL_STATUSES, evaluation_meta
     from prelabel.evaluate.results import format_table, format_tracking, write_result
@@ -248,6 +248,8 @@ def _evaluate_dataset(
     try:
         with usage_errors():
             info, taxonomy = check_dataset(api, settings, dataset, labelset, sequences=True)
+        check_models(settings, models_dir)
+        with usage_errors():
             evaluation = _evaluate(
                 api,
                 info.is_sequence,
