@@ -2,7 +2,8 @@
 
 A typo in a config key or a category name gets "did you mean"; a dataset without its owner, a
 wrong ``--models`` folder, an API URL where nothing listens and a machine offline without
-weights are refused before the dataset is listed (the emulator's request log shows no call);
+weights are refused at once (the first three before the dataset is listed, the last when the
+models are first needed, so a run with nothing to predict still needs no weights);
 ``-v`` works after the command too; ``--out`` names the output folder everywhere; the
 ``PRELABEL_*`` variables ``prelabel demo --keep-serving`` prints are read by the commands;
 ``prelabel status`` on a dataset it never saw says so with exit code 1.
@@ -27,7 +28,7 @@ from prelabel.run.job import Job
 from prelabel.segments.client import SampleRef
 from prelabel.state import StateStore
 from prelabel.taxonomy import Category, build_taxonomy
-from tests.connector_helpers import free_port, write_config
+from tests.connector_helpers import free_port, requests_matching, write_config
 from tests.fixtures.emulator import EMULATOR_API_KEY, SeededDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,8 +109,8 @@ def test_offline_without_models_fails_at_once_with_what_to_do(
         result.output
     )
     assert "Pass --models DIR" in result.output
-    assert elapsed < 5
-    assert emulator.requests == []
+    assert elapsed < 5  # no hub retries (they took 29 s)
+    assert not requests_matching(emulator, "PUT", "/labels/")  # nothing written
 
 
 def test_verbose_works_after_the_command_too(tmp_path: Path) -> None:

@@ -229,13 +229,11 @@ def test_overwrite_prelabels_flag_redoes_prelabeled_only(
 
 
 def test_a_wrong_key_is_one_line_exit_2_without_the_key(
-    emulator: Emulator, seeded_dataset: SeededDataset, tmp_path: Path, tiny_models_dir: Path
+    emulator: Emulator, seeded_dataset: SeededDataset, tmp_path: Path
 ) -> None:
     wrong = "sk-wrong-4f1e2d3c"
 
-    result = invoke(
-        tmp_path, emulator.url, seeded_dataset.full_name, key=wrong, models=tiny_models_dir
-    )
+    result = invoke(tmp_path, emulator.url, seeded_dataset.full_name, key=wrong)
 
     line = assert_one_line_error(result, "API key was refused")
     assert wrong not in result.output and wrong not in line
@@ -267,9 +265,7 @@ def test_a_server_down_at_start_is_one_clear_line(tmp_path: Path) -> None:
     assert elapsed < 1.5
 
 
-def test_a_server_that_answers_badly_at_start_is_still_retried(
-    tmp_path: Path, tiny_models_dir: Path
-) -> None:
+def test_a_server_that_hangs_up_at_start_is_still_retried(tmp_path: Path) -> None:
     """Only a refused connection skips the retries: a port that accepts and hangs up is
     server trouble, retried with backoff, then reported as unreachable."""
     with socket.socket() as listener:
@@ -279,9 +275,7 @@ def test_a_server_that_answers_badly_at_start_is_still_retried(
         threading.Thread(target=_hang_up_on_everyone, args=(listener,), daemon=True).start()
         config = write_config(tmp_path / "c.yaml", retry_attempts=2, connect_timeout_s=0.5)
 
-        result = invoke(
-            tmp_path, url, "jane/demo", key="some-key", config=config, models=tiny_models_dir
-        )
+        result = invoke(tmp_path, url, "jane/demo", key="some-key", config=config)
 
     assert_one_line_error(result, "cannot reach", url)
 
@@ -317,50 +311,42 @@ def test_a_server_down_at_start_as_a_real_process(tmp_path: Path) -> None:
     assert "sk-down-1234" not in done.stderr + done.stdout
 
 
-def test_a_dataset_with_another_task_type_is_refused(
-    emulator: Emulator, tmp_path: Path, tiny_models_dir: Path
-) -> None:
+def test_a_dataset_with_another_task_type_is_refused(emulator: Emulator, tmp_path: Path) -> None:
     emulator.create_dataset("jane/boxes", task_type="bboxes", categories=list(DEMO_CATEGORIES))
     url = emulator.add_asset(png_bytes(32, 24, 0), "a.png")
     emulator.add_image_sample("jane/boxes", "a.png", url)
 
-    result = invoke(tmp_path, emulator.url, "jane/boxes", models=tiny_models_dir)
+    result = invoke(tmp_path, emulator.url, "jane/boxes")
 
     assert_one_line_error(result, "'bboxes'", "segmentation-bitmap")
     assert emulator.label_write_counts() == {}
 
 
 def test_a_config_naming_a_category_the_dataset_lacks_is_refused(
-    emulator: Emulator, seeded_dataset: SeededDataset, tmp_path: Path, tiny_models_dir: Path
+    emulator: Emulator, seeded_dataset: SeededDataset, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "c.yaml", categories={"truck": {"prompt": "a truck"}})
 
-    result = invoke(
-        tmp_path, emulator.url, seeded_dataset.full_name, config=config, models=tiny_models_dir
-    )
+    result = invoke(tmp_path, emulator.url, seeded_dataset.full_name, config=config)
 
     assert_one_line_error(result, "'truck'", "unknown category")
     assert emulator.label_write_counts() == {}
 
 
-def test_a_missing_dataset_is_named(
-    emulator: Emulator, tmp_path: Path, tiny_models_dir: Path
-) -> None:
-    result = invoke(tmp_path, emulator.url, "jane/nope", models=tiny_models_dir)
+def test_a_missing_dataset_is_named(emulator: Emulator, tmp_path: Path) -> None:
+    result = invoke(tmp_path, emulator.url, "jane/nope")
 
     assert_one_line_error(result, "jane/nope", "not found")
 
 
 def test_a_hanging_server_times_out_and_fails_cleanly(
-    emulator: Emulator, seeded_dataset: SeededDataset, tmp_path: Path, tiny_models_dir: Path
+    emulator: Emulator, seeded_dataset: SeededDataset, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path / "c.yaml", read_timeout_s=0.3, retry_attempts=2)
     emulator.set_faults([FaultRule(path="/datasets/*/samples/", hang_rate=1.0, hang_s=10.0)])
     started = time.monotonic()
 
-    result = invoke(
-        tmp_path, emulator.url, seeded_dataset.full_name, config=config, models=tiny_models_dir
-    )
+    result = invoke(tmp_path, emulator.url, seeded_dataset.full_name, config=config)
 
     assert_one_line_error(result, "connection problem")
     assert time.monotonic() - started < 5

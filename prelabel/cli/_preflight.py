@@ -3,8 +3,9 @@
 Without them a wrong ``--models`` folder shows up only when the first sample needs a prediction
 (after the listing, with a progress bar part-way), an API URL where nothing listens takes half
 a minute of retries, and a machine without internet and without ``--models`` waits on the
-hub's retries before the model loader's message. Each check here answers at once and in the
-same words as the full path would.
+hub's retries before the model loader's message. The first two are checked before anything
+else; the hub when the models are first needed (:class:`CheckedLoader`), so a run with nothing
+to predict needs no weights, as before, and usage problems are still reported first.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from prelabel.cli._common import UsageFailure, usage_errors
+from prelabel.cli._common import usage_errors
+from prelabel.errors import ModelLoadError
+from prelabel.run.models import PipelineLoader
 
 if TYPE_CHECKING:
     from prelabel.config import Settings
+    from prelabel.pipeline.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +36,11 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
 def check_start(settings: Settings, models_dir: Path | None) -> None:
-    """The API answers (:func:`check_api`) and the models can be found (:func:`check_models`)."""
+    """The API listens (:func:`check_api`) and ``--models`` has the models' folders."""
     check_api(settings)
-    check_models(settings, models_dir)
+    if models_dir is not None:
+        with usage_errors():
+            check_models(settings, models_dir)
 
 
 def check_api(settings: Settings) -> None:
@@ -45,15 +51,32 @@ def check_api(settings: Settings) -> None:
         check_listening(settings.remote.api_url, settings.remote.connect_timeout_s)
 
 
+class CheckedLoader(PipelineLoader):
+    """A run's model loader that first runs :func:`check_models`, when the models are needed:
+    offline without weights then fails at once instead of after the hub's retries, and a run
+    with nothing to predict still needs no models."""
+
+    def __call__(self) -> Pipeline:
+        if self._pipeline is None:
+            check_models(self.settings, self.models_dir)
+        return super().__call__()
+
+
+def checked_loader(settings: Settings, models_dir: Path | None) -> PipelineLoader:
+    """:func:`~prelabel.run.models.pipeline_loader` with :class:`CheckedLoader`'s check."""
+    return CheckedLoader(settings, models_dir)
+
+
 def check_models(settings: Settings, models_dir: Path | None) -> None:
     """``--models DIR`` holds the image models' folders; without it, the configured hub ids
     are either in the Hugging Face cache or the hub answers.
 
-    A machine where the hub does not answer within :data:`HUB_PROBE_S` is switched to offline
-    mode (``HF_HUB_OFFLINE=1``) so cached models load without the hub's retries.
+    A machine where the hub does not answer within :data:`HUB_PROBE_S` and that has the
+    models cached is switched to offline mode (``HF_HUB_OFFLINE=1``), so they load without
+    the hub's retries.
 
     Raises:
-        UsageFailure: a folder is missing, or a model is neither cached nor downloadable.
+        ModelLoadError: a folder is missing, or a model is neither cached nor downloadable.
     """
     if models_dir is not None:
         _check_models_dir(models_dir.expanduser())
@@ -70,9 +93,9 @@ def check_models(settings: Settings, models_dir: Path | None) -> None:
         return
     missing = [f"{role} ({source})" for role, source in hub_ids.items() if not _cached(source)]
     if missing:
-        raise UsageFailure(
-            f"no model weights for {', '.join(missing)}: this machine is offline "
-            f"({'HF_HUB_OFFLINE is set' if user_offline else 'huggingface.co does not answer'}) "
+        why = "HF_HUB_OFFLINE is set" if user_offline else "huggingface.co does not answer"
+        raise ModelLoadError(
+            f"no model weights for {', '.join(missing)}: this machine is offline ({why}) "
             f"and they are not in the Hugging Face cache ({_cache_dir()}). Pass --models DIR, "
             f"a folder with {', '.join(f'{r}/' for r in IMAGE_MODELS)} (`prelabel models tiny "
             "DIR` writes tiny ones for a trial; README: Models and weights), or fill the cache on "
@@ -93,10 +116,10 @@ def _check_models_dir(models_dir: Path) -> None:
         "sequences), as `prelabel models tiny DIR` writes them (README: Models and weights)."
     )
     if not models_dir.is_dir():
-        raise UsageFailure(f"--models {models_dir} is not a directory. {layout}")
+        raise ModelLoadError(f"--models {models_dir} is not a directory. {layout}")
     missing = [f"{role}/" for role in IMAGE_MODELS if not (models_dir / role).is_dir()]
     if missing:
-        raise UsageFailure(f"--models {models_dir} lacks {', '.join(missing)}. {layout}")
+        raise ModelLoadError(f"--models {models_dir} lacks {', '.join(missing)}. {layout}")
 
 
 def _is_local(source: str) -> bool:

@@ -71,7 +71,8 @@ def demo(output_dir: Path, models_dir: Path | None, keep_serving: bool, quiet: b
         from prelabel.cli._preflight import check_models
         from prelabel.config import Settings
 
-        check_models(Settings(), models_dir)
+        with usage_errors():
+            check_models(Settings(), models_dir)
     with usage_errors(), logging_redirect_tqdm():
         result = run_demo(output_dir, models_dir=models_dir, progress=TqdmProgress(disable=quiet))
     try:

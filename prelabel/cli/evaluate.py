@@ -248,8 +248,7 @@ def _evaluate_dataset(
     try:
         with usage_errors():
             info, taxonomy = check_dataset(api, settings, dataset, labelset, sequences=True)
-        check_models(settings, models_dir)
-        with usage_errors():
+            check_models(settings, models_dir)
             evaluation = _evaluate(
                 api,
                 info.is_sequence,

@@ -82,7 +82,8 @@ def predict(
     from prelabel.taxonomy import build_taxonomy, load_categories_file
 
     settings = load_cli_settings(config_path, device=device)
-    check_models(settings, models_dir)
+    with usage_errors():
+        check_models(settings, models_dir)
     out_dir = output_dir
     with usage_errors():
         categories, options = load_categories_file(categories_path)

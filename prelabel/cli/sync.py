@@ -14,7 +14,7 @@ from prelabel.cli._common import (
     print_summary,
     usage_errors,
 )
-from prelabel.cli._preflight import check_start
+from prelabel.cli._preflight import check_start, checked_loader
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -43,7 +43,6 @@ def sync(args: LabelingArgs, interval: str, once: bool) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from prelabel.progress import TqdmProgress
-    from prelabel.run.models import pipeline_loader
     from prelabel.run.sync import StopSignal, SyncPolicy, parse_interval, sync_dataset
     from prelabel.state import StateStore
 
@@ -60,7 +59,7 @@ def sync(args: LabelingArgs, interval: str, once: bool) -> None:
             settings,
             options,
             state=state,
-            load_pipeline=pipeline_loader(settings, args.models_dir),
+            load_pipeline=checked_loader(settings, args.models_dir),
             policy=policy,
             stop=stop,
             progress=lambda: TqdmProgress(disable=args.quiet),
