@@ -7,9 +7,10 @@ Grounded-SAM + CLIPSeg recipe and are documented in ``configs/default.yaml``.
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -229,13 +230,45 @@ def read_yaml(path: Path) -> object:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each naming the key path, e.g. ``pipeline.min_area: ...``."""
+def describe_validation_error(exc: ValidationError, model: type[BaseModel] = Settings) -> str:
+    """One line per problem, each naming the key path, e.g. ``pipeline.min_area: ...``; an
+    unknown key also gets the closest valid one (``did you mean 'box_threshold'?``)."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        parts.append(f"{where}: {err['msg']}")
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key" + _did_you_mean(model, err["loc"])
+        parts.append(f"{where}: {message}")
     return "; ".join(parts)
+
+
+def _did_you_mean(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """`` (did you mean 'x'?)`` with the closest key valid where ``loc`` ends, else the keys."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            continue  # a dict key (a category's name) or a union branch: stay on the model
+        inner = _model_in(field.annotation)
+        if inner is None:
+            return ""
+        model = inner
+    valid = sorted(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (valid keys: {', '.join(valid)})"
+
+
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    """The settings model an annotation holds: itself, a dict's values, a union's member."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in reversed(get_args(annotation)):
+        inner = _model_in(arg)
+        if inner is not None:
+            return inner
+    return None
 
 
 def with_overrides(

@@ -9,6 +9,7 @@ in a config, ids are what the platform stores. Pure Python, no torch.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def load_categories_file(path: Path) -> tuple[list[Category], dict[str, Category
     try:
         parsed = _CategoriesFile.model_validate(data)
     except ValidationError as exc:
-        raise TaxonomyError(f"{path}: {describe_validation_error(exc)}") from None
+        raise TaxonomyError(f"{path}: {describe_validation_error(exc, _CategoriesFile)}") from None
     categories = [
         Category(id=e.id, name=e.name, has_instances=e.has_instances, color=e.color)
         for e in parsed.categories
@@ -153,7 +154,9 @@ def build_taxonomy(
     if unknown:
         raise TaxonomyError(
             f"options given for unknown categor{'y' if len(unknown) == 1 else 'ies'} "
-            f"{', '.join(map(repr, unknown))}; the dataset has {', '.join(sorted(names))}"
+            f"{', '.join(_with_suggestion(name, names) for name in unknown)}; the dataset has "
+            f"{', '.join(sorted(names))} (a config's categories: section names the dataset's "
+            "categories)"
         )
     prompts = [
         _prompt(cat, options.get(cat.name, CategoryOptions()), defaults)
@@ -209,3 +212,9 @@ def _check_categories(categories: Iterable[Category]) -> None:
             raise TaxonomyError(f"category name {cat.name!r} is used twice")
         seen_ids.add(cat.id)
         seen_names.add(cat.name)
+
+
+def _with_suggestion(name: str, names: set[str]) -> str:
+    """``'persn' (did you mean 'person'?)``, or just ``'persn'`` when nothing is close."""
+    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)

@@ -334,7 +334,7 @@ def _validated(current: M, changes: Mapping[str, object]) -> M:
     try:
         return type(current).model_validate({**current.model_dump(), **changes})
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise ConfigError(describe_validation_error(exc, type(current))) from None
 
 
 def _differences(where: str, before: BaseModel, after: BaseModel) -> list[str]:

@@ -347,6 +347,12 @@ class StateStore:
             ).fetchall()
         return {stage: count for stage, count in rows}
 
+    def datasets(self) -> list[tuple[str, str]]:
+        """Every (dataset, labelset) with a sample record, so a typo can be pointed out."""
+        with self._lock:
+            query = "SELECT DISTINCT dataset, labelset FROM samples ORDER BY dataset, labelset"
+            return [(str(d), str(s)) for d, s in self._db.execute(query).fetchall()]
+
     def _upsert(
         self,
         dataset: str,
