@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 from transformers import SamModel
 
+from prelabel.backends.grounded_sam.loading import MODEL_SUBDIRS, load_models
+from prelabel.backends.sam2_video.loading import load_sam2_video
 from prelabel.cli import main
 from prelabel.config import ModelSettings
-from prelabel.pipeline.loading import MODEL_SUBDIRS, load_models
-from prelabel.pipeline.loading_video import load_sam2_video
 from tests.fixtures.models import write_original_sam_checkpoint
 
 

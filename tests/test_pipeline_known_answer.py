@@ -30,9 +30,9 @@ import pytest
 import torch
 from scipy import ndimage
 
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import PipelineSettings
 from prelabel.panoptic import PanopticPrediction
-from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, Taxonomy, build_taxonomy
 from tests.fixtures.models import category_map
@@ -118,7 +118,7 @@ def test_detector_boxes_surround_the_drawn_rectangles(
     settings = _settings()
     pipeline = Pipeline(standin_models, settings)
     images = [draw_scene(SCENE, size) for size in BATCHES[batch]]
-    found = pipeline.detector.detect_batch(
+    found = pipeline.backend.detector.detect_batch(
         images,
         _taxonomy(settings).things,
         nms_iou=settings.nms_iou,

@@ -17,14 +17,9 @@ from transformers import (
     CLIPSegForImageSegmentation,
 )
 
-from prelabel.pipeline.tiny import (
-    TINY_SUBDIRS,
-    TINY_WORDS,
-    is_tiny_model_dir,
-    tiny_bert_tokenizer,
-    tiny_clip_tokenizer,
-    write_tiny_models,
-)
+from prelabel.backends.grounded_sam.tiny import TINY_WORDS, tiny_bert_tokenizer, tiny_clip_tokenizer
+from prelabel.backends.loading import is_tiny_model_dir
+from prelabel.weights.tiny import TINY_SUBDIRS, write_tiny_models
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
