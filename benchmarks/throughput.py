@@ -291,7 +291,7 @@ class TimedPipeline(Pipeline):
     """The same models, adding up the seconds spent in ``predict`` (the inference stage)."""
 
     def __init__(self, pipeline: Pipeline) -> None:
-        super().__init__(pipeline.backend.models, pipeline.settings)
+        super().__init__(pipeline.backend, pipeline.settings)
         self.seconds = 0.0
         self.calls = 0
 
@@ -305,8 +305,8 @@ class TimedPipeline(Pipeline):
 
 
 def sync_device(pipeline: Pipeline) -> None:
-    if pipeline.backend.models.device.type == "cuda":
-        torch.cuda.synchronize(pipeline.backend.models.device)
+    if pipeline.backend.device.type == "cuda":
+        torch.cuda.synchronize(pipeline.backend.device)
 
 
 # --- throughput --------------------------------------------------------------------------------
@@ -461,7 +461,7 @@ def throughput(
         "extra": {
             "encode_ms": round(inference.encode_seconds / inference.samples * 1000, 3),
             "torch_threads": torch.get_num_threads(),
-            "device": str(pipeline.backend.models.device),
+            "device": str(pipeline.backend.device),
             "image_size": list(size),
             "worker": worker_config.model_dump(),
             "inference_ips_passes": [round(before.ips, 3), round(after.ips, 3)],

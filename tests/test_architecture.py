@@ -183,9 +183,12 @@ def transformers_names(path: Path) -> Iterator[tuple[int, str]]:
                 parts = node.module.split(".")
                 if len(parts) > 2 and parts[1] == "models":
                     yield node.lineno, _model_folder_class(parts[2])
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if node.value.id == "transformers":
-                yield node.lineno, node.attr
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "transformers"
+        ):
+            yield node.lineno, node.attr
 
 
 def _model_folder_class(folder: str) -> str:

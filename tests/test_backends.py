@@ -81,7 +81,7 @@ def test_categories_file_keeps_flat_keys_and_refuses_unknown_ones(tmp_path: Path
 
 def test_unknown_and_reserved_backends_are_config_errors() -> None:
     unknown = Settings.model_validate({"models": {"backend": "yolo"}})
-    with pytest.raises(ConfigError, match="unknown models.backend 'yolo': use grounded_sam, sam3"):
+    with pytest.raises(ConfigError, match=r"models\.backend 'yolo': use grounded_sam, sam3"):
         load_backend(unknown)
     reserved = Settings.model_validate({"models": {"backend": "sam3"}})
     with pytest.raises(ConfigError, match="'sam3' is reserved but not available"):

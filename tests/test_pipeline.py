@@ -11,13 +11,16 @@ region.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from prelabel.backends import load_backend, option_reader
 from prelabel.backends.grounded_sam.backend import GroundedSam
-from prelabel.config import PipelineSettings
+from prelabel.config import ModelSettings, PipelineSettings, Settings
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, build_taxonomy
 
@@ -220,3 +223,25 @@ def test_a_batch_of_mixed_sizes_keeps_each_image_size(pipeline: Pipeline) -> Non
         np.testing.assert_allclose(
             embedding.embeddings.numpy(), single.embeddings.numpy(), rtol=1e-4, atol=1e-5
         )
+
+
+def test_an_mm_grounding_dino_checkpoint_detects_through_the_seam(tiny_models_dir: Path) -> None:
+    """``models.grounding_dino`` may name an MM Grounding DINO (or LLMDet) checkpoint: it loads
+    through AutoModelForZeroShotObjectDetection with the Grounding DINO processor, and the
+    pipeline finds things with it, end to end from ``load_backend``."""
+    models = ModelSettings(
+        device="cpu",
+        grounding_dino=str(tiny_models_dir / "mm_grounding_dino"),
+        sam=str(tiny_models_dir / "sam"),
+        clipseg=str(tiny_models_dir / "clipseg"),
+    )
+    settings = Settings(models=models, pipeline=OPEN)
+    backend = load_backend(settings)
+    assert isinstance(backend, GroundedSam)
+    detector = backend.models.grounding_dino
+    assert type(detector).__name__ == "MMGroundingDinoForObjectDetection"
+    taxonomy = build_taxonomy(CATEGORIES, {}, OPEN, reader=option_reader(settings))
+    prediction = Pipeline(backend, OPEN).predict(_image(), taxonomy)
+    _check_contract(prediction, (96, 64))
+    things = [s for s in prediction.segments if s.is_thing]
+    assert things and {s.category_id for s in things} <= {1, 2}

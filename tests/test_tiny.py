@@ -37,12 +37,11 @@ def load_auto(path: Path, model_cls: type) -> tuple[torch.nn.Module, object]:
     return model.eval(), AutoProcessor.from_pretrained(path)
 
 
+@pytest.mark.parametrize("subdir", ["grounding_dino", "mm_grounding_dino"])
 def test_grounding_dino_reloads_with_auto_classes_and_detects(
-    tiny_models_dir: Path, image: Image.Image
+    tiny_models_dir: Path, image: Image.Image, subdir: str
 ) -> None:
-    model, processor = load_auto(
-        tiny_models_dir / "grounding_dino", AutoModelForZeroShotObjectDetection
-    )
+    model, processor = load_auto(tiny_models_dir / subdir, AutoModelForZeroShotObjectDetection)
     inputs = processor(images=image, text="a person. a car.", return_tensors="pt")
     with torch.no_grad():
         outputs = model(**inputs)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from transformers import (
@@ -76,7 +76,7 @@ ROLES: dict[str, ModelRole] = {
 _HALF_ON_CUDA = frozenset({"sam", "clipseg"})
 
 #: A detector this back-end can post-process with the Grounding DINO processor.
-Detector = GroundingDinoForObjectDetection | MMGroundingDinoForObjectDetection
+Detector: TypeAlias = GroundingDinoForObjectDetection | MMGroundingDinoForObjectDetection
 
 
 @dataclass(frozen=True, kw_only=True)
