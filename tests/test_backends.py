@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from prelabel.backends import backend_names, backend_spec, load_backend, model_sources
+from prelabel.backends import (
+    backend_names,
+    backend_spec,
+    load_backend,
+    model_sources,
+    option_reader,
+)
 from prelabel.config import CategoryOptions, PipelineSettings, Settings
 from prelabel.errors import ConfigError, ModelLoadError, TaxonomyError
 from prelabel.taxonomy import Category, build_taxonomy, load_categories_file
@@ -86,6 +92,9 @@ def test_unknown_and_reserved_backends_are_config_errors() -> None:
     reserved = Settings.model_validate({"models": {"backend": "sam3"}})
     with pytest.raises(ConfigError, match="'sam3' is reserved but not available"):
         load_backend(reserved)
+    # The dataset check asks first, so a run stops before any sample.
+    with pytest.raises(ConfigError, match="'sam3' is reserved but not available"):
+        option_reader(reserved)
 
 
 def test_model_sources_follow_the_backend_layout(tmp_path: Path) -> None:

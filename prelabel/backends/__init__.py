@@ -61,8 +61,12 @@ def backend_spec(name: str) -> BackendSpec:
 
 
 def option_reader(settings: Settings) -> OptionReader:
-    """What the configured back-end reads of the categories' options (for build_taxonomy)."""
-    return backend_spec(settings.models.backend).option_reader()
+    """What the configured back-end reads of the categories' options (for build_taxonomy).
+
+    Called where a run checks its dataset, so an unknown or unavailable ``models.backend``
+    stops the run there, before any sample, rather than at the first model load.
+    """
+    return _available(backend_spec(settings.models.backend)).option_reader()
 
 
 def model_sources(settings: Settings, models_dir: Path | None) -> dict[str, str]:
@@ -78,11 +82,15 @@ def load_backend(settings: Settings, models_dir: Path | None = None) -> Backend:
     The one place models are loaded for images; raises :class:`ConfigError` for an unknown or
     not yet available back-end and :class:`~prelabel.errors.ModelLoadError` for missing weights.
     """
-    spec = backend_spec(settings.models.backend)
+    spec = _available(backend_spec(settings.models.backend))
+    _, create = _LOADERS[spec.name]
+    return create(settings, models_dir)
+
+
+def _available(spec: BackendSpec) -> BackendSpec:
     if spec.name not in _LOADERS:
         raise ConfigError(
             f"models.backend {spec.name!r} is reserved but not available in this version "
             f"of prelabel; use {', '.join(_LOADERS)}"
         )
-    _, create = _LOADERS[spec.name]
-    return create(settings, models_dir)
+    return spec
