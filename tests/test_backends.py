@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from prelabel.backends import (
@@ -114,3 +115,69 @@ def test_the_registry_loads_no_torch() -> None:
     code = "import sys, prelabel.backends; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class _Session:
+    """A stand-in back-end's view of one image: a thing on the left half, stuff everywhere it
+    is told no thing is."""
+
+    def __init__(self, image: object, calls: list[str]) -> None:
+        self.size = image.size  # type: ignore[attr-defined]
+        self.calls = calls
+
+    def things(self) -> list[object]:
+        from prelabel.panoptic import MaskCandidate
+
+        self.calls.append("things")
+        width, height = self.size
+        mask = np.zeros((height, width), dtype=bool)
+        mask[:, : width // 2] = True
+        return [MaskCandidate(mask=mask, category_id=1, score=0.9, is_thing=True)]
+
+    def stuff(self, thing_masks: list[np.ndarray]) -> list[object]:
+        from prelabel.panoptic import MaskCandidate
+
+        self.calls.append("stuff")
+        free = ~np.logical_or.reduce(thing_masks)
+        return [MaskCandidate(mask=free, category_id=2, score=0.5, is_thing=False)]
+
+
+class _StandInBackend:
+    """Deterministic masks of known shape, through the Backend protocol: what a test injects
+    instead of loading models."""
+
+    spec = backend_spec("grounded_sam")
+    is_tiny = False
+
+    def __init__(self) -> None:
+        import torch
+
+        self.device = torch.device("cpu")
+        self.opened: list[list[tuple[int, int]]] = []
+        self.calls: list[str] = []
+
+    def open_batch(self, images: list, taxonomy: object, settings: object, clock: object) -> list:
+        self.opened.append([image.size for image in images])
+        return [_Session(image, self.calls) for image in images]
+
+
+def test_the_pipeline_turns_any_backends_candidates_into_a_panoptic_map() -> None:
+    from PIL import Image
+
+    from prelabel.pipeline.pipeline import Pipeline
+
+    backend = _StandInBackend()
+    settings = PipelineSettings(max_image_side=64, min_area=0)
+    pipeline = Pipeline(backend, settings)  # type: ignore[arg-type]
+    taxonomy = build_taxonomy(CATS, {}, settings, reader=reader("grounded_sam"))
+    images = [Image.new("RGB", (128, 64)), Image.new("RGB", (40, 30))]
+    predictions = pipeline.predict_batch(images, taxonomy)
+
+    assert backend.opened == [[(64, 32), (40, 30)]]  # one batch, working sizes
+    assert backend.calls == ["things", "stuff", "things", "stuff"]
+    for image, prediction in zip(images, predictions, strict=True):
+        assert prediction.size == image.size
+        width = image.size[0]
+        categories = {s.id: s.category_id for s in prediction.segments}
+        assert {categories[int(i)] for i in np.unique(prediction.id_map[:, : width // 2])} == {1}
+        assert {categories[int(i)] for i in np.unique(prediction.id_map[:, width // 2 :])} == {2}
