@@ -47,20 +47,29 @@ class ModelDtypes(FrozenModel):
     sam: DtypeName = "auto"
     clipseg: DtypeName = "auto"
     sam2_video: DtypeName = "auto"
+    sam3: DtypeName = "auto"
 
 
 class ModelSettings(FrozenModel):
-    """Where the three models come from and where they run.
+    """Which model back-end runs, where its models come from and where they run.
 
     Each id is a Hugging Face id or a local directory saved with ``save_pretrained``.
-    ``dtype`` is one name for all three models or a :class:`ModelDtypes` per model.
+    ``dtype`` is one name for all models or a :class:`ModelDtypes` per model.
     """
 
+    #: The model back-end (``prelabel.backends``): ``grounded_sam`` (Grounding DINO, SAM and
+    #: CLIPSeg) or ``sam3``. Checked against the registry when the dataset is checked.
+    backend: str = "grounded_sam"
+    #: grounded_sam's detector: Grounding DINO, or any checkpoint transformers loads with
+    #: AutoModelForZeroShotObjectDetection and the Grounding DINO processor (MM Grounding DINO,
+    #: LLMDet).
     grounding_dino: str = "IDEA-Research/grounding-dino-tiny"
     sam: str = "facebook/sam-vit-huge"
     clipseg: str = "CIDAS/clipseg-rd64-refined"
     #: SAM 2 video tracker, loaded only when a sequence is predicted.
     sam2_video: str = "facebook/sam2.1-hiera-large"
+    #: SAM 3, for ``backend: sam3`` (gated on Hugging Face: the SAM License applies).
+    sam3: str = "facebook/sam3"
     device: DeviceName = "auto"
     dtype: DtypeName | ModelDtypes = "auto"
     #: torch.compile the fixed-shape image encoders (SAM, CLIPSeg vision). Pays off on a GPU
@@ -77,14 +86,32 @@ class ModelSettings(FrozenModel):
 
 
 class CategoryOptions(FrozenModel):
-    """Per-category overrides; ``None`` means "use the pipeline default"."""
+    """Per-category overrides; ``None`` means "use the pipeline default".
+
+    The keys are flat, as in a categories file. ``prompt`` and ``ignore`` apply to every
+    back-end; each threshold is read by some back-ends only (each back-end's spec lists them,
+    and setting one the chosen back-end does not read is an error naming that back-end).
+    """
 
     prompt: str | None = None
+    #: grounded_sam: Grounding DINO's box and text gates.
     box_threshold: float | None = Field(default=None, ge=0, le=1)
     text_threshold: float | None = Field(default=None, ge=0, le=1)
-    #: Used by ``stuff_method: regions`` only; the seed method has one background_threshold.
+    #: grounded_sam, ``stuff_method: regions`` only; the seed method has one
+    #: background_threshold.
     mask_threshold: float | None = Field(default=None, ge=0, le=1)
+    #: sam3: an instance is kept when its score is strictly above this.
+    score_threshold: float | None = Field(default=None, ge=0, le=1)
     ignore: bool = False
+
+    def thresholds(self) -> dict[str, float]:
+        """The numeric options this category sets (``None`` ones left out)."""
+        return {key: getattr(self, key) for key in THRESHOLD_KEYS if getattr(self, key) is not None}
+
+
+#: The per-category numeric options, each with a pipeline-wide default of the same name in
+#: :class:`PipelineSettings`.
+THRESHOLD_KEYS = ("box_threshold", "text_threshold", "mask_threshold", "score_threshold")
 
 
 class PipelineSettings(FrozenModel):
@@ -92,6 +119,8 @@ class PipelineSettings(FrozenModel):
 
     box_threshold: float = Field(default=0.3, ge=0, le=1)
     text_threshold: float = Field(default=0.25, ge=0, le=1)
+    #: sam3: instances scoring at most this are dropped (per category: ``score_threshold``).
+    score_threshold: float = Field(default=0.5, ge=0, le=1)
     #: How stuff masks are made. ``seed``: the segments-ai/panoptic-segment-anything demo's
     #: algorithm (CLIPSeg argmax against a background level, up to ``num_samples_factor``
     #: probability-weighted SAM points per category, SAM decides every pixel); ``regions``:

@@ -165,12 +165,12 @@ def run_demo(
     Raises:
         PrelabelError: the run could not start (models that do not load, a bad config...).
     """
-    from prelabel.pipeline.loading import MODEL_SUBDIRS, is_tiny_model_dir
+    from prelabel.weights.tiny import is_tiny_models_dir
 
     out_dir.mkdir(parents=True, exist_ok=True)
     demo = start_demo(out_dir, images=images, labeled=labeled, models_dir=models_dir)
     try:
-        tiny = all(is_tiny_model_dir(demo.models_dir / sub) for sub in MODEL_SUBDIRS.values())
+        tiny = is_tiny_models_dir(demo.models_dir)
         config_path = out_dir / "config.yaml"
         with atomic_file(config_path) as f:
             f.write(settings_yaml(demo_settings(tiny=tiny), _config_header(tiny, demo)))

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.cli import main
 from prelabel.config import WorkerSettings
 from prelabel.emulator import Emulator, FaultRule
-from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.state import FAILED, LABELED, PARKED, StateStore
 from tests.connector_helpers import (
@@ -34,7 +35,7 @@ GT = "ground-truth"
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_models: LoadedModels) -> Pipeline:
-    return Pipeline(tiny_models, LABELING_PIPELINE)
+    return Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
 
 def test_a_sample_failing_max_attempts_times_is_parked_until_retry_failed(

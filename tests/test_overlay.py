@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.config import PipelineSettings
 from prelabel.formats.overlay import (
     _marks,
@@ -27,7 +28,7 @@ from prelabel.taxonomy import Category, build_taxonomy
 from tests.connector_helpers import LABELING_PIPELINE
 
 if TYPE_CHECKING:
-    from prelabel.pipeline.loading import LoadedModels
+    from prelabel.backends.grounded_sam.loading import LoadedModels
 
 ROAD = Category(id=1, name="road", color=(128, 64, 128))
 CAR = Category(id=2, name="car", has_instances=True, color=(0, 0, 142))
@@ -178,7 +179,7 @@ def test_predict_writes_a_named_preview_per_image(
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(
         photo
     )
-    pipeline = Pipeline(tiny_models, LABELING_PIPELINE)
+    pipeline = Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
     report = predict_files([photo], pipeline=pipeline, taxonomy=TAXONOMY, out_dir=tmp_path / "out")
 

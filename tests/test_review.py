@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from segments import SegmentsClient
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import CategoryOptions, load_settings
 from prelabel.emulator import Emulator
 from prelabel.errors import ConfigError, TaxonomyError
 from prelabel.formats.label import encode_label
-from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.review import ReviewSession
 from prelabel.run.dataset import run_dataset
@@ -52,7 +53,7 @@ def labeled_session(
     """A session on ``jane/eval``: ``n_images`` unlabeled samples, and one whose label a person
     made, equal to the untuned prediction (so it scores PQ 1 before tuning)."""
     seed_dataset_via_sdk(client, name="eval", n_images=n_images, size=SIZE)
-    pipeline = Pipeline(models, LABELING_PIPELINE)
+    pipeline = Pipeline(GroundedSam(models), LABELING_PIPELINE)
     add_labeled_sample(emulator, pipeline, demo_taxonomy(), "human.png", seed=7)
     return open_session(emulator, tmp_path, pipeline=pipeline)
 
@@ -88,9 +89,11 @@ def test_pipeline_thresholds_are_the_default_of_every_category_without_its_own(
     session.tune_pipeline(box_threshold=0.7, mask_threshold=0.6)
 
     prompts = {p.name: p for p in session.taxonomy.prompts}
-    assert prompts["person"].box_threshold == 0.7
-    assert prompts["car"].box_threshold == 0.2
-    assert prompts["sky"].mask_threshold == prompts["road"].mask_threshold == 0.6
+    assert prompts["person"].option("box_threshold") == 0.7
+    assert prompts["car"].option("box_threshold") == 0.2
+    assert (
+        prompts["sky"].option("mask_threshold") == prompts["road"].option("mask_threshold") == 0.6
+    )
     assert session.changes() == [
         "pipeline.box_threshold: 0.0 -> 0.7",
         "pipeline.mask_threshold: 0.4 -> 0.6",
@@ -102,13 +105,15 @@ def test_a_given_pipeline_is_where_tuning_starts(
     emulator: Emulator, segments_client: SegmentsClient, tiny_models: LoadedModels, tmp_path: Path
 ) -> None:
     seed_dataset_via_sdk(segments_client, name="eval", n_images=1, size=SIZE)
-    pipeline = Pipeline(tiny_models, LABELING_PIPELINE.model_copy(update={"box_threshold": 0.6}))
+    pipeline = Pipeline(
+        GroundedSam(tiny_models), LABELING_PIPELINE.model_copy(update={"box_threshold": 0.6})
+    )
 
     session = open_session(emulator, tmp_path, pipeline=pipeline)
     try:
         assert session.changes() == []
         assert session.settings.pipeline == pipeline.settings
-        assert {p.box_threshold for p in session.taxonomy.things} == {0.6}
+        assert {p.option("box_threshold") for p in session.taxonomy.things} == {0.6}
     finally:
         session.close()
 

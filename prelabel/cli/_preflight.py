@@ -27,9 +27,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The image models every run needs, by their folder under --models (sam2_video/ only for
-#: image sequences, so it is not required here).
-IMAGE_MODELS = ("grounding_dino", "sam", "clipseg")
 #: How long the hub gets to accept a connection before the machine counts as offline.
 HUB_PROBE_S = 3.0
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -78,12 +75,13 @@ def check_models(settings: Settings, models_dir: Path | None) -> None:
     Raises:
         ModelLoadError: a folder is missing, or a model is neither cached nor downloadable.
     """
+    roles = image_models(settings)
     if models_dir is not None:
-        _check_models_dir(models_dir.expanduser())
+        _check_models_dir(models_dir.expanduser(), roles)
         return
     hub_ids = {
         role: source
-        for role in IMAGE_MODELS
+        for role in roles
         if (source := getattr(settings.models, role, None)) and not _is_local(source)
     }
     if not hub_ids:
@@ -97,7 +95,7 @@ def check_models(settings: Settings, models_dir: Path | None) -> None:
         raise ModelLoadError(
             f"no model weights for {', '.join(missing)}: this machine is offline ({why}) "
             f"and they are not in the Hugging Face cache ({_cache_dir()}). Pass --models DIR, "
-            f"a folder with {', '.join(f'{r}/' for r in IMAGE_MODELS)} (`prelabel models tiny "
+            f"a folder with {', '.join(f'{r}/' for r in roles)} (`prelabel models tiny "
             "DIR` writes tiny ones for a trial; README: Models and weights), or fill the cache on "
             "a machine with internet (`hf download ID`) and copy it here."
         )
@@ -110,14 +108,23 @@ def check_models(settings: Settings, models_dir: Path | None) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
 
 
-def _check_models_dir(models_dir: Path) -> None:
+def image_models(settings: Settings) -> tuple[str, ...]:
+    """The configured back-end's models, by their folder under --models (sam2_video/ is only
+    for image sequences, so it is not required here)."""
+    from prelabel.backends import backend_spec
+
+    with usage_errors():
+        return backend_spec(settings.models.backend).model_roles
+
+
+def _check_models_dir(models_dir: Path, roles: tuple[str, ...]) -> None:
     layout = (
-        f"Expected: {models_dir}/{{{','.join(IMAGE_MODELS)}}}/ (and sam2_video/ for image "
+        f"Expected: {models_dir}/{{{','.join(roles)}}}/ (and sam2_video/ for image "
         "sequences), as `prelabel models tiny DIR` writes them (README: Models and weights)."
     )
     if not models_dir.is_dir():
         raise ModelLoadError(f"--models {models_dir} is not a directory. {layout}")
-    missing = [f"{role}/" for role in IMAGE_MODELS if not (models_dir / role).is_dir()]
+    missing = [f"{role}/" for role in roles if not (models_dir / role).is_dir()]
     if missing:
         raise ModelLoadError(f"--models {models_dir} lacks {', '.join(missing)}. {layout}")
 

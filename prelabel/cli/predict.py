@@ -75,6 +75,7 @@ def predict(
           --out out/ --models models-tiny
       prelabel predict --sequence drive-01/ drive-02/ --categories cats.yaml --out out/
     """
+    from prelabel.backends import load_backend, option_reader
     from prelabel.images import find_images
     from prelabel.local import predict_files
     from prelabel.pipeline.pipeline import Pipeline
@@ -87,7 +88,12 @@ def predict(
     out_dir = output_dir
     with usage_errors():
         categories, options = load_categories_file(categories_path)
-        taxonomy = build_taxonomy(categories, {**options, **settings.categories}, settings.pipeline)
+        taxonomy = build_taxonomy(
+            categories,
+            {**options, **settings.categories},
+            settings.pipeline,
+            reader=option_reader(settings),
+        )
     if sequence:
         _predict_sequences(paths, taxonomy, out_dir, settings, models_dir, quiet)
         return
@@ -95,7 +101,7 @@ def predict(
         files = find_images(list(paths))
         if not files:
             raise UsageFailure(f"no image files found in {', '.join(map(str, paths))}")
-        pipeline = Pipeline.load(settings, models_dir)
+        pipeline = Pipeline(load_backend(settings, models_dir), settings.pipeline)
     report = predict_files(
         files,
         pipeline=pipeline,

@@ -97,10 +97,9 @@ def start_demo(
 
 def _tiny_models(folder: Path) -> Path:
     """Tiny random-weight models in ``folder``, written once (about a second) and kept."""
-    from prelabel.pipeline.loading import MODEL_SUBDIRS
-    from prelabel.pipeline.tiny import write_tiny_models
+    from prelabel.weights.tiny import has_tiny_models, write_tiny_models
 
-    if not all((folder / sub).is_dir() for sub in MODEL_SUBDIRS.values()):
+    if not has_tiny_models(folder):
         write_tiny_models(folder)
     return folder
 
