@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "prelabel.panoptic": 1,
     # Models (no I/O) and file formats (no models).
     "prelabel.pipeline": 2,
+    "prelabel.backends": 2,
     "prelabel.formats": 2,
     # Where data lives: image buckets, the Segments API, the state file.
     "prelabel.storage": 3,
