@@ -31,7 +31,7 @@ from prelabel.backends.sam3.tiny import tiny_sam3_tokenizer
 from prelabel.pipeline.merge import merge_panoptic
 
 WIDTH, HEIGHT = 120, 80
-SIDE, MASK = 40, 20  # the stand-in's input square and mask side: a mask cell is 6 x 4 pixels
+SIDE, MASK = 80, 40  # the stand-in's input square and mask side: a mask cell is 3 x 2 pixels
 PALETTE = {
     "red": (255, 0, 0),
     "green": (0, 200, 0),
@@ -41,7 +41,7 @@ PALETTE = {
 }
 COLOUR_OF = {"car": "red", "automobile": "red", "person": "green", "sky": "blue", "road": "grey"}
 NAMES = list(PALETTE)
-#: (x0, y0, x1, y1) rectangles, edges on multiples of 6 (x) and 4 (y).
+#: (x0, y0, x1, y1) rectangles, edges on multiples of 3 (x) and 2 (y): on mask-cell edges.
 CARS = [(12, 40, 42, 64), (72, 48, 102, 72)]
 PERSON = (54, 12, 66, 52)
 WHITE = (0, 0, 24, 16)
@@ -155,7 +155,7 @@ def _expected(person: bool) -> tuple[np.ndarray, np.ndarray]:
     edges = np.zeros_like(category, bool)
     edges[:, 1:] |= category[:, 1:] != category[:, :-1]
     edges[1:] |= category[1:] != category[:-1]
-    near = ndimage.binary_dilation(edges, structure=np.ones((2 * 4 + 1, 2 * 6 + 1), bool))
+    near = ndimage.binary_dilation(edges, structure=np.ones((2 * 2 + 1, 2 * 3 + 1), bool))
     return np.stack([category, instance]), near
 
 
@@ -198,6 +198,6 @@ def test_every_pixel_gets_its_category_and_instance(
         car_ids = {int(ids[far & (want_instance == n)][0]) for n in (1, 2)}
         assert len(car_ids) == 2  # the synonym's duplicates were suppressed, the cars kept apart
         assert sum(s.is_thing for s in prediction.segments) == (3 if person_threshold < 0.9 else 2)
-        assert (ids[WHITE[1] + 4 : WHITE[3] - 4, WHITE[0] + 6 : WHITE[2] - 6] == 0).all()
+        assert (ids[WHITE[1] + 2 : WHITE[3] - 2, WHITE[0] + 3 : WHITE[2] - 3] == 0).all()
     assert predictor.encoder_passes == 2
     assert predictor.text_passes == 6  # car, automobile, person, sky, unicorn, road: once
