@@ -132,6 +132,13 @@ def test_vision_once_per_image_and_text_once_per_run(sam3: Sam3Models) -> None:
     # 4 thing phrases and 3 stuff phrases in batches of 2, per image.
     assert predictor.detector_calls == len(images) * (2 + 2)
     predictor.close()
+    # A run can also encode the taxonomy's text up front, K phrases per call.
+    ahead = Sam3Predictor(sam3, prompt_batch=2)
+    ahead.prepare_text([*phrase_table(THINGS)[0], *phrase_table(STUFF)[0], "car"])
+    assert ahead.text_passes == phrases and ahead.encoder_passes == 0
+    (session,) = open_sessions(ahead, images[:1])
+    assert session.things(THINGS, **RULES) and ahead.text_passes == phrases
+    ahead.close()
 
 
 def test_133_phrases_in_batches_of_k_keep_memory_flat(sam3: Sam3Models) -> None:

@@ -181,6 +181,14 @@ class Sam3Predictor:
             return torch.zeros((0, height, width), device=self.models.device)
         return torch.cat(maps)
 
+    @torch.inference_mode()
+    def prepare_text(self, phrases: Sequence[str]) -> None:
+        """Encode the phrases not cached yet, K at a time (a run may call this once up front;
+        otherwise the first image does it)."""
+        missing = list(dict.fromkeys(p for p in phrases if p not in self._text))
+        for start in range(0, len(missing), self.prompt_batch):
+            self._encode_text(missing[start : start + self.prompt_batch])
+
     def _detect(self, features: ImageFeatures, phrases: list[str]) -> Any:
         text = self._text_embeddings(phrases)
         rows = len(phrases)
