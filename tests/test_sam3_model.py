@@ -248,3 +248,29 @@ def test_every_pixel_matches_transformers(sam3: Sam3Models, prompt_batch: int) -
         assert np.array_equal(ours_map.id_map[decided], ref_map.id_map[decided])
         assert (ref_map.id_map[decided] > 0).any()
     predictor.close()
+
+
+def test_a_video_checkpoint_layout_loads_the_same_detector(sam3_dir: Path, tmp_path: Path) -> None:
+    """The released checkpoint is saved as ``sam3_video`` (detector under ``detector_config``,
+    weights prefixed ``detector_model.``); it must load into the same image model."""
+    from safetensors.torch import load_file, save_file
+    from transformers import Sam3VideoConfig
+
+    video = tmp_path / "video"
+    video.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json"):
+        (video / name).write_bytes((sam3_dir / name).read_bytes())
+    Sam3VideoConfig(
+        detector_config=json.loads((sam3_dir / "config.json").read_text())
+    ).save_pretrained(video)
+    weights = load_file(sam3_dir / "model.safetensors")
+    save_file(
+        {f"detector_model.{k}": v for k, v in weights.items()},
+        video / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    loaded = load_sam3(video, device=CPU, dtype=torch.float32)
+    expected = load_sam3(sam3_dir, device=CPU, dtype=torch.float32).model.state_dict()
+    got = loaded.model.state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in got)
+    assert loaded.image_size == 112 and not loaded.is_tiny  # no marker in this folder
