@@ -68,27 +68,48 @@ def nms(
     return np.array(keep, dtype=np.intp)
 
 
-def suppress_duplicates(
-    detections: Detections, *, nms_iou: float, cross_category_iou: float, max_detections: int
-) -> Detections:
-    """NMS within each category, then drop near-identical boxes across categories.
+def duplicate_survivors(
+    boxes: npt.NDArray[np.float32],
+    scores: npt.NDArray[np.float32],
+    category_ids: npt.NDArray[np.int64],
+    *,
+    nms_iou: float,
+    cross_category_iou: float,
+    max_detections: int,
+) -> npt.NDArray[np.intp]:
+    """Indices of the boxes that survive NMS within each category, then the drop of
+    near-identical boxes across categories, highest score first, at most ``max_detections``.
 
     A car also detected as "truck" with an almost identical box is one object; the higher score
     keeps it. Overlapping boxes of different categories below ``cross_category_iou`` both stay
-    (a person on a bicycle).
+    (a person on a bicycle). Indices rather than boxes, so a back-end whose detections carry
+    masks (SAM 3) keeps the masks that go with the surviving boxes.
     """
-    if len(detections) == 0:
-        return detections
-    kept = [
-        np.flatnonzero(detections.category_ids == cid)[
-            nms(
-                detections.boxes[detections.category_ids == cid],
-                detections.scores[detections.category_ids == cid],
-                nms_iou,
-            )
+    if len(scores) == 0:
+        return np.zeros(0, dtype=np.intp)
+    within = np.concatenate(
+        [
+            np.flatnonzero(category_ids == cid)[
+                nms(boxes[category_ids == cid], scores[category_ids == cid], nms_iou)
+            ]
+            for cid in np.unique(category_ids)
         ]
-        for cid in np.unique(detections.category_ids)
-    ]
-    within = detections.take(np.concatenate(kept))
-    across = nms(within.boxes, within.scores, cross_category_iou)
-    return within.take(across[:max_detections])
+    )
+    across = nms(boxes[within], scores[within], cross_category_iou)
+    return within[across[:max_detections]].astype(np.intp)
+
+
+def suppress_duplicates(
+    detections: Detections, *, nms_iou: float, cross_category_iou: float, max_detections: int
+) -> Detections:
+    """The detections :func:`duplicate_survivors` keeps, in its order."""
+    return detections.take(
+        duplicate_survivors(
+            detections.boxes,
+            detections.scores,
+            detections.category_ids,
+            nms_iou=nms_iou,
+            cross_category_iou=cross_category_iou,
+            max_detections=max_detections,
+        )
+    )
