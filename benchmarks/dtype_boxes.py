@@ -39,13 +39,14 @@ import torch
 from PIL import Image
 from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 
+from prelabel.backends.finite import NonFiniteOutputError
+from prelabel.backends.grounded_sam.detect import ThingDetector
+from prelabel.backends.loading import quiet_progress_bars
 from prelabel.config import PipelineSettings
 from prelabel.images import decode_image, find_images, fit_within
-from prelabel.pipeline.detect import Detections, ThingDetector, box_iou
-from prelabel.pipeline.finite import NonFiniteOutputError
-from prelabel.pipeline.loading import quiet_progress_bars
-from prelabel.pipeline.tiny import write_tiny_models
+from prelabel.pipeline.boxes import Detections, box_iou
 from prelabel.taxonomy import build_taxonomy, load_categories_file
+from prelabel.weights.tiny import write_tiny_models
 
 REPO = Path(__file__).resolve().parent.parent
 MATCH_IOU = 0.5

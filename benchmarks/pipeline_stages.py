@@ -3,7 +3,8 @@
 Builds the three models at their real architectures with random weights (SAM ViT-B,
 Grounding DINO at grounding-dino-tiny size: Swin-T + BERT-base, CLIPSeg rd64-refined: ViT-B/16),
 saves them in the ``--models DIR`` layout and loads them through
-:func:`prelabel.pipeline.loading.load_models`, the path real weights take. No network, no hub.
+:func:`prelabel.backends.grounded_sam.loading.load_models`, the path real weights take.
+No network, no hub.
 ``--models DIR`` uses an existing folder instead (real weights on a GPU box, say).
 
 It then runs ``Pipeline.predict`` on synthetic street-like images (one warm-up, then
@@ -60,14 +61,16 @@ from transformers import (
     ViTImageProcessorPil,
 )
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import MODEL_SUBDIRS, LoadedModels, load_models
+from prelabel.backends.grounded_sam.segment import ImageEmbedding, PromptMasks
+from prelabel.backends.grounded_sam.tiny import tiny_bert_tokenizer, tiny_clip_tokenizer
+from prelabel.backends.loading import quiet_progress_bars
 from prelabel.config import CategoryOptions, ModelSettings, PipelineSettings
 from prelabel.formats.label import encode_label
 from prelabel.panoptic import MaskCandidate, PanopticPrediction
-from prelabel.pipeline.loading import MODEL_SUBDIRS, LoadedModels, load_models, quiet_progress_bars
 from prelabel.pipeline.merge import merge_panoptic
 from prelabel.pipeline.pipeline import Pipeline
-from prelabel.pipeline.segment import ImageEmbedding, PromptMasks
-from prelabel.pipeline.tiny import tiny_bert_tokenizer, tiny_clip_tokenizer
 from prelabel.taxonomy import Taxonomy, build_taxonomy, load_categories_file
 
 STAGES = ("detect", "embed", "things", "coarse", "stuff", "merge")
@@ -266,7 +269,7 @@ class Workload:
     def __init__(self, pipeline: Pipeline) -> None:
         self.boxes: list[int] = []
         self.point_prompts: list[int] = []
-        segmenter = pipeline.segmenter
+        segmenter = pipeline.backend.segmenter
         segment_boxes, segment_points = segmenter.segment_boxes, segmenter.segment_points
         point_probability = segmenter.point_probability
 
@@ -371,7 +374,7 @@ def run_pipeline(
     models: LoadedModels, images: int, size: tuple[int, int], settings: PipelineSettings
 ) -> tuple[dict[str, list[float]], Workload, list[int], list[PanopticPrediction]]:
     """Warm up on one image, then time ``images`` images; per-image figures per stage."""
-    pipeline = Pipeline(models, settings)
+    pipeline = Pipeline(GroundedSam(models), settings)
     taxonomy = street_taxonomy()
     workload = Workload(pipeline)
     hook_calls = [0]
@@ -391,7 +394,7 @@ def run_pipeline(
         for index in range(1, images + 1):
             image = synthetic_image(size, seed=index)
             timings: dict[str, float] = {}
-            passes_before, hooks_before = pipeline.segmenter.encoder_passes, hook_calls[0]
+            passes_before, hooks_before = pipeline.backend.segmenter.encoder_passes, hook_calls[0]
             sync(models.device)
             start = time.perf_counter()
             prediction = pipeline.predict(image, taxonomy, timings=timings)
@@ -403,7 +406,7 @@ def run_pipeline(
             for stage in STAGES:
                 per_image[stage].append(timings.get(stage, 0.0))
             per_image["other"].append(wall - sum(timings.values()))
-            counter = pipeline.segmenter.encoder_passes - passes_before
+            counter = pipeline.backend.segmenter.encoder_passes - passes_before
             hooked = hook_calls[0] - hooks_before
             if counter != hooked:
                 raise AssertionError(

@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     sys.path.insert(0, str(REPO))
-    from prelabel.pipeline.tiny import write_tiny_models
+    from prelabel.weights.tiny import write_tiny_models
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="prelabel-memory-") as tmp:

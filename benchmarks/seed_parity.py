@@ -38,11 +38,12 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from prelabel.backends.grounded_sam.backend import GroundedSam  # noqa: E402
+from prelabel.backends.grounded_sam.loading import load_models  # noqa: E402
 from prelabel.config import ModelSettings, PipelineSettings  # noqa: E402
-from prelabel.pipeline.loading import load_models  # noqa: E402
 from prelabel.pipeline.pipeline import Pipeline  # noqa: E402
-from prelabel.pipeline.tiny import write_tiny_models  # noqa: E402
 from prelabel.taxonomy import Category, build_taxonomy  # noqa: E402
+from prelabel.weights.tiny import write_tiny_models  # noqa: E402
 from tests.reference.parity import measure  # noqa: E402
 
 THINGS = [Category(100, "person", True), Category(101, "car", True)]
@@ -90,7 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             Category(i + 1, stuff) for i, stuff in enumerate(STUFF[:count])
         ]
         taxonomy = build_taxonomy(categories, {}, settings)
-        result = measure(Pipeline(models, settings), image(w, h, seed), taxonomy, split=True)
+        result = measure(
+            Pipeline(GroundedSam(models), settings), image(w, h, seed), taxonomy, split=True
+        )
         print(
             f"{name:<15}{background:>5}{kernel:>4}{f'{w}x{h}':>9}{result.agreement:>9.4f}"
             f"{result.stability:>9.4f}{result.stability_clipseg or 0:>9.4f}"

@@ -64,7 +64,7 @@ def synthetic_frames(count: int, size: tuple[int, int] = (160, 120)) -> Iterator
 
 
 def _persistent_tracker_class() -> type:
-    from prelabel.pipeline.sam2_tracker import Sam2Tracker
+    from prelabel.backends.sam2_video.tracker import Sam2Tracker
     from prelabel.pipeline.tracks import TrackedObject
 
     class Persistent(Sam2Tracker):
@@ -180,7 +180,7 @@ def speed(frames: int, objects: int) -> dict[str, object]:
     import torch
     from transformers import Sam2VideoModel
 
-    from prelabel.pipeline.sam2_tracker import Sam2Tracker
+    from prelabel.backends.sam2_video.tracker import Sam2Tracker
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = Sam2VideoModel(hiera_large_config()).to(device).eval()
@@ -220,7 +220,7 @@ def main() -> None:
     parser.add_argument("--speed-frames", type=int, default=3)
     args = parser.parse_args()
 
-    from prelabel.pipeline.tiny import write_tiny_models
+    from prelabel.weights.tiny import write_tiny_models
 
     report: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         tmp = Path(folder)
         models = args.models
         if models is None:
-            from prelabel.pipeline.tiny import write_tiny_models
+            from prelabel.weights.tiny import write_tiny_models
 
             models = write_tiny_models(tmp / "tiny", seed=0)
         pipeline = PipelineSettings(box_threshold=0.0, text_threshold=0.0, max_detections=3)

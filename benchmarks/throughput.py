@@ -77,13 +77,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import load_models
 from prelabel.config import ModelSettings, PipelineSettings, RemoteSettings, Settings
 from prelabel.config import WorkerSettings as WorkerConfig
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.formats.label import encode_label
 from prelabel.images import decode_image
 from prelabel.panoptic import PanopticPrediction
-from prelabel.pipeline.loading import load_models
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.run.dataset import DatasetWorker
 from prelabel.run.job import RunOptions
@@ -272,11 +273,11 @@ def load_pipeline(args: argparse.Namespace, pipeline_settings: PipelineSettings)
         print("building full-size random models ...", flush=True)
         models_dir = write_full_size_models(Path(tempfile.mkdtemp(prefix="full-models-")))
     elif models_dir is None:
-        from prelabel.pipeline.tiny import write_tiny_models
+        from prelabel.weights.tiny import write_tiny_models
 
         models_dir = write_tiny_models(Path(tempfile.mkdtemp(prefix="tiny-models-")), seed=0)
     models = load_models(ModelSettings(device=args.device), models_dir)
-    return Pipeline(models, pipeline_settings)
+    return Pipeline(GroundedSam(models), pipeline_settings)
 
 
 def taxonomy_for(pipeline_settings: PipelineSettings) -> Taxonomy:
@@ -290,7 +291,7 @@ class TimedPipeline(Pipeline):
     """The same models, adding up the seconds spent in ``predict`` (the inference stage)."""
 
     def __init__(self, pipeline: Pipeline) -> None:
-        super().__init__(pipeline.models, pipeline.settings)
+        super().__init__(pipeline.backend, pipeline.settings)
         self.seconds = 0.0
         self.calls = 0
 
@@ -304,8 +305,8 @@ class TimedPipeline(Pipeline):
 
 
 def sync_device(pipeline: Pipeline) -> None:
-    if pipeline.models.device.type == "cuda":
-        torch.cuda.synchronize(pipeline.models.device)
+    if pipeline.backend.device.type == "cuda":
+        torch.cuda.synchronize(pipeline.backend.device)
 
 
 # --- throughput --------------------------------------------------------------------------------
@@ -421,7 +422,8 @@ def throughput(
 
     a, b, c = runs["sequential"].ips, runs["overlapped"].ips, inference.ips
     print()
-    print(f"torch threads           {torch.get_num_threads()}  (device {pipeline.models.device})")
+    device = pipeline.backend.device
+    print(f"torch threads           {torch.get_num_threads()}  (device {device})")
     print(f"samples                 {args.samples} images of {size[0]}x{size[1]}")
     print(f"latency per request     {args.latency_ms:g} ms")
     print(f"requests in (b)         {results['requests_overlapped']}")
@@ -459,7 +461,7 @@ def throughput(
         "extra": {
             "encode_ms": round(inference.encode_seconds / inference.samples * 1000, 3),
             "torch_threads": torch.get_num_threads(),
-            "device": str(pipeline.models.device),
+            "device": str(pipeline.backend.device),
             "image_size": list(size),
             "worker": worker_config.model_dump(),
             "inference_ips_passes": [round(before.ips, 3), round(after.ips, 3)],

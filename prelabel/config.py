@@ -7,13 +7,23 @@ Grounded-SAM + CLIPSeg recipe and are documented in ``configs/default.yaml``.
 
 from __future__ import annotations
 
+import difflib
+from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prelabel.errors import ConfigError
+
+#: The files of ``configs/`` that ship inside the package (``prelabel/configs`` links to
+#: ``configs/`` in a checkout; pyproject.toml's package-data copies them into the wheel).
+SHIPPED_CONFIGS = (
+    "default.yaml",
+    "coco-panoptic-categories.yaml",
+    "street-scene-categories.yaml",
+)
 
 DeviceName = Literal["auto", "cpu", "cuda", "mps"] | str
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
@@ -37,20 +47,29 @@ class ModelDtypes(FrozenModel):
     sam: DtypeName = "auto"
     clipseg: DtypeName = "auto"
     sam2_video: DtypeName = "auto"
+    sam3: DtypeName = "auto"
 
 
 class ModelSettings(FrozenModel):
-    """Where the three models come from and where they run.
+    """Which model back-end runs, where its models come from and where they run.
 
     Each id is a Hugging Face id or a local directory saved with ``save_pretrained``.
-    ``dtype`` is one name for all three models or a :class:`ModelDtypes` per model.
+    ``dtype`` is one name for all models or a :class:`ModelDtypes` per model.
     """
 
+    #: The model back-end (``prelabel.backends``): ``grounded_sam`` (Grounding DINO, SAM and
+    #: CLIPSeg) or ``sam3``. Checked against the registry when the dataset is checked.
+    backend: str = "grounded_sam"
+    #: grounded_sam's detector: Grounding DINO, or any checkpoint transformers loads with
+    #: AutoModelForZeroShotObjectDetection and the Grounding DINO processor (MM Grounding DINO,
+    #: LLMDet).
     grounding_dino: str = "IDEA-Research/grounding-dino-tiny"
     sam: str = "facebook/sam-vit-huge"
     clipseg: str = "CIDAS/clipseg-rd64-refined"
     #: SAM 2 video tracker, loaded only when a sequence is predicted.
     sam2_video: str = "facebook/sam2.1-hiera-large"
+    #: SAM 3, for ``backend: sam3`` (gated on Hugging Face: the SAM License applies).
+    sam3: str = "facebook/sam3"
     device: DeviceName = "auto"
     dtype: DtypeName | ModelDtypes = "auto"
     #: torch.compile the fixed-shape image encoders (SAM, CLIPSeg vision). Pays off on a GPU
@@ -67,14 +86,32 @@ class ModelSettings(FrozenModel):
 
 
 class CategoryOptions(FrozenModel):
-    """Per-category overrides; ``None`` means "use the pipeline default"."""
+    """Per-category overrides; ``None`` means "use the pipeline default".
+
+    The keys are flat, as in a categories file. ``prompt`` and ``ignore`` apply to every
+    back-end; each threshold is read by some back-ends only (each back-end's spec lists them,
+    and setting one the chosen back-end does not read is an error naming that back-end).
+    """
 
     prompt: str | None = None
+    #: grounded_sam: Grounding DINO's box and text gates.
     box_threshold: float | None = Field(default=None, ge=0, le=1)
     text_threshold: float | None = Field(default=None, ge=0, le=1)
-    #: Used by ``stuff_method: regions`` only; the seed method has one background_threshold.
+    #: grounded_sam, ``stuff_method: regions`` only; the seed method has one
+    #: background_threshold.
     mask_threshold: float | None = Field(default=None, ge=0, le=1)
+    #: sam3: an instance is kept when its score is strictly above this.
+    score_threshold: float | None = Field(default=None, ge=0, le=1)
     ignore: bool = False
+
+    def thresholds(self) -> dict[str, float]:
+        """The numeric options this category sets (``None`` ones left out)."""
+        return {key: getattr(self, key) for key in THRESHOLD_KEYS if getattr(self, key) is not None}
+
+
+#: The per-category numeric options, each with a pipeline-wide default of the same name in
+#: :class:`PipelineSettings`.
+THRESHOLD_KEYS = ("box_threshold", "text_threshold", "mask_threshold", "score_threshold")
 
 
 class PipelineSettings(FrozenModel):
@@ -82,6 +119,8 @@ class PipelineSettings(FrozenModel):
 
     box_threshold: float = Field(default=0.3, ge=0, le=1)
     text_threshold: float = Field(default=0.25, ge=0, le=1)
+    #: sam3: instances scoring at most this are dropped (per category: ``score_threshold``).
+    score_threshold: float = Field(default=0.5, ge=0, le=1)
     #: How stuff masks are made. ``seed``: the segments-ai/panoptic-segment-anything demo's
     #: algorithm (CLIPSeg argmax against a background level, up to ``num_samples_factor``
     #: probability-weighted SAM points per category, SAM decides every pixel); ``regions``:
@@ -220,13 +259,45 @@ def read_yaml(path: Path) -> object:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each naming the key path, e.g. ``pipeline.min_area: ...``."""
+def describe_validation_error(exc: ValidationError, model: type[BaseModel] = Settings) -> str:
+    """One line per problem, each naming the key path, e.g. ``pipeline.min_area: ...``; an
+    unknown key also gets the closest valid one (``did you mean 'box_threshold'?``)."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        parts.append(f"{where}: {err['msg']}")
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key" + _did_you_mean(model, err["loc"])
+        parts.append(f"{where}: {message}")
     return "; ".join(parts)
+
+
+def _did_you_mean(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """`` (did you mean 'x'?)`` with the closest key valid where ``loc`` ends, else the keys."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            continue  # a dict key (a category's name) or a union branch: stay on the model
+        inner = _model_in(field.annotation)
+        if inner is None:
+            return ""
+        model = inner
+    valid = sorted(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (valid keys: {', '.join(valid)})"
+
+
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    """The settings model an annotation holds: itself, a dict's values, a union's member."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in reversed(get_args(annotation)):
+        inner = _model_in(arg)
+        if inner is not None:
+            return inner
+    return None
 
 
 def with_overrides(
@@ -250,3 +321,18 @@ def settings_yaml(settings: Settings, header: str = "") -> str:
     """
     comments = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
     return comments + yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+
+
+def shipped_config(name: str) -> Path:
+    """One of :data:`SHIPPED_CONFIGS`, from a checkout or from an installed wheel alike.
+
+    Read through the package rather than a path relative to the source tree, so ``prelabel
+    demo`` works wherever prelabel is installed (a venv, a container image), not only from a
+    checkout. Installed packages are directories, so the resource is a plain file.
+    """
+    if name not in SHIPPED_CONFIGS:
+        raise ValueError(f"{name} is not shipped with prelabel: one of {SHIPPED_CONFIGS}")
+    path = Path(str(resources.files("prelabel").joinpath("configs", name)))
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: this prelabel installation lacks its package data")
+    return path

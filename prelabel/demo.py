@@ -9,18 +9,20 @@ the run leaves them alone.
 
 Everything lands in one folder (``prelabel-demo/`` by default):
 
-* ``report.json``: every sample's outcome, as ``prelabel run --output-dir`` writes it;
+* ``report.json``: every sample's outcome, as ``prelabel run --out`` writes it, plus the
+  samples a person labeled, as skipped with that reason (a run does not select them);
 * ``overlays/<sample>.png``: each label as it is now on the server (pre-labels and the
   person's labels), drawn over its image with names and a legend;
 * ``config.yaml``: the settings the run used (without the emulator's address), a config
-  ``prelabel run --config`` and the notebook (``PRELABEL_CONFIG``) accept;
+  ``prelabel run --config`` and the notebook (``PRELABEL_CONFIG``) accept; its comments say
+  which values only suit the demo (the tiny models' thresholds, the street categories);
 * ``images/``, ``tiny-models/`` and ``state/``: the scenes, the models, the resume state.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from prelabel.config import PipelineSettings, Settings, settings_yaml, with_overrides
@@ -28,12 +30,14 @@ from prelabel.emulator.demo import DEMO_LABELSET, Demo, categories_file, start_d
 from prelabel.emulator.scenes import SCENE_CATEGORIES
 from prelabel.formats.atomic import atomic_file
 from prelabel.formats.bitmap import decode_bitmap
-from prelabel.formats.overlay import label_preview
+from prelabel.formats.name_tags import Tag
+from prelabel.formats.overlay import label_overlay, label_preview
 from prelabel.images import decode_image
 from prelabel.progress import Progress
 from prelabel.run.dataset import run_dataset
 from prelabel.run.job import RunOptions
 from prelabel.run.models import pipeline_loader
+from prelabel.run.outcome import SampleOutcome
 from prelabel.run.report import RunSummary
 from prelabel.segments.client import SegmentsApi
 from prelabel.segments.dataset import check_dataset
@@ -41,7 +45,7 @@ from prelabel.segments.statuses import may_write
 from prelabel.state import StateStore
 from prelabel.taxonomy import load_categories_file
 
-__all__ = ["DemoRun", "demo_settings", "run_demo"]
+__all__ = ["DemoRun", "NextCommands", "demo_settings", "run_demo"]
 
 #: Unlabeled samples the run pre-labels, and samples that carry a person's label.
 DEMO_IMAGES = 4
@@ -50,6 +54,24 @@ DEMO_LABELED = 2
 #: Tiny random models score every box far below the real thresholds and would label nothing;
 #: at 0 they find boxes in every image, so masks, merge, upload and overlays all have content.
 TINY_PIPELINE = PipelineSettings(box_threshold=0.0, text_threshold=0.0, max_detections=4)
+#: The report's reason for a sample a person labeled before the run (the run does not select it).
+PERSON_LABELED = "labeled by a person ({status}): a run never writes over it"
+
+
+@dataclass(frozen=True)
+class NextCommands:
+    """How the "Next:" lines spell commands, so that they work when pasted.
+
+    ``prelabel`` is on the PATH only in an activated venv; after the README's set-up it is
+    ``.venv/bin/prelabel``. The CLI knows how it was started and fills these in.
+    """
+
+    #: The prelabel command as this shell reaches it (``prelabel``, ``.venv/bin/prelabel``...).
+    prelabel: str = "prelabel"
+    #: The folder of the venv's tools (pip, jupyter) with a trailing slash, or "" on the PATH.
+    tools: str = ""
+    #: The review notebook's path, as reachable from the current folder.
+    notebook: str = "notebooks/review.ipynb"
 
 
 @dataclass
@@ -64,6 +86,8 @@ class DemoRun:
     overlays: tuple[Path, ...]
     #: Whether the models are tiny random ones (their masks mean nothing).
     tiny: bool
+    #: The name tags on each overlay (what a reviewer reads), by overlay path.
+    tags: dict[Path, tuple[Tag, ...]]
 
     def environment(self) -> dict[str, str]:
         """The variables that point the review notebook at this demo (see its first cell)."""
@@ -75,8 +99,9 @@ class DemoRun:
             "PRELABEL_CONFIG": str(self.config_path.resolve()),
         }
 
-    def describe(self) -> str:
+    def describe(self, commands: NextCommands | None = None) -> str:
         """What happened and what to look at next, for the end of ``prelabel demo``."""
+        run = commands or NextCommands()
         counts = self.summary.counts
         out = self.out_dir
         lines = [
@@ -96,15 +121,17 @@ class DemoRun:
             "Look at:",
             f"  {out / 'overlays'}/   every label drawn over its image ({len(self.overlays)})",
             f"  {out / 'report.json'}   each sample's outcome",
-            f"  {out / 'config.yaml'}   the settings used (prelabel run --config takes it)",
+            f"  {out / 'config.yaml'}   the settings used; its comments say what to change "
+            "for your own dataset",
             "",
             "Next:",
-            "  prelabel demo --models DIR     the same with real weights (README: Models and "
-            "weights)",
-            "  prelabel demo --keep-serving   keep the emulator up, then review and tune in "
-            "notebooks/review.ipynb",
-            "  prelabel run --dataset OWNER/NAME --models DIR   your own dataset "
-            "(export SEGMENTS_API_KEY=...)",
+            f"  {run.prelabel} demo --models DIR     the same with real weights (README: "
+            "Models and weights)",
+            f"  {run.prelabel} demo --keep-serving   keep the emulator up for the review "
+            f"notebook; open it with {run.tools}pip install jupyterlab && "
+            f"{run.tools}jupyter lab {run.notebook}",
+            f"  export SEGMENTS_API_KEY=...; {run.prelabel} run --dataset OWNER/NAME "
+            "--models DIR   your own dataset",
         ]
         return "\n".join(lines)
 
@@ -139,17 +166,15 @@ def run_demo(
     Raises:
         PrelabelError: the run could not start (models that do not load, a bad config...).
     """
-    from prelabel.pipeline.loading import MODEL_SUBDIRS, is_tiny_model_dir
+    from prelabel.weights.tiny import is_tiny_models_dir
 
     out_dir.mkdir(parents=True, exist_ok=True)
     demo = start_demo(out_dir, images=images, labeled=labeled, models_dir=models_dir)
     try:
-        tiny = all(is_tiny_model_dir(demo.models_dir / sub) for sub in MODEL_SUBDIRS.values())
+        tiny = is_tiny_models_dir(demo.models_dir)
         config_path = out_dir / "config.yaml"
         with atomic_file(config_path) as f:
-            f.write(
-                settings_yaml(demo_settings(tiny=tiny), "The settings `prelabel demo` ran with.")
-            )
+            f.write(settings_yaml(demo_settings(tiny=tiny), _config_header(tiny, demo)))
         settings = with_overrides(demo_settings(tiny=tiny), api_url=demo.url)
         options = RunOptions(dataset=demo.dataset, labelset=DEMO_LABELSET, output_dir=out_dir)
         with StateStore.in_dir(out_dir / "state") as state:
@@ -161,11 +186,54 @@ def run_demo(
                 load_pipeline=pipeline_loader(settings, demo.models_dir),
                 progress=progress,
             )
-        overlays = _write_overlays(demo, settings, out_dir / "overlays", _scores(summary))
+        drawn = _write_overlays(demo, settings, out_dir / "overlays", _scores(summary))
+        _report_people_labels(summary, [d.skipped for d in drawn if d.skipped is not None])
     except BaseException:
         demo.stop()
         raise
-    return DemoRun(demo, summary, out_dir, config_path, overlays, tiny)
+    overlays = tuple(d.path for d in drawn)
+    tags = {d.path: d.tags for d in drawn}
+    return DemoRun(demo, summary, out_dir, config_path, overlays, tiny, tags)
+
+
+def _config_header(tiny: bool, demo: Demo) -> str:
+    """The comments atop the demo's config.yaml: which values suit only the demo."""
+    defaults = PipelineSettings()
+    lines = [
+        f"The settings `prelabel demo` ran with, on its dataset {demo.dataset}.",
+        "Before using this file for another dataset:",
+    ]
+    if tiny:
+        lines.append(
+            "- pipeline.box_threshold, text_threshold and max_detections suit the tiny "
+            "random-weight models only (they score every box near 0); with real weights "
+            f"use the defaults ({defaults.box_threshold}, {defaults.text_threshold}, "
+            f"{defaults.max_detections}; see configs/default.yaml)."
+        )
+    lines += [
+        f"- models: the demo loaded its models from {demo.models_dir} (--models), not "
+        "from these Hugging Face ids; pass --models DIR again, or these ids are downloaded.",
+        "- categories: prompts for the demo's street-scene categories. A category your "
+        "dataset lacks is an error: delete this section, or keep only your categories.",
+    ]
+    return "\n".join(lines)
+
+
+def _report_people_labels(summary: RunSummary, skipped: list[SampleOutcome]) -> None:
+    """Add the samples a person labeled to the summary and to report.json, as skipped.
+
+    A run selects only samples without a label, so its report leaves them out; the demo's
+    report lists every sample, and says why these were not pre-labeled.
+    """
+    for outcome in skipped:
+        summary.add(outcome)
+    if summary.report_path is None or not skipped:
+        return
+    report = json.loads(summary.report_path.read_text(encoding="utf-8"))
+    report["samples"] += [asdict(outcome) for outcome in skipped]
+    report["summary"] = summary.as_dict()
+    with atomic_file(summary.report_path) as f:
+        f.write(json.dumps(report, indent=1) + "\n")
 
 
 def _scores(summary: RunSummary) -> dict[str, float]:
@@ -176,9 +244,19 @@ def _scores(summary: RunSummary) -> dict[str, float]:
     return {s["sample_uuid"]: s["score"] for s in report["samples"] if s["score"] is not None}
 
 
+@dataclass(frozen=True)
+class _Overlay:
+    """One preview the demo wrote, its name tags, and the sample's outcome when a person
+    labeled it (the run skipped it)."""
+
+    path: Path
+    tags: tuple[Tag, ...]
+    skipped: SampleOutcome | None
+
+
 def _write_overlays(
     demo: Demo, settings: Settings, folder: Path, scores: dict[str, float]
-) -> tuple[Path, ...]:
+) -> list[_Overlay]:
     """A preview of every label on the server now: what the run wrote and what it left."""
     folder.mkdir(parents=True, exist_ok=True)
     max_pixels = settings.pipeline.max_image_pixels
@@ -196,8 +274,13 @@ def _write_overlays(
             title = _title(sample.name, sample.label_status, scores.get(sample.uuid))
             path = folder / f"{Path(sample.name).stem}.png"
             label_preview(image, id_map, annotations, taxonomy, title=title).save(path)
-            written.append(path)
-        return tuple(written)
+            tags = label_overlay(image, id_map, annotations, taxonomy).tags
+            skipped = None
+            if sample.uuid in demo.labeled_uuids:
+                reason = PERSON_LABELED.format(status=sample.label_status)
+                skipped = SampleOutcome(sample.uuid, sample.name, "skipped", reason=reason)
+            written.append(_Overlay(path, tags, skipped))
+        return written
     finally:
         api.close()
 

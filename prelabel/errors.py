@@ -38,13 +38,17 @@ class ImageError(PrelabelError):
 class SampleError(PrelabelError):
     """One sample failed; the run records it and goes on.
 
-    Carries the sample's identity so the report can name it.
+    Carries the sample's identity so the report can name it, and ``transient`` when a server
+    caused it (its image host answered 5xx after retries): that never counts toward parking.
     """
 
-    def __init__(self, message: str, *, sample_uuid: str = "", sample_name: str = "") -> None:
+    def __init__(
+        self, message: str, *, sample_uuid: str = "", sample_name: str = "", transient: bool = False
+    ) -> None:
         super().__init__(message)
         self.sample_uuid = sample_uuid
         self.sample_name = sample_name
+        self.transient = transient
 
 
 class RemoteError(PrelabelError):

@@ -2,7 +2,7 @@
 
 Per image it writes the Segments bitmap (``bitmaps/<name>.png``, the RGBA id encoding the platform
 imports), the annotations and score beside it (``labels/<name>.json``) and a preview
-(``overlays/<name>.jpg``: the overlay with names, and a legend of every segment); for the run a
+(``overlays/<name>.png``: the overlay with names, and a legend of every segment); for the run a
 COCO-panoptic export (``panoptic/`` + ``panoptic.json``) and ``report.json`` with every image's
 outcome, in the schema ``prelabel run`` writes (:class:`~prelabel.run.report.ReportWriter`). A
 bad image is recorded with its reason and the run goes on.
@@ -145,7 +145,7 @@ class _Predict:
         shown = preview(
             image, prediction, self.taxonomy, title=f"{name}: score {encoded.score:.2f}"
         )
-        shown.save(out_dir / "overlays" / f"{name}.jpg", quality=90)
+        shown.save(out_dir / "overlays" / f"{name}.png")
         self.writer.add(f"{name}.png", prediction)
         job.outcome = SampleOutcome(
             job.sample.uuid,

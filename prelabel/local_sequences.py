@@ -3,7 +3,7 @@
 Each folder is one sequence, its image files sorted by name are its frames. Per sequence
 ``OUT/<name>/`` gets ``bitmaps/<frame>.png`` (the Segments RGBA id bitmap; ids are track ids,
 the same object has the same id in every frame), ``labels/<frame>.json`` (annotations and
-score), ``overlays/<frame>.jpg`` (colours and names follow the track) and ``tracks.json``
+score), ``overlays/<frame>.png`` (colours and names follow the track) and ``tracks.json``
 (every track's id, category and frames). ``OUT/report.json`` has every sequence's outcome. A
 folder that fails (an unreadable frame, no frames) is reported with its reason and the rest
 go on, as in :mod:`prelabel.local`.
@@ -110,7 +110,7 @@ class _PredictSequence:
                 title=f"{job.sample.name} frame {index}: score {encoded.score:.2f}",
                 instance_numbers=track_numbers(self.pipeline.tracks),
             )
-            drawn.save(self.out / "overlays" / f"{name}.jpg", quality=90)
+            drawn.save(self.out / "overlays" / f"{name}.png")
         tracks = [track.to_json() for track in self.pipeline.tracks]
         write_json(self.out / "tracks.json", {"tracks": tracks})
         job.outcome = SampleOutcome(

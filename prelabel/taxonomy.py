@@ -9,14 +9,16 @@ in a config, ids are what the platform stores. Pure Python, no torch.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from prelabel.config import (
+    THRESHOLD_KEYS,
     CategoryOptions,
     FrozenModel,
     PipelineSettings,
@@ -39,16 +41,37 @@ class Category:
 
 @dataclass(frozen=True)
 class CategoryPrompt:
-    """What the models are asked for one category, with its thresholds resolved."""
+    """What the models are asked for one category, with its options resolved.
+
+    ``options`` holds the numeric options the chosen back-end reads (``box_threshold``,
+    ``score_threshold``, ...), each the category's own value or the pipeline-wide default:
+    which ones mean something is the back-end's business, not the taxonomy's.
+    """
 
     category_id: int
     name: str
     is_thing: bool
     #: Synonyms; a detection of any of them counts for this category.
     phrases: tuple[str, ...]
-    box_threshold: float
-    text_threshold: float
-    mask_threshold: float
+    options: Mapping[str, float] = field(default_factory=dict, hash=False)
+
+    def option(self, key: str) -> float:
+        """One resolved option; a back-end asking for one it does not declare is a bug."""
+        try:
+            return self.options[key]
+        except KeyError:
+            raise KeyError(
+                f"category {self.name!r} has no option {key!r} (resolved: {sorted(self.options)})"
+            ) from None
+
+
+@dataclass(frozen=True)
+class OptionReader:
+    """Which flat per-category options a model back-end reads (from its spec), so options it
+    would silently ignore are an error that names it."""
+
+    backend: str
+    keys: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -81,6 +104,7 @@ class _CategoryEntry(FrozenModel):
     box_threshold: float | None = None
     text_threshold: float | None = None
     mask_threshold: float | None = None
+    score_threshold: float | None = None
     ignore: bool = False
 
 
@@ -97,7 +121,7 @@ def load_categories_file(path: Path) -> tuple[list[Category], dict[str, Category
     try:
         parsed = _CategoriesFile.model_validate(data)
     except ValidationError as exc:
-        raise TaxonomyError(f"{path}: {describe_validation_error(exc)}") from None
+        raise TaxonomyError(f"{path}: {describe_validation_error(exc, _CategoriesFile)}") from None
     categories = [
         Category(id=e.id, name=e.name, has_instances=e.has_instances, color=e.color)
         for e in parsed.categories
@@ -108,6 +132,7 @@ def load_categories_file(path: Path) -> tuple[list[Category], dict[str, Category
             box_threshold=e.box_threshold,
             text_threshold=e.text_threshold,
             mask_threshold=e.mask_threshold,
+            score_threshold=e.score_threshold,
             ignore=e.ignore,
         )
         for e in parsed.categories
@@ -140,23 +165,31 @@ def build_taxonomy(
     categories: Sequence[Category],
     options: Mapping[str, CategoryOptions],
     defaults: PipelineSettings,
+    *,
+    reader: OptionReader | None = None,
 ) -> Taxonomy:
     """Check the categories and resolve each one's prompt and thresholds.
 
+    With ``reader`` (the chosen back-end's, see ``prelabel.backends.option_reader``) each prompt
+    resolves only the options that back-end reads; without it, all of them.
+
     Raises :class:`TaxonomyError` for duplicate ids or names, ids outside ``1..2^24-1`` (0 is
-    "unlabeled" in a bitmap), options naming a category that does not exist, an empty prompt, or
-    when every category is ignored.
+    "unlabeled" in a bitmap), options naming a category that does not exist, an option the
+    back-end does not read, an empty prompt, or when every category is ignored.
     """
     _check_categories(categories)
+    keys = tuple(THRESHOLD_KEYS) if reader is None else _readable(options, reader)
     names = {c.name for c in categories}
     unknown = sorted(set(options) - names)
     if unknown:
         raise TaxonomyError(
             f"options given for unknown categor{'y' if len(unknown) == 1 else 'ies'} "
-            f"{', '.join(map(repr, unknown))}; the dataset has {', '.join(sorted(names))}"
+            f"{', '.join(_with_suggestion(name, names) for name in unknown)}; the dataset has "
+            f"{', '.join(sorted(names))} (a config's categories: section names the dataset's "
+            "categories)"
         )
     prompts = [
-        _prompt(cat, options.get(cat.name, CategoryOptions()), defaults)
+        _prompt(cat, options.get(cat.name, CategoryOptions()), defaults, keys)
         for cat in categories
         if not options.get(cat.name, CategoryOptions()).ignore
     ]
@@ -178,7 +211,22 @@ def _normalize(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("_", " ")).strip().lower()
 
 
-def _prompt(cat: Category, opts: CategoryOptions, defaults: PipelineSettings) -> CategoryPrompt:
+def _readable(options: Mapping[str, CategoryOptions], reader: OptionReader) -> tuple[str, ...]:
+    """The threshold keys ``reader`` reads; raises for a category setting one it does not."""
+    for name, opts in options.items():
+        unread = sorted(set(opts.thresholds()) - reader.keys)
+        if unread:
+            reads = ", ".join(sorted(reader.keys | {"prompt", "ignore"}))
+            raise TaxonomyError(
+                f"category {name!r}: {', '.join(unread)} is not an option of the "
+                f"{reader.backend} back-end (models.backend), which reads {reads}"
+            )
+    return tuple(key for key in THRESHOLD_KEYS if key in reader.keys)
+
+
+def _prompt(
+    cat: Category, opts: CategoryOptions, defaults: PipelineSettings, keys: Collection[str]
+) -> CategoryPrompt:
     phrases = split_phrases(opts.prompt if opts.prompt is not None else cat.name)
     if not phrases:
         raise TaxonomyError(f"category {cat.name!r} (id {cat.id}) has an empty prompt")
@@ -187,9 +235,7 @@ def _prompt(cat: Category, opts: CategoryOptions, defaults: PipelineSettings) ->
         name=cat.name,
         is_thing=cat.has_instances,
         phrases=phrases,
-        box_threshold=_pick(opts.box_threshold, defaults.box_threshold),
-        text_threshold=_pick(opts.text_threshold, defaults.text_threshold),
-        mask_threshold=_pick(opts.mask_threshold, defaults.mask_threshold),
+        options={key: _pick(getattr(opts, key), getattr(defaults, key)) for key in keys},
     )
 
 
@@ -209,3 +255,9 @@ def _check_categories(categories: Iterable[Category]) -> None:
             raise TaxonomyError(f"category name {cat.name!r} is used twice")
         seen_ids.add(cat.id)
         seen_names.add(cat.name)
+
+
+def _with_suggestion(name: str, names: set[str]) -> str:
+    """``'persn' (did you mean 'person'?)``, or just ``'persn'`` when nothing is close."""
+    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)

@@ -93,6 +93,8 @@ REJECTED_CASES = (
     "six minutes old",
     "six minutes ahead",
     "missing id",
+    "missing signature",
+    "missing timestamp",
     "no headers",
     "timestamp not a number",
     "non-UTF-8 body",
@@ -117,6 +119,9 @@ def rejected_delivery(case: str, secret: str, body: str) -> tuple[bytes, dict[st
         "six minutes old": (raw, signed(secret, body, "msg_bad", at=now - six)),
         "six minutes ahead": (raw, signed(secret, body, "msg_bad", at=now + six)),
         "missing id": (raw, {k: v for k, v in good.items() if k != "svix-id"}),
+        # an id alone must not pass for a delivery: absent headers are checked, never skipped
+        "missing signature": (raw, {k: v for k, v in good.items() if k != "svix-signature"}),
+        "missing timestamp": (raw, {k: v for k, v in good.items() if k != "svix-timestamp"}),
         "no headers": (raw, {}),
         "timestamp not a number": (raw, {**good, "svix-timestamp": "yesterday"}),
         "non-UTF-8 body": (b"\xff\xfe" + raw, good),

@@ -9,6 +9,7 @@ and a cycle that only type checkers see still tangles the design.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +32,12 @@ LAYERS: dict[str, int] = {
     "prelabel.taxonomy": 1,
     "prelabel.images": 1,
     "prelabel.panoptic": 1,
-    # Models (no I/O) and file formats (no models).
+    # Models (no I/O) and file formats (no models): the model back-ends behind one seam
+    # (backends: registry, contract, shared loading; one package per back-end), the generic
+    # pipeline over them (candidates -> panoptic map, box rules, sequences), the weight tools.
+    "prelabel.backends": 2,
     "prelabel.pipeline": 2,
+    "prelabel.weights": 2,
     "prelabel.formats": 2,
     # Where data lives: image buckets, the Segments API, the state file.
     "prelabel.storage": 3,
@@ -153,6 +158,81 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_no_module_is_longer_than_the_limit(name: str) -> None:
     lines = len(MODULES[name].read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{MODULES[name]} has {lines} lines (limit {MAX_LINES}): split it"
+
+
+#: Each back-end package and the transformers names only it may import: its model classes,
+#: configs and processors. Everything else reaches a model through the back-end's seam
+#: (prelabel.backends.load_backend), so swapping models touches one package.
+MODEL_OWNERS: dict[str, re.Pattern[str]] = {
+    "prelabel.backends.grounded_sam": re.compile(
+        r"^(GroundingDino|MMGroundingDino|AutoModelForZeroShotObjectDetection|Sam(?![23])|CLIPSeg)"
+    ),
+    "prelabel.backends.sam2_video": re.compile(r"^Sam2"),
+    "prelabel.backends.sam3": re.compile(r"^Sam3"),
+}
+
+
+def transformers_names(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line, name)`` for every name taken from transformers (``from transformers[.x] import
+    name``, ``transformers.name``), and the model folder of ``transformers.models.<folder>``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "transformers" or node.module.startswith("transformers."):
+                for alias in node.names:
+                    yield node.lineno, alias.name
+                parts = node.module.split(".")
+                if len(parts) > 2 and parts[1] == "models":
+                    yield node.lineno, _model_folder_class(parts[2])
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "transformers"
+        ):
+            yield node.lineno, node.attr
+
+
+def _model_folder_class(folder: str) -> str:
+    """``sam2_video`` -> ``Sam2Video``: a transformers model folder named like its classes."""
+    special = {"clipseg": "CLIPSeg", "grounding_dino": "GroundingDino"}
+    return special.get(folder, "".join(part.capitalize() for part in folder.split("_")))
+
+
+def test_only_a_back_end_imports_its_model_classes() -> None:
+    foreign = [
+        f"{MODULES[name].relative_to(PACKAGE.parent)}:{line}: {name} imports {imported} "
+        f"(only {owner} may)"
+        for name, path in MODULES.items()
+        for line, imported in transformers_names(path)
+        for owner, pattern in MODEL_OWNERS.items()
+        if pattern.match(imported) and not (name == owner or name.startswith(owner + "."))
+    ]
+    assert foreign == []
+
+
+def test_the_model_class_rule_sees_each_way_of_importing() -> None:
+    owned = MODEL_OWNERS["prelabel.backends.grounded_sam"]
+    for name in ("SamModel", "SamProcessor", "GroundingDinoProcessor", "CLIPSegProcessor"):
+        assert owned.match(name), name
+    assert owned.match(_model_folder_class("sam")) and owned.match(_model_folder_class("clipseg"))
+    assert not owned.match("Sam2VideoModel") and not owned.match("Sam3Model")
+    assert MODEL_OWNERS["prelabel.backends.sam3"].match(_model_folder_class("sam3"))
+    assert not owned.match("AutoConfig") and not owned.match("BatchFeature")
+
+
+def test_the_front_ends_load_models_through_the_seam() -> None:
+    """Nothing outside backends/ and the generic pipeline imports a back-end's modules."""
+    inside = ("prelabel.backends", "prelabel.pipeline", "prelabel.weights")
+    allowed = {"prelabel.backends", "prelabel.backends.base"}
+    leaks = [
+        f"{name} imports {target}"
+        for name in MODULES
+        if not name.startswith(inside)
+        for target in GRAPH[name]
+        if target.startswith("prelabel.backends.") and target not in allowed
+    ]
+    # The CLI's weight tools (`prelabel models convert-sam`) are the grounded_sam back-end's.
+    assert leaks == ["prelabel.cli.models imports prelabel.backends.grounded_sam.convert_sam"]
 
 
 def test_the_layers_name_existing_packages() -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.cli.evaluate import evaluate
 from prelabel.emulator import Emulator
 from prelabel.evaluate.exports import evaluate_coco_dirs
@@ -20,7 +21,7 @@ from tests.test_evaluate import GT_IMAGES, PRED_IMAGES, write_export
 from tests.test_evaluation_run import DATASET, add_labeled_sample, add_sample, demo_taxonomy
 
 if TYPE_CHECKING:
-    from prelabel.pipeline.loading import LoadedModels
+    from prelabel.backends.grounded_sam.loading import LoadedModels
 
 
 @pytest.fixture
@@ -158,7 +159,7 @@ def labeled_dataset(emulator: Emulator, tiny_models: LoadedModels) -> tuple[str,
 
     emulator.create_dataset(DATASET, categories=list(DEMO_CATEGORIES))
     taxonomy = demo_taxonomy()
-    pipeline = Pipeline(tiny_models, LABELING_PIPELINE)
+    pipeline = Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
     labeled = add_labeled_sample(emulator, pipeline, taxonomy, "a.png", seed=1)
     add_sample(emulator, "b.png", png_bytes(48, 32, seed=2))
     first = taxonomy.category(labeled.prediction.segments[0].category_id)

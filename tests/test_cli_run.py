@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner, Result
 from segments import SegmentsClient
 
 from prelabel.cli import main
 from prelabel.cli._common import install_redaction
 from prelabel.emulator import Emulator, FaultRule
+from prelabel.state import LABELED, PARKED, StateStore
 from tests.connector_helpers import (
     assert_valid_prelabel,
     free_port,
@@ -30,6 +35,7 @@ from tests.connector_helpers import (
     outcomes_by_uuid,
     read_report,
     requests_matching,
+    wait_for,
     write_config,
 )
 from tests.fixtures.emulator import (
@@ -39,8 +45,11 @@ from tests.fixtures.emulator import (
     png_bytes,
     seed_dataset_via_sdk,
 )
+from tests.serve_helpers import new_secret, parse_metrics
+from tests.test_serve_cli import start_serve
 
 CATEGORY_IDS = [c["id"] for c in DEMO_CATEGORIES]
+GT = "ground-truth"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -168,6 +177,69 @@ def test_run_exits_1_when_a_sample_fails_and_reports_every_outcome(
 # Flags --------------------------------------------------------------------------------------------
 
 
+def park_one_sample(emulator: Emulator, state_dir: Path) -> str:
+    """``jane/demo`` with one good sample that earlier runs parked (3 failures of its own)."""
+    emulator.create_dataset("jane/demo", categories=list(DEMO_CATEGORIES))
+    url = emulator.add_asset(png_bytes(32, 24, seed=1), "a.png")
+    [uuid] = emulator.add_samples(
+        "jane/demo", [{"name": "a.png", "attributes": {"image": {"url": url}}}]
+    )
+    with StateStore.in_dir(state_dir) as store:
+        for _ in range(3):
+            stage = store.mark_failed("jane/demo", GT, uuid, "a.png", "was broken", max_attempts=3)
+    assert stage == PARKED
+    return uuid
+
+
+def first_cycle_done(url: str) -> bool:
+    try:
+        metrics = parse_metrics(requests.get(url + "metrics", timeout=2).text)
+    except requests.ConnectionError:
+        return False
+    return metrics.get("prelabel_last_cycle_success_timestamp_seconds", 0) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["run", "sync", "serve"])
+def test_retry_failed_on_the_command_line_retries_a_parked_sample(
+    emulator: Emulator, tiny_models_dir: Path, tmp_path: Path, command: str
+) -> None:
+    """The flag as a user types it reaches the run: the parked sample is labeled."""
+    uuid = park_one_sample(emulator, tmp_path / "state")
+    if command == "run":
+        left_alone = invoke(tmp_path, emulator.url, "jane/demo", models=tiny_models_dir)
+        assert left_alone.exit_code == 0, left_alone.output
+        assert outcomes_by_uuid(report_of(tmp_path))[uuid]["result"] == "skipped"
+        assert emulator.get_label(uuid) is None  # parked indeed, without the flag
+        result = invoke(
+            tmp_path, emulator.url, "jane/demo", "--retry-failed", models=tiny_models_dir
+        )
+        assert result.exit_code == 0, result.output
+    elif command == "sync":
+        args = ["sync", "--dataset", "jane/demo", "--api-url", emulator.url, "--once", "-q"]
+        args += ["--retry-failed", "--models", str(tiny_models_dir)]
+        args += ["--state-dir", str(tmp_path / "state"), "--output-dir", str(tmp_path / "out")]
+        args += ["--config", str(write_config(tmp_path / "config.yaml"))]
+        result = CliRunner().invoke(main, args, env={"SEGMENTS_API_KEY": EMULATOR_API_KEY})
+        assert result.exit_code == 0, result.output
+    else:
+        process = start_serve(tmp_path, emulator, tiny_models_dir, new_secret(), "--retry-failed")
+        try:
+            url = process.stdout.readline().decode().strip()
+            wait_for(lambda: first_cycle_done(url), 90, "serve's first sync cycle")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+    label = emulator.get_label(uuid)
+    assert label is not None, "the parked sample was left alone"
+    assert label["label_status"] == "PRELABELED"
+    with StateStore.in_dir(tmp_path / "state") as store:
+        assert store.get("jane/demo", GT, uuid).stage == LABELED  # type: ignore[union-attr]
+
+
 @pytest.mark.slow
 def test_dry_run_with_limit_writes_nothing_and_saves_two_labels_locally(
     emulator: Emulator, seeded_dataset: SeededDataset, tiny_models_dir: Path, tmp_path: Path
@@ -252,13 +324,40 @@ def test_no_key_at_all_is_exit_2(
 
 def test_a_server_down_at_start_is_one_clear_line(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/"
-    config = write_config(tmp_path / "c.yaml", retry_attempts=2, connect_timeout_s=0.5)
+    config = write_config(tmp_path / "c.yaml", retry_attempts=5, connect_timeout_s=0.5)
     started = time.monotonic()
 
     result = invoke(tmp_path, url, "jane/demo", key="some-key", config=config)
 
+    # Nothing listens: said at once, not after retries (5 attempts would take seconds).
+    assert_one_line_error(result, "nothing listens at", url, "is the emulator running")
+    elapsed = time.monotonic() - started
+    print(f"refused connection reported after {elapsed:.2f} s")
+    assert elapsed < 1.5
+
+
+def test_a_server_that_hangs_up_at_start_is_still_retried(tmp_path: Path) -> None:
+    """Only a refused connection skips the retries: a port that accepts and hangs up is
+    server trouble, retried with backoff, then reported as unreachable."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+        threading.Thread(target=_hang_up_on_everyone, args=(listener,), daemon=True).start()
+        config = write_config(tmp_path / "c.yaml", retry_attempts=2, connect_timeout_s=0.5)
+
+        result = invoke(tmp_path, url, "jane/demo", key="some-key", config=config)
+
     assert_one_line_error(result, "cannot reach", url)
-    assert time.monotonic() - started < 10
+
+
+def _hang_up_on_everyone(listener: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        conn.close()
 
 
 @pytest.mark.slow
@@ -276,8 +375,9 @@ def test_a_server_down_at_start_as_a_real_process(tmp_path: Path) -> None:
 
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("Error: cannot reach " + url), done.stderr
-    assert all(line.startswith("WARNING prelabel.segments.transport") for line in lines[:-1])
+    assert lines == [
+        f"Error: nothing listens at {url}; is the emulator running (or --api-url right)?"
+    ], done.stderr
     assert "Traceback" not in done.stderr and "AttributeError" not in done.stderr
     assert "sk-down-1234" not in done.stderr + done.stdout
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prelabel.pipeline.coarse import (
+from prelabel.backends.grounded_sam.coarse import (
     coarse_labels,
     interior_points,
     sample_region_points,

@@ -15,13 +15,13 @@ import pytest
 import torch
 from transformers import SamConfig, SamModel, SamProcessor
 
-from prelabel.errors import ModelLoadError
-from prelabel.pipeline.convert_sam import (
+from prelabel.backends.grounded_sam.convert_sam import (
     SAM_VARIANTS,
     convert_sam_checkpoint,
     infer_sam_config,
     rename_original_keys,
 )
+from prelabel.errors import ModelLoadError
 from tests.fixtures.models import (
     original_sam_state_dict,
     small_sam_config,

@@ -9,6 +9,8 @@ a file. Nothing is run.
 
 from __future__ import annotations
 
+import json
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,3 +137,75 @@ def test_the_cron_job_runs_one_sync_cycle_at_a_time() -> None:
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     [container] = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert container["args"][:2] == ["sync", "--once"]
+
+
+# The image (Containerfile) against the manifests: the paths they mount, the user they run as,
+# the command, the port probed, and one image name everywhere. tests/test_container.py builds
+# and runs the image itself.
+
+REPO = DEPLOY.parents[1]
+
+
+def containerfile() -> list[str]:
+    """The Containerfile's instructions, continuation lines joined, comments dropped."""
+    text = (REPO / "Containerfile").read_text().replace("\\\n", " ")
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def instruction(name: str) -> list[str]:
+    return [line.split(None, 1)[1] for line in containerfile() if line.split()[0] == name]
+
+
+def created_folders() -> dict[str, str]:
+    """Each folder the image creates with ``install -d``, and its owner (``root`` by default)."""
+    folders = {}
+    for run in instruction("RUN"):
+        for command in run.split("&&"):
+            words = command.split()
+            if words[:2] != ["install", "-d"]:
+                continue
+            owner = words[words.index("-o") + 1] if "-o" in words else "root"
+            folders |= {word: owner for word in words if word.startswith("/")}
+    return folders
+
+
+def test_the_image_creates_every_path_the_manifests_mount() -> None:
+    folders = created_folders()
+    mounted = {m["mountPath"]: m for _, _, c in containers() for m in c["volumeMounts"]}
+    assert set(mounted) == set(folders)
+    for _, spec, container in containers():
+        user = str(spec["securityContext"]["runAsUser"])
+        for mount in container["volumeMounts"]:  # the user writes where the pod may write
+            assert (folders[mount["mountPath"]] == user) != mount.get("readOnly", False), mount
+
+
+def test_the_image_runs_prelabel_as_the_user_the_manifests_name() -> None:
+    [user] = instruction("USER")
+    [entrypoint] = instruction("ENTRYPOINT")
+    for _, spec, container in containers():
+        context = spec["securityContext"]
+        assert user == f"{context['runAsUser']}:{context['fsGroup']}"
+        assert context["runAsNonRoot"] and context["runAsUser"] != 0
+        assert json.loads(entrypoint) == container["command"]
+
+
+def test_the_health_check_probes_the_port_serve_listens_on() -> None:
+    [healthcheck] = instruction("HEALTHCHECK")
+    [deployment] = by_kind("Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    port = container["args"][container["args"].index("--port") + 1]
+    assert f"http://127.0.0.1:{port}/healthz" in healthcheck
+    assert instruction("EXPOSE") == [port]
+
+
+def test_no_secret_is_a_build_argument_or_baked_into_the_image() -> None:
+    declared = " ".join(instruction("ARG") + instruction("ENV")).upper()
+    for word in ("KEY", "SECRET", "TOKEN", "PASSWORD"):
+        assert word not in declared
+
+
+def test_the_manifests_and_the_ray_cluster_name_the_same_image() -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    image = f"REPLACE_ME/prelabel:{version}"
+    assert {c["image"] for _, _, c in containers()} == {image}
+    assert f"image: {image}" in (REPO / "configs" / "ray-cluster.yaml").read_text()

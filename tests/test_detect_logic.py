@@ -5,21 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prelabel.pipeline.detect import (
-    Detections,
-    box_iou,
+from prelabel.backends.grounded_sam.detect import (
     build_prompt_chunks,
-    nms,
     prompt_scores,
     select_detections,
-    suppress_duplicates,
     token_prompt_index,
 )
+from prelabel.pipeline.boxes import Detections, box_iou, nms, suppress_duplicates
 from prelabel.taxonomy import CategoryPrompt
 
 
 def _prompt(cid: int, *phrases: str, box: float = 0.3, text: float = 0.25) -> CategoryPrompt:
-    return CategoryPrompt(cid, phrases[0], True, phrases, box, text, 0.4)
+    options = {"box_threshold": box, "text_threshold": text, "mask_threshold": 0.4}
+    return CategoryPrompt(cid, phrases[0], True, phrases, options)
 
 
 def _words(text: str) -> int:

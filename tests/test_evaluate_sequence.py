@@ -61,6 +61,22 @@ def test_an_id_switch_lowers_aq_but_not_per_frame_pq() -> None:
     assert result.frame_pq == (1.0, 1.0)  # PQ sees no difference
 
 
+def test_a_predicted_track_overlapping_no_ground_truth_track_leaves_aq_unchanged() -> None:
+    # Both people tracked perfectly, plus a predicted person (id 7) where the ground truth has
+    # sky (id 9). AQ averages over ground-truth tracks: p7 meets none, so AQ stays 1 over 2
+    # tracks. Its wrong pixels are SQ's business: sky IoU 0 (2 pixels missed), person IoU
+    # 8 / (8 + 2) = 0.8, so SQ = (0 + 0.8) / 2 = 0.4.
+    gt_cats = {1: PERSON, 2: PERSON, 9: SKY}
+    gt = [frame([1, 1, 2, 2, 9], gt_cats)] * 2
+    pred = [frame([5, 5, 6, 6, 7], {5: PERSON, 6: PERSON, 7: PERSON})] * 2
+
+    result = evaluate_sequence(pred, gt, CATEGORIES)
+
+    assert result.tracks == 2
+    assert result.aq == 1.0
+    assert result.sq == pytest.approx(0.4)
+
+
 def test_masks_wrong_in_one_frame_worked_by_hand() -> None:
     # Sky is id 9 (stuff), the person id 1; the last pixel is VOID in the ground truth.
     #   gt    frame 0: [9, 9, 1, 1, 0]   frame 1: [9, 9, 9, 1, 0]

@@ -22,6 +22,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.config import CategoryOptions
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import RemoteError
@@ -41,7 +42,7 @@ from tests.connector_helpers import LABELING_PIPELINE, remote_settings, requests
 from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY, png_bytes
 
 if TYPE_CHECKING:
-    from prelabel.pipeline.loading import LoadedModels
+    from prelabel.backends.grounded_sam.loading import LoadedModels
 
 DATASET = "jane/eval"
 #: 48x32 images give the tiny models three segments each (seeds 1-3: a person and two cars).
@@ -142,7 +143,7 @@ def segment_counts(*predictions: PanopticPrediction) -> Counter[int]:
 def pipeline(tiny_models: LoadedModels) -> Predictor:
     from prelabel.pipeline.pipeline import Pipeline
 
-    return Pipeline(tiny_models, LABELING_PIPELINE)
+    return Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.cli import main
 from prelabel.config import WorkerSettings
-from prelabel.emulator import Emulator
-from prelabel.pipeline.loading import LoadedModels
+from prelabel.emulator import Emulator, FaultRule
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.run.policy import parks
 from prelabel.state import FAILED, LABELED, PARKED, UPLOADED, StateStore
@@ -35,7 +36,7 @@ GT = "ground-truth"
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_models: LoadedModels) -> Pipeline:
-    return Pipeline(tiny_models, LABELING_PIPELINE)
+    return Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
 
 def test_a_sample_failing_max_attempts_times_is_parked_until_retry_failed(
@@ -94,6 +95,44 @@ def test_a_sample_failing_max_attempts_times_is_parked_until_retry_failed(
     assert "parked (1;" in status.output
     assert f"bad.png ({bad}): 3 failures, last: " in status.output
     assert "labeled" in status.output and "leases" not in status.output
+
+
+def test_an_image_server_answering_503_run_after_run_never_parks_the_sample(
+    emulator: Emulator, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """Server trouble is not the sample's fault: through the steps and the recorder of a real
+    run, a 503 image stays failed, with no attempt counted, however many runs see it."""
+    emulator.create_dataset("jane/busy", categories=list(DEMO_CATEGORIES))
+    busy_url = emulator.add_asset(png_bytes(48, 32, seed=2), "busy.png")
+    good_url = emulator.add_asset(png_bytes(48, 32, seed=1), "good.png")
+    busy, good = emulator.add_samples(
+        "jane/busy",
+        [
+            {"name": "busy.png", "attributes": {"image": {"url": busy_url}}},
+            {"name": "good.png", "attributes": {"image": {"url": good_url}}},
+        ],
+    )
+    emulator.set_faults([FaultRule(path=url_path(busy_url), error_rate=1.0, error_statuses=(503,))])
+    settings = make_settings(emulator.url).model_copy(
+        update={"worker": WorkerSettings(engine="sequential", max_attempts=2)}
+    )
+
+    for n in range(3):  # more runs than max_attempts
+        outcomes = run_worker(
+            emulator,
+            tmp_path,
+            pipeline,
+            "jane/busy",
+            settings=settings,
+            output_dir=f"out{n}",
+        ).outcomes
+        assert outcomes[busy]["result"] == "failed", n
+        assert "503" in str(outcomes[busy]["reason"])
+        record = state_record(tmp_path, "jane/busy", busy)
+        assert record is not None and (record.stage, record.attempts) == (FAILED, 0), n
+
+    assert requests_matching(emulator, "GET", url_path(busy_url))  # really asked, each run
+    assert state_record(tmp_path, "jane/busy", good).stage == LABELED  # type: ignore[union-attr]
 
 
 def test_server_trouble_does_not_count_toward_the_budget(tmp_path: Path) -> None:

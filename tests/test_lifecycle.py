@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from segments import SegmentsClient
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import Settings, WorkerSettings
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import NonFiniteOutputError, RemoteError
 from prelabel.panoptic import PanopticPrediction, Segment
-from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.review import ReviewItem, ReviewSession
 from prelabel.segments.client import SegmentsApi
@@ -45,7 +46,7 @@ ENGINES = ["sequential", "overlapped"]
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_models: LoadedModels) -> Pipeline:
-    return Pipeline(tiny_models, LABELING_PIPELINE)
+    return Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
 
 def engine_settings(url: str, engine: str) -> Settings:

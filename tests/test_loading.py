@@ -17,17 +17,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from prelabel.config import ModelSettings
-from prelabel.errors import ConfigError, ModelLoadError
-from prelabel.pipeline.loading import (
+from prelabel.backends.grounded_sam.loading import (
     MODEL_SUBDIRS,
-    TINY_MARKER,
     LoadedModels,
     load_models,
     model_sources,
-    resolve_device,
     resolve_dtype,
 )
+from prelabel.backends.loading import TINY_MARKER, resolve_device
+from prelabel.config import ModelSettings
+from prelabel.errors import ConfigError, ModelLoadError
 
 
 def copy_models(source: Path, target: Path, *, drop_marker: bool = False) -> Path:
@@ -58,7 +57,7 @@ def test_tiny_models_load_through_the_real_path(tiny_models: LoadedModels) -> No
 def test_tiny_models_are_flagged_with_a_warning(
     tiny_models_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="prelabel.pipeline.loading"):
+    with caplog.at_level(logging.INFO, logger="prelabel.backends"):
         loaded = load_models(ModelSettings(device="cpu"), tiny_models_dir)
     assert loaded.is_tiny
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -72,7 +71,7 @@ def test_directories_without_the_marker_are_not_tiny(
     tiny_models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     real_looking = copy_models(tiny_models_dir, tmp_path / "models", drop_marker=True)
-    with caplog.at_level(logging.WARNING, logger="prelabel.pipeline.loading"):
+    with caplog.at_level(logging.WARNING, logger="prelabel.backends"):
         loaded = load_models(ModelSettings(device="cpu"), real_looking)
     assert not loaded.is_tiny
     assert not [r for r in caplog.records if "meaningless" in r.getMessage()]

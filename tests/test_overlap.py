@@ -33,11 +33,12 @@ import pytest
 from PIL import Image
 from segments import SegmentsClient
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import PipelineSettings, Settings, WorkerSettings
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import RemoteError
 from prelabel.panoptic import PanopticPrediction
-from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.run.job import Job
 from prelabel.run.outcome import SampleOutcome
@@ -410,7 +411,7 @@ class FaultyPipeline(Pipeline):
 
     def __init__(
         self,
-        models: LoadedModels,
+        models: GroundedSam,
         settings: PipelineSettings,
         before: Callable[[int], None] = lambda n: None,
         crash_size: tuple[int, int] | None = None,
@@ -477,7 +478,7 @@ def test_faults_in_every_stage_fail_only_their_samples(
     )
     # 4 attempts: one sample's upload may meet all 3 injected upload faults and still succeed.
     settings = overlapped_settings(emulator.url, read_timeout_s=0.5, retry_attempts=4)
-    pipeline = FaultyPipeline(tiny_models, LABELING_PIPELINE, crash_size=(40, 30))
+    pipeline = FaultyPipeline(GroundedSam(tiny_models), LABELING_PIPELINE, crash_size=(40, 30))
     emulator.set_faults(
         [
             # fetch: one image answers 500 every time, one never answers at all
@@ -551,7 +552,7 @@ def test_labels_a_person_saves_during_an_overlapped_run_are_left_alone(
         emulator.write_label(u[3], GT, human, label_status="LABELED")
         emulator.set_label_status(u[5], GT, "SKIPPED")
 
-    pipeline = FaultyPipeline(tiny_models, LABELING_PIPELINE, before=person)
+    pipeline = FaultyPipeline(GroundedSam(tiny_models), LABELING_PIPELINE, before=person)
 
     result = run_worker(
         emulator,
@@ -588,7 +589,7 @@ def test_a_run_stopped_by_the_server_resumes_and_writes_every_label_once(
         emulator, "resume", {f"image_{i}.png": png_bytes(32, 24, seed=i) for i in range(n)}
     )
     seeded_assets = emulator.asset_upload_count()
-    pipeline = Pipeline(tiny_models, LABELING_PIPELINE)
+    pipeline = Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
     # Every label write fails: after 3 samples in a row fail, the run stops.
     emulator.set_faults([FaultRule(path="/labels/*", method="PUT", error_rate=1.0)])
 
@@ -638,7 +639,7 @@ def test_a_stopped_run_abandons_prefetched_samples_and_the_next_run_labels_them_
         emulator, "stop", {f"image_{i}.png": png_bytes(32, 24, seed=i) for i in range(n)}
     )
     u = list(by_name.values())
-    pipeline = FaultyPipeline(tiny_models, LABELING_PIPELINE)
+    pipeline = FaultyPipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
     settings = overlapped_settings(emulator.url)
 
     first = run_worker(

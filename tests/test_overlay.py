@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.config import PipelineSettings
 from prelabel.formats.overlay import (
     _marks,
@@ -28,7 +29,7 @@ from prelabel.taxonomy import Category, build_taxonomy
 from tests.connector_helpers import LABELING_PIPELINE
 
 if TYPE_CHECKING:
-    from prelabel.pipeline.loading import LoadedModels
+    from prelabel.backends.grounded_sam.loading import LoadedModels
 
 ROAD = Category(id=1, name="road", color=(128, 64, 128))
 CAR = Category(id=2, name="car", has_instances=True, color=(0, 0, 142))
@@ -105,8 +106,15 @@ def test_names_off_gives_the_plain_blend_and_keeps_the_outline_between_instances
 
     expected = np.rint(np.array([120, 120, 120]) * 0.5 + np.array(category_color(CAR, 0)) * 0.5)
     np.testing.assert_array_equal(out[90, 60], expected)
-    # The two cars touch at x = 99 | 100: the outline separates them, in white.
-    assert tuple(out[90, 99]) == tuple(out[90, 100]) == (255, 255, 255)
+    # The two cars touch at x = 99 | 100: the outline separates them, each side in its own
+    # car's colour, unblended.
+    assert tuple(out[90, 99]) == category_color(CAR, 0)
+    assert tuple(out[90, 100]) == category_color(CAR, 1)
+    # The 3x3 car far away is tinted but not outlined: specks get no outline.
+    np.testing.assert_array_equal(
+        out[56, 6],
+        np.rint(np.array([120, 120, 120]) * 0.5 + np.array(category_color(CAR, 2)) * 0.5),
+    )
 
 
 def test_the_legend_lists_every_segment_with_its_colour() -> None:
@@ -172,12 +180,12 @@ def test_predict_writes_a_named_preview_per_image(
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(
         photo
     )
-    pipeline = Pipeline(tiny_models, LABELING_PIPELINE)
+    pipeline = Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
     report = predict_files([photo], pipeline=pipeline, taxonomy=TAXONOMY, out_dir=tmp_path / "out")
 
     assert [o.result for o in report.outcomes] == ["predicted"]
-    with Image.open(tmp_path / "out" / "overlays" / "photo.jpg") as shown:
+    with Image.open(tmp_path / "out" / "overlays" / "photo.png") as shown:
         assert shown.width == 48 and shown.height > 32  # the legend is below the image
     # report.json in the schema `prelabel run` writes.
     written = json.loads((tmp_path / "out" / "report.json").read_text())

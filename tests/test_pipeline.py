@@ -11,12 +11,16 @@ region.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from prelabel.config import PipelineSettings
+from prelabel.backends import load_backend, option_reader
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.config import ModelSettings, PipelineSettings, Settings
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, build_taxonomy
 
@@ -46,7 +50,7 @@ def _image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_models: object) -> Pipeline:
-    return Pipeline(tiny_models, OPEN)
+    return Pipeline(GroundedSam(tiny_models), OPEN)
 
 
 def _check_contract(prediction: object, size: tuple[int, int]) -> None:
@@ -66,7 +70,9 @@ def test_predict_runs_every_stage_and_keeps_the_contract(tiny_models: object, me
     settings = OPEN.model_copy(update=update)
     taxonomy = build_taxonomy(CATEGORIES, {}, settings)
     timings: dict[str, float] = {}
-    prediction = Pipeline(tiny_models, settings).predict(_image(), taxonomy, timings=timings)
+    prediction = Pipeline(GroundedSam(tiny_models), settings).predict(
+        _image(), taxonomy, timings=timings
+    )
     _check_contract(prediction, (96, 64))
     assert set(timings) == {"detect", "embed", "things", "coarse", "stuff", "merge"}
     assert {s.category_id for s in prediction.segments} <= {1, 2, 3, 4}
@@ -86,7 +92,7 @@ def test_things_alone_give_instances(pipeline: Pipeline) -> None:
 def test_stuff_alone_gives_one_segment_per_category(tiny_models: object, method: str) -> None:
     settings = OPEN.model_copy(update={"stuff_method": method})
     taxonomy = build_taxonomy(CATEGORIES[2:], {}, settings)
-    prediction = Pipeline(tiny_models, settings).predict(_image(), taxonomy)
+    prediction = Pipeline(GroundedSam(tiny_models), settings).predict(_image(), taxonomy)
     _check_contract(prediction, (96, 64))
     stuff = [s.category_id for s in prediction.segments]
     assert stuff and sorted(stuff) == sorted(set(stuff)) and set(stuff) <= {3, 4}
@@ -95,7 +101,9 @@ def test_stuff_alone_gives_one_segment_per_category(tiny_models: object, method:
 
 def test_one_sam_encoder_pass_per_image(pipeline: Pipeline) -> None:
     calls = []
-    hook = pipeline.models.sam.vision_encoder.register_forward_hook(lambda *a: calls.append(1))
+    hook = pipeline.backend.models.sam.vision_encoder.register_forward_hook(
+        lambda *a: calls.append(1)
+    )
     try:
         taxonomy = build_taxonomy(CATEGORIES, {}, OPEN)
         for seed in range(3):
@@ -109,8 +117,8 @@ def test_one_sam_encoder_pass_per_image(pipeline: Pipeline) -> None:
 def test_deterministic(tiny_models: object, method: str) -> None:
     settings = OPEN.model_copy(update={"stuff_method": method, "max_detections": 1})
     taxonomy = build_taxonomy(CATEGORIES, {}, settings)
-    a = Pipeline(tiny_models, settings).predict(_image(), taxonomy)
-    b = Pipeline(tiny_models, settings).predict(_image(), taxonomy)
+    a = Pipeline(GroundedSam(tiny_models), settings).predict(_image(), taxonomy)
+    b = Pipeline(GroundedSam(tiny_models), settings).predict(_image(), taxonomy)
     assert a.segments and a.id_map.any()
     assert any(not s.is_thing for s in a.segments)
     assert np.array_equal(a.id_map, b.id_map)
@@ -119,16 +127,16 @@ def test_deterministic(tiny_models: object, method: str) -> None:
 
 def test_large_image_is_processed_downscaled_and_returned_full_size(tiny_models: object) -> None:
     settings = OPEN.model_copy(update={"max_image_side": 64})
-    small = Pipeline(tiny_models, settings)
+    small = Pipeline(GroundedSam(tiny_models), settings)
     taxonomy = build_taxonomy(CATEGORIES, {}, settings)
     embedded: list[tuple[int, int]] = []
-    real_embed = small.segmenter.embed_batch
+    real_embed = small.backend.segmenter.embed_batch
 
     def spy(images: list[Image.Image]) -> object:
         embedded.extend(image.size for image in images)
         return real_embed(images)
 
-    small.segmenter.embed_batch = spy
+    small.backend.segmenter.embed_batch = spy
     prediction = small.predict(_image(256, 128), taxonomy)
     assert embedded == [(64, 32)]  # the models saw the downscaled image
     _check_contract(prediction, (256, 128))
@@ -136,13 +144,13 @@ def test_large_image_is_processed_downscaled_and_returned_full_size(tiny_models:
 
 def test_sam_embedding_reuse_matches_a_full_forward(pipeline: Pipeline) -> None:
     image = _image()
-    embedding = pipeline.segmenter.embed(image)
+    embedding = pipeline.backend.segmenter.embed(image)
     boxes = np.array([[5, 5, 40, 30], [50, 10, 90, 60]], dtype=np.float32)
-    reused = pipeline.segmenter.segment_boxes(embedding, boxes)
-    processor = pipeline.models.sam_processor
+    reused = pipeline.backend.segmenter.segment_boxes(embedding, boxes)
+    processor = pipeline.backend.models.sam_processor
     inputs = processor(images=image, input_boxes=[boxes.tolist()], return_tensors="pt")
     with torch.inference_mode():
-        full = pipeline.models.sam(**inputs, multimask_output=False)
+        full = pipeline.backend.models.sam(**inputs, multimask_output=False)
     masks = processor.image_processor.post_process_masks(
         full.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"]
     )[0][:, 0]
@@ -158,14 +166,14 @@ def test_clipseg_shared_vision_pass_matches_the_model_forward(pipeline: Pipeline
         OPEN,
     )
     image = _image()
-    probs = pipeline.stuff.probabilities(image, taxonomy.stuff)
+    probs = pipeline.backend.stuff.probabilities(image, taxonomy.stuff)
     assert probs.shape[0] == 2 and probs.size > 2
-    processor = pipeline.models.clipseg_processor
+    processor = pipeline.backend.models.clipseg_processor
     inputs = processor(
         text=["sky", "road"], images=[image, image], padding=True, return_tensors="pt"
     )
     with torch.inference_mode():
-        logits = pipeline.models.clipseg(**inputs).logits
+        logits = pipeline.backend.models.clipseg(**inputs).logits
     np.testing.assert_allclose(probs, logits.sigmoid().numpy(), atol=1e-5)
 
 
@@ -173,8 +181,8 @@ def test_many_thing_prompts_split_by_the_token_limit(pipeline: Pipeline) -> None
     words = ["person", "car", "dog", "cat", "tree", "road", "sky", "grass", "building"]
     cats = [Category(i + 1, f"{w} {w}{i}", True) for i, w in enumerate(words * 10)]
     taxonomy = build_taxonomy(cats, {}, OPEN)
-    detector = pipeline.detector
-    from prelabel.pipeline.detect import build_prompt_chunks
+    detector = pipeline.backend.detector
+    from prelabel.backends.grounded_sam.detect import build_prompt_chunks
 
     chunks = build_prompt_chunks(taxonomy.things, detector.count_tokens, detector.max_tokens)
     assert len(chunks) > 1
@@ -191,9 +199,9 @@ def test_a_batch_of_same_size_images_predicts_what_single_images_predict(
 ) -> None:
     taxonomy = build_taxonomy(CATEGORIES, {}, OPEN)
     images = [_image(96, 64, seed=seed) for seed in (1, 2, 3)]
-    passes = pipeline.segmenter.encoder_passes
+    passes = pipeline.backend.segmenter.encoder_passes
     batch = pipeline.predict_batch(images, taxonomy)
-    assert pipeline.segmenter.encoder_passes - passes == 3  # one pass per image, one call
+    assert pipeline.backend.segmenter.encoder_passes - passes == 3  # one pass per image, one call
     for image, batched in zip(images, batch, strict=True):
         single = pipeline.predict(image, taxonomy)
         assert single.segments and single.id_map.any()
@@ -208,10 +216,32 @@ def test_a_batch_of_mixed_sizes_keeps_each_image_size(pipeline: Pipeline) -> Non
     images = [_image(96, 64, seed=1), _image(64, 80, seed=2), _image(50, 50, seed=3)]
     for image, batched in zip(images, pipeline.predict_batch(images, taxonomy), strict=True):
         _check_contract(batched, image.size)
-    embeddings = pipeline.segmenter.embed_batch(images)
+    embeddings = pipeline.backend.segmenter.embed_batch(images)
     for image, embedding in zip(images, embeddings, strict=True):
-        single = pipeline.segmenter.embed(image)
+        single = pipeline.backend.segmenter.embed(image)
         assert embedding.original_size == single.original_size
         np.testing.assert_allclose(
             embedding.embeddings.numpy(), single.embeddings.numpy(), rtol=1e-4, atol=1e-5
         )
+
+
+def test_an_mm_grounding_dino_checkpoint_detects_through_the_seam(tiny_models_dir: Path) -> None:
+    """``models.grounding_dino`` may name an MM Grounding DINO (or LLMDet) checkpoint: it loads
+    through AutoModelForZeroShotObjectDetection with the Grounding DINO processor, and the
+    pipeline finds things with it, end to end from ``load_backend``."""
+    models = ModelSettings(
+        device="cpu",
+        grounding_dino=str(tiny_models_dir / "mm_grounding_dino"),
+        sam=str(tiny_models_dir / "sam"),
+        clipseg=str(tiny_models_dir / "clipseg"),
+    )
+    settings = Settings(models=models, pipeline=OPEN)
+    backend = load_backend(settings)
+    assert isinstance(backend, GroundedSam)
+    detector = backend.models.grounding_dino
+    assert type(detector).__name__ == "MMGroundingDinoForObjectDetection"
+    taxonomy = build_taxonomy(CATEGORIES, {}, OPEN, reader=option_reader(settings))
+    prediction = Pipeline(backend, OPEN).predict(_image(), taxonomy)
+    _check_contract(prediction, (96, 64))
+    things = [s for s in prediction.segments if s.is_thing]
+    assert things and {s.category_id for s in things} <= {1, 2}

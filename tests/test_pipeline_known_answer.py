@@ -30,9 +30,10 @@ import pytest
 import torch
 from scipy import ndimage
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import PipelineSettings
 from prelabel.panoptic import PanopticPrediction
-from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, Taxonomy, build_taxonomy
 from tests.fixtures.models import category_map
@@ -116,9 +117,9 @@ def test_detector_boxes_surround_the_drawn_rectangles(
     standin_models: LoadedModels, batch: str
 ) -> None:
     settings = _settings()
-    pipeline = Pipeline(standin_models, settings)
+    pipeline = Pipeline(GroundedSam(standin_models), settings)
     images = [draw_scene(SCENE, size) for size in BATCHES[batch]]
-    found = pipeline.detector.detect_batch(
+    found = pipeline.backend.detector.detect_batch(
         images,
         _taxonomy(settings).things,
         nms_iou=settings.nms_iou,
@@ -143,7 +144,9 @@ def test_every_pixel_gets_its_category_and_instance(
 ) -> None:
     settings = _settings(stuff_method)
     images = [draw_scene(SCENE, size) for size in BATCHES[batch]]
-    predictions = Pipeline(standin_models, settings).predict_batch(images, _taxonomy(settings))
+    predictions = Pipeline(GroundedSam(standin_models), settings).predict_batch(
+        images, _taxonomy(settings)
+    )
     assert len(predictions) == len(images)
     for image, prediction in zip(images, predictions, strict=True):
         assert prediction.size == image.size
@@ -187,7 +190,7 @@ def test_a_downscaled_image_comes_back_at_full_size(
     """Models see 256 x 192; the map comes back at 512 x 384, exact away from the edges."""
     settings = _settings(stuff_method, max_image_side=256)
     image = draw_scene(SCENE, (512, 384))
-    prediction = Pipeline(standin_models, settings).predict(image, _taxonomy(settings))
+    prediction = Pipeline(GroundedSam(standin_models), settings).predict(image, _taxonomy(settings))
     assert prediction.size == (512, 384)
     categories, _ = SCENE.expected((512, 384), CATEGORY_IDS)
     got = category_map(prediction)

@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.detect import build_prompt_chunks
 from prelabel.config import CategoryOptions, PipelineSettings
-from prelabel.pipeline.detect import build_prompt_chunks
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, Taxonomy, build_taxonomy
 from tests.fixtures.models import category_map
@@ -76,14 +77,14 @@ def _taxonomy(prompt: str) -> Taxonomy:
 
 
 def _query_texts(pipeline: Pipeline, taxonomy: Taxonomy) -> list[str]:
-    detector = pipeline.detector
+    detector = pipeline.backend.detector
     chunks = build_prompt_chunks(taxonomy.things, detector.count_tokens, detector.max_tokens)
     return [chunk.text for chunk in chunks]
 
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_models: object) -> Pipeline:
-    return Pipeline(tiny_models, SETTINGS)
+    return Pipeline(GroundedSam(tiny_models), SETTINGS)
 
 
 @pytest.mark.parametrize("prompt", ["short", "long"])
@@ -94,9 +95,9 @@ def test_thing_detector_matches_transformers(
     images, taxonomy = _images(scenario), _taxonomy(prompt)
     texts = _query_texts(pipeline, taxonomy)
     assert len(texts) == (1 if prompt == "short" else 2)
-    candidates = reference_candidates(pipeline.models, images, taxonomy.things, texts)
+    candidates = reference_candidates(pipeline.backend.models, images, taxonomy.things, texts)
     for nms in (NMS_OFF, NMS_ON):
-        found = pipeline.detector.detect_batch(images, taxonomy.things, **nms)
+        found = pipeline.backend.detector.detect_batch(images, taxonomy.things, **nms)
         assert len(found) == len(images)
         for image, got, gated in zip(images, found, candidates, strict=True):
             ref = reference_nms(gated, taxonomy.things, **nms)
@@ -118,15 +119,15 @@ def test_thing_detector_matches_transformers(
 @pytest.mark.parametrize("scenario", ["landscape", "portrait"])
 def test_sam_box_and_point_masks_match_a_full_forward(pipeline: Pipeline, scenario: str) -> None:
     images = _images(scenario)
-    embeddings = pipeline.segmenter.embed_batch(images)
+    embeddings = pipeline.backend.segmenter.embed_batch(images)
     for image, embedding in zip(images, embeddings, strict=True):
         scale = np.array([image.width, image.height], dtype=np.float32)
         corners = np.array(
             [[[0.1, 0.1], [0.5, 0.45]], [[0.4, 0.3], [0.95, 0.9]], [[0.0, 0.0], [1.0, 1.0]]]
         )
         boxes = (corners * scale).reshape(-1, 4).astype(np.float32)
-        got = pipeline.segmenter.segment_boxes(embedding, boxes)
-        masks, scores = reference_box_masks(pipeline.models, image, boxes)
+        got = pipeline.backend.segmenter.segment_boxes(embedding, boxes)
+        masks, scores = reference_box_masks(pipeline.backend.models, image, boxes)
         _assert_distinct_nontrivial(masks)
         _assert_nearly_equal(got.masks, masks)
         np.testing.assert_allclose(got.scores, scores, rtol=0, atol=1e-4)
@@ -135,8 +136,8 @@ def test_sam_box_and_point_masks_match_a_full_forward(pipeline: Pipeline, scenar
             [[[0.2, 0.3], [0.3, 0.8], [0.25, 0.5]], [[0.8, 0.1], [0.9, 0.2], [0.7, 0.6]]]
         )
         point_sets = (fractions * scale).astype(np.float32)
-        got = pipeline.segmenter.segment_points(embedding, list(point_sets))
-        masks, scores = reference_point_masks(pipeline.models, image, point_sets)
+        got = pipeline.backend.segmenter.segment_points(embedding, list(point_sets))
+        masks, scores = reference_point_masks(pipeline.backend.models, image, point_sets)
         best = scores.argmax(axis=1)  # the candidate SAM rates best, per prompt
         chosen = masks[np.arange(len(best)), best]
         _assert_distinct_nontrivial(chosen)
@@ -176,11 +177,11 @@ def test_thing_branch_paints_every_pixel_like_the_reference(
         "max_detections": SETTINGS.max_detections,
     }
     texts = _query_texts(pipeline, taxonomy)
-    candidates = reference_candidates(pipeline.models, images, taxonomy.things, texts)
+    candidates = reference_candidates(pipeline.backend.models, images, taxonomy.things, texts)
     predictions = pipeline.predict_batch(images, taxonomy)
     for image, prediction, gated in zip(images, predictions, candidates, strict=True):
         ref = reference_nms(gated, taxonomy.things, **limits)
-        masks = reference_thing_masks(pipeline.models, image, ref)
+        masks = reference_thing_masks(pipeline.backend.models, image, ref)
         owner = paint_by_score(masks, ref.scores, (image.height, image.width))
         want = np.where(owner >= 0, ref.category_ids[owner], 0)
         assert len(np.unique(want[want > 0])) >= 2, "the reference must show two categories"

@@ -17,10 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
+from prelabel.backends.finite import NonFiniteOutputError
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import LoadedModels, load_models
 from prelabel.config import ModelDtypes, ModelSettings, PipelineSettings, Settings, load_settings
 from prelabel.errors import ConfigError
-from prelabel.pipeline.finite import NonFiniteOutputError
-from prelabel.pipeline.loading import LoadedModels, load_models
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, build_taxonomy
 
@@ -65,7 +66,7 @@ def test_half_precision_sam_and_clipseg_beside_a_float32_detector(tiny_models_di
     assert {p.dtype for p in models.grounding_dino.parameters()} == {torch.float32}
     assert {p.dtype for p in models.sam.parameters()} == {torch.bfloat16}
     settings = SETTINGS.model_copy(update={"shrink_kernel": 0})  # the thing covers most pixels
-    pipeline = Pipeline(models, settings)
+    pipeline = Pipeline(GroundedSam(models), settings)
     prediction = pipeline.predict(_image(), build_taxonomy(CATEGORIES, {}, settings))
     assert {s.is_thing for s in prediction.segments} == {True, False}
 
@@ -78,7 +79,7 @@ def test_bf16_grounding_dino_on_the_cpu_is_an_error_not_empty_masks(
     attention's ``grid_sample``); that used to become empty masks the merge dropped."""
     dtypes = ModelDtypes(grounding_dino="bfloat16", sam="float32", clipseg="float32")
     models = load_models(ModelSettings(device="cpu", dtype=dtypes), tiny_models_dir)
-    pipeline = Pipeline(models, SETTINGS)
+    pipeline = Pipeline(GroundedSam(models), SETTINGS)
     with pytest.raises(NonFiniteOutputError, match=r"Grounding DINO \(bfloat16\)") as info:
         pipeline.predict(_image(), build_taxonomy(CATEGORIES, {}, SETTINGS))
     assert "models.dtype.grounding_dino: float32" in str(info.value)
@@ -117,7 +118,7 @@ def test_a_nan_from_any_model_names_the_model_and_dtype(
         "sam_decoder": (tiny_models.sam.mask_decoder, 0),
         "clipseg": (tiny_models.clipseg.decoder, "logits"),
     }
-    pipeline = Pipeline(tiny_models, SETTINGS)
+    pipeline = Pipeline(GroundedSam(tiny_models), SETTINGS)
     taxonomy = build_taxonomy(categories, {}, SETTINGS)
     assert pipeline.predict(_image(), taxonomy).segments  # healthy without the NaN
     with (

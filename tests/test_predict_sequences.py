@@ -87,7 +87,7 @@ def test_predict_sequence_writes_bitmaps_labels_overlays_and_tracks_that_agree(
             assert annotation["track_id"] == annotation["id"]
             assert annotation["category_id"] == by_id[annotation["id"]]["category_id"]
         assert label["keyframe"] is True  # keyframe_interval 1
-        with Image.open(out / "drive" / "overlays" / f"{name}.jpg") as overlay:
+        with Image.open(out / "drive" / "overlays" / f"{name}.png") as overlay:
             assert overlay.width == size[0]
     report = json.loads((out / "report.json").read_text())
     assert report["version"] == 1 and report["command"] == "predict --sequence"  # run's schema

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from transformers import GroundingDinoProcessor
 
+from prelabel.backends.grounded_sam.detect import ThingDetector
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import CategoryOptions, PipelineSettings
-from prelabel.pipeline.detect import ThingDetector
-from prelabel.pipeline.loading import LoadedModels
 from prelabel.taxonomy import Category, build_taxonomy, load_categories_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def test_a_phrase_too_long_alone_is_our_warning_naming_its_category(
     taxonomy = build_taxonomy(categories, {"odd thing": CategoryOptions(prompt=rambling)}, OPEN)
     detector = _fresh_detector(tiny_models, tiny_models_dir)
     image = Image.fromarray(np.zeros((48, 64, 3), dtype=np.uint8))
-    with caplog.at_level(logging.WARNING, logger="prelabel.pipeline.detect"):
+    with caplog.at_level(logging.WARNING, logger="prelabel.backends.grounded_sam.detect"):
         for _ in range(2):  # warned once for the taxonomy, not once per image
             found = detector.detect(
                 image, taxonomy.things, nms_iou=0.5, cross_category_iou=0.9, max_detections=10

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from segments import SegmentsClient
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import CategoryOptions, load_settings
 from prelabel.emulator import Emulator
 from prelabel.errors import ConfigError, TaxonomyError
 from prelabel.formats.label import encode_label
-from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.review import ReviewSession
 from prelabel.run.dataset import run_dataset
@@ -52,7 +53,7 @@ def labeled_session(
     """A session on ``jane/eval``: ``n_images`` unlabeled samples, and one whose label a person
     made, equal to the untuned prediction (so it scores PQ 1 before tuning)."""
     seed_dataset_via_sdk(client, name="eval", n_images=n_images, size=SIZE)
-    pipeline = Pipeline(models, LABELING_PIPELINE)
+    pipeline = Pipeline(GroundedSam(models), LABELING_PIPELINE)
     add_labeled_sample(emulator, pipeline, demo_taxonomy(), "human.png", seed=7)
     return open_session(emulator, tmp_path, pipeline=pipeline)
 
@@ -88,9 +89,11 @@ def test_pipeline_thresholds_are_the_default_of_every_category_without_its_own(
     session.tune_pipeline(box_threshold=0.7, mask_threshold=0.6)
 
     prompts = {p.name: p for p in session.taxonomy.prompts}
-    assert prompts["person"].box_threshold == 0.7
-    assert prompts["car"].box_threshold == 0.2
-    assert prompts["sky"].mask_threshold == prompts["road"].mask_threshold == 0.6
+    assert prompts["person"].option("box_threshold") == 0.7
+    assert prompts["car"].option("box_threshold") == 0.2
+    assert (
+        prompts["sky"].option("mask_threshold") == prompts["road"].option("mask_threshold") == 0.6
+    )
     assert session.changes() == [
         "pipeline.box_threshold: 0.0 -> 0.7",
         "pipeline.mask_threshold: 0.4 -> 0.6",
@@ -102,13 +105,15 @@ def test_a_given_pipeline_is_where_tuning_starts(
     emulator: Emulator, segments_client: SegmentsClient, tiny_models: LoadedModels, tmp_path: Path
 ) -> None:
     seed_dataset_via_sdk(segments_client, name="eval", n_images=1, size=SIZE)
-    pipeline = Pipeline(tiny_models, LABELING_PIPELINE.model_copy(update={"box_threshold": 0.6}))
+    pipeline = Pipeline(
+        GroundedSam(tiny_models), LABELING_PIPELINE.model_copy(update={"box_threshold": 0.6})
+    )
 
     session = open_session(emulator, tmp_path, pipeline=pipeline)
     try:
         assert session.changes() == []
         assert session.settings.pipeline == pipeline.settings
-        assert {p.box_threshold for p in session.taxonomy.things} == {0.6}
+        assert {p.option("box_threshold") for p in session.taxonomy.things} == {0.6}
     finally:
         session.close()
 
@@ -128,6 +133,42 @@ def test_measure_scores_the_start_and_the_tuned_settings(
     assert after.result.overall.pq == 0.0
     assert again_before.result.overall.pq == pytest.approx(1.0)
     assert {r.method for r in emulator.requests} == {"GET"}  # measuring writes nothing
+
+
+def test_a_saved_config_keeps_every_tuned_category_setting(
+    session: ReviewSession, tmp_path: Path
+) -> None:
+    """Thresholds are tuned as often as prompts: each one a person set must reach the file."""
+    session.tune("car", box_threshold=0.2, text_threshold=0.35)
+    session.tune("person", prompt="person . pedestrian", box_threshold=0.45)
+    session.tune("sky", mask_threshold=0.55)
+    session.tune("road", ignore=True)
+
+    saved = load_settings(session.save_config(tmp_path / "tuned.yaml")).categories
+
+    assert saved["car"] == CategoryOptions(box_threshold=0.2, text_threshold=0.35)
+    assert saved["person"] == CategoryOptions(prompt="person . pedestrian", box_threshold=0.45)
+    assert saved["sky"] == CategoryOptions(mask_threshold=0.55)
+    assert saved["road"] == CategoryOptions(ignore=True)
+
+
+@pytest.mark.parametrize("overwrite_prelabels", [False, True])
+def test_push_never_writes_over_a_label_a_person_finished(
+    session: ReviewSession, emulator: Emulator, overwrite_prelabels: bool
+) -> None:
+    """A person finishes a sample between the prediction and the push: their label stays,
+    even when pre-labels may be overwritten; the other accepted sample is written."""
+    finished, free = session.samples(limit=2)
+    items = [session.predict(finished), session.predict(free)]
+    emulator.set_label_status(finished.uuid, "ground-truth", "LABELED")
+
+    outcomes = session.push(items, overwrite_prelabels=overwrite_prelabels)
+
+    assert [o.result for o in outcomes] == ["skipped", "labeled"]
+    assert "LABELED" in str(outcomes[0].reason)
+    assert emulator.label_write_count(finished.uuid) == 0
+    assert emulator.get_label(finished.uuid)["label_status"] == "LABELED"  # type: ignore[index]
+    assert emulator.get_label(free.uuid)["label_status"] == "PRELABELED"  # type: ignore[index]
 
 
 def test_a_saved_config_makes_prelabel_run_predict_what_the_session_predicted(

@@ -16,10 +16,10 @@ import pytest
 from pydantic import BaseModel, Field
 from segments import SegmentsClient
 
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import CategoryOptions, PipelineSettings, load_settings
 from prelabel.emulator import Emulator
 from prelabel.formats.label import label_score
-from prelabel.pipeline.loading import LoadedModels
 from prelabel.review.controls import PIPELINE_CONTROLS, available, field_control
 from prelabel.review.widgets import ACCEPTED, REJECTED, ReviewApp
 from tests.test_evaluation_run import DATASET

@@ -228,7 +228,10 @@ def test_dry_run_writes_each_frame_locally_and_nothing_to_the_server(
     pngs = sorted(p.name for p in (folder / uuids["walk"]).iterdir())
     assert pngs == ["frame-00000.png", "frame-00001.png", "frame-00002.png"]
     payload = read_report(folder / f"{uuids['walk']}.json")
-    assert len(payload["attributes"]["frames"]) == 3
+    frames = payload["attributes"]["frames"]
+    assert len(frames) == 3
+    # what a real run would write, timestamps included: the payload is a preview of the label
+    assert [f.get("timestamp") for f in frames] == [frame_timestamp(i) for i in range(3)]
 
 
 def test_sync_once_labels_sequences_like_run(

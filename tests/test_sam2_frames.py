@@ -1,4 +1,4 @@
-"""SAM 2 preprocessing written in the project (prelabel.pipeline.sam2_frames) against the
+"""SAM 2 preprocessing written in the project (prelabel.backends.sam2_video.frames) against the
 formulas, computed independently with numpy on small hand-made cases."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from prelabel.pipeline.sam2_frames import frame_pixel_values, prompt_mask, upscale_masks
+from prelabel.backends.sam2_video.frames import frame_pixel_values, prompt_mask, upscale_masks
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])

@@ -15,13 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.sam2_video.loading import LoadedTracker, load_sam2_video
+from prelabel.backends.sam2_video.tiny import tiny_sam2_video_config
+from prelabel.backends.sam2_video.tracker import Sam2Tracker, look_back
 from prelabel.config import ModelSettings, PipelineSettings, Settings
 from prelabel.errors import ModelLoadError
-from prelabel.pipeline.loading_video import LoadedTracker, load_sam2_video
 from prelabel.pipeline.pipeline import Pipeline
-from prelabel.pipeline.sam2_tracker import Sam2Tracker, look_back
 from prelabel.pipeline.sequence import SequencePipeline
-from prelabel.pipeline.tiny import tiny_sam2_video_config
 from prelabel.taxonomy import Category, build_taxonomy
 
 pytestmark = pytest.mark.slow
@@ -116,7 +117,7 @@ def test_a_sequence_yields_track_ids_frame_by_frame(
         ),
         sequence={"keyframe_interval": 3, "match_iou": 0.5},
     )
-    pipeline = Pipeline(tiny_models, settings.pipeline)
+    pipeline = Pipeline(GroundedSam(tiny_models), settings.pipeline)
     sequence = SequencePipeline(pipeline, settings, tracker_model=tracker_model)
     taxonomy = build_taxonomy(
         [Category(1, "person", True), Category(2, "car", True), Category(3, "sky", False)],
@@ -156,7 +157,7 @@ def test_sam2_video_loads_only_when_things_are_tracked(tiny_models: object, tmp_
         models=ModelSettings(device="cpu", sam2_video=str(tmp_path / "absent")),
         pipeline=PipelineSettings(shrink_kernel=2, min_area=0),
     )
-    sequence = SequencePipeline(Pipeline(tiny_models, settings.pipeline), settings)
+    sequence = SequencePipeline(Pipeline(GroundedSam(tiny_models), settings.pipeline), settings)
     stuff_only = build_taxonomy([Category(3, "sky", False)], {}, settings.pipeline)
     out = list(sequence.predict_frames(frames(2), stuff_only))
     assert [r.index for r in out] == [0, 1]

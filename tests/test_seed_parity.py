@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.config import PipelineSettings
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, build_taxonomy
@@ -67,7 +68,7 @@ def test_seed_method_agrees_with_the_reference_port(
         Category(i + 1, name) for i, name in enumerate(STUFF[:count])
     ]
     taxonomy = build_taxonomy(categories, {}, settings)
-    result = measure(Pipeline(tiny_models, settings), _image(w, h, seed), taxonomy)
+    result = measure(Pipeline(GroundedSam(tiny_models), settings), _image(w, h, seed), taxonomy)
 
     assert result.compared > 0 and result.ours_stuff > 0 and result.port_stuff > 0
     assert result.prompted >= 1

@@ -2,7 +2,7 @@
 
 The step functions are checked against the plain operations the seed uses (stacked argmax,
 ``binary_erosion``, ``rng.choice``), so that the memory-saving forms in
-``prelabel.pipeline.stuff_seed`` are known to compute the same thing.
+``prelabel.backends.grounded_sam.stuff_seed`` are known to compute the same thing.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from prelabel.config import PipelineSettings
-from prelabel.pipeline.pipeline import Pipeline
-from prelabel.pipeline.stuff_seed import (
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.stuff_seed import (
     clipped_weights,
     coarse_index,
     draw_points,
@@ -25,6 +24,8 @@ from prelabel.pipeline.stuff_seed import (
     sample_counts,
     upscaled_probability,
 )
+from prelabel.config import PipelineSettings
+from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, build_taxonomy
 
 
@@ -115,15 +116,15 @@ def test_points_follow_the_exact_draw_and_stay_on_weighted_pixels() -> None:
 @pytest.fixture(scope="module")
 def spied(tiny_models: object) -> tuple[Pipeline, list[np.ndarray]]:
     settings = PipelineSettings(shrink_kernel=0, min_area=0, max_detections=1, box_threshold=0)
-    pipeline = Pipeline(tiny_models, settings)
+    pipeline = Pipeline(GroundedSam(tiny_models), settings)
     calls: list[np.ndarray] = []
-    real = pipeline.segmenter.point_probability
+    real = pipeline.backend.segmenter.point_probability
 
     def spy(embedding: object, points: np.ndarray) -> torch.Tensor:
         calls.append(np.asarray(points))
         return real(embedding, points)
 
-    pipeline.segmenter.point_probability = spy
+    pipeline.backend.segmenter.point_probability = spy
     return pipeline, calls
 
 

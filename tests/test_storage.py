@@ -7,16 +7,19 @@ servers. Errors are asserted by class and by the words a user reads in the repor
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
 
-from prelabel.emulator import Emulator
+from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import (
     AccessDeniedError,
     MissingCredentialsError,
@@ -157,6 +160,82 @@ def test_a_refused_read_is_retried_once_with_the_url_segments_signs(
     s3.admin.put_object(Bucket="team", Key="public.png", Body=PNG, ACL="public-read")
     assert api.storage.read("s3://team/public.png", signed_url=sign) == PNG
     assert len(asked) == 2
+
+
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("bucket key missing (404)", StorageNotFoundError),
+        ("plain URL missing (404)", StorageNotFoundError),
+        ("plain URL answering 503", TransientStorageError),
+    ],
+)
+def test_only_a_refused_read_asks_segments_to_sign(
+    s3: S3Fixture, api: SegmentsApi, emulator: Emulator, case: str, error: type[StorageError]
+) -> None:
+    """A missing object or a server in trouble is not a refusal: the signed URL is never asked
+    for (it would hide the real error behind Segments' copy), and the error keeps its type."""
+    s3.bucket("team", {PRIVATE_KEY: PNG})
+    asked: list[str] = []
+
+    def sign() -> str:  # would succeed if asked: the fallback cannot hide behind a failure
+        asked.append("signed")
+        return s3.presign("team", PRIVATE_KEY)
+
+    asset = emulator.add_asset(PNG, "busy.png")
+    url = {
+        "bucket key missing (404)": "s3://team/missing.png",
+        "plain URL missing (404)": emulator.url + "s3/assets/jane/nothing-here.png",
+        "plain URL answering 503": asset,
+    }[case]
+    emulator.set_faults([FaultRule(path="/s3/assets/*", error_rate=1.0, error_statuses=(503,))])
+    if case != "plain URL answering 503":
+        emulator.set_faults([])
+
+    with pytest.raises(error):
+        api.storage.read(url, signed_url=sign)
+
+    assert asked == []
+
+
+def test_credentials_boto3_cannot_refresh_at_the_read_are_missing_credentials(
+    s3: S3Fixture, api: SegmentsApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A credential_process whose short-lived credentials cannot be renewed: boto3 builds the
+    client, then ``get_object`` raises CredentialRetrievalError while signing. That is a
+    credentials problem to fix where they come from, not a storage error."""
+    s3.bucket("team", {PRIVATE_KEY: PNG})
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    expires = (datetime.now(UTC) + timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    first = {
+        "Version": 1,
+        "AccessKeyId": AWS_KEY_ID,
+        "SecretAccessKey": AWS_SECRET,
+        "Expiration": expires,  # inside boto3's mandatory refresh window: renewed at the read
+    }
+    marker = tmp_path / "issued"
+    script = tmp_path / "credentials.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ -e "{marker}" ]; then echo "token service unreachable" >&2; exit 1; fi\n'
+        f'touch "{marker}"\n'
+        f"echo '{json.dumps(first)}'\n"
+    )
+    script.chmod(0o755)
+    config = tmp_path / "aws-config"
+    config.write_text(f"[default]\ncredential_process = {script}\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+
+    with pytest.raises(MissingCredentialsError) as raised:
+        api.storage.read(f"s3://team/{PRIVATE_KEY}")
+
+    assert marker.exists()  # the first issue did happen: the failure was the renewal
+    message = str(raised.value)
+    assert "for bucket team" in message
+    for place in ("AWS_ACCESS_KEY_ID", "~/.aws/credentials", "AWS_PROFILE", "instance role"):
+        assert place in message
+    assert_one_clean_line(message)
 
 
 def test_when_the_signed_url_is_refused_too_both_reasons_are_named(

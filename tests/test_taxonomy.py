@@ -30,8 +30,8 @@ def test_things_and_stuff_follow_has_instances() -> None:
     assert [p.name for p in tax.things] == ["person", "car"]
     assert [p.name for p in tax.stuff] == ["sky", "road_surface"]
     assert tax.stuff[1].phrases == ("road surface",)
-    assert tax.things[0].box_threshold == 0.3
-    assert tax.stuff[0].mask_threshold == 0.4
+    assert tax.things[0].option("box_threshold") == 0.3
+    assert tax.stuff[0].option("mask_threshold") == 0.4
 
 
 def test_options_matched_by_name_set_prompt_thresholds_and_ignore() -> None:
@@ -43,10 +43,10 @@ def test_options_matched_by_name_set_prompt_thresholds_and_ignore() -> None:
     tax = build_taxonomy(CATS, options, DEFAULTS)
     person = tax.things[0]
     assert person.phrases == ("person", "pedestrian")
-    assert person.box_threshold == 0.5
-    assert person.text_threshold == 0.25
+    assert person.option("box_threshold") == 0.5
+    assert person.option("text_threshold") == 0.25
     assert [p.name for p in tax.things] == ["person"]
-    assert tax.stuff[0].mask_threshold == 0.7
+    assert tax.stuff[0].option("mask_threshold") == 0.7
     # ignored categories stay known (exports list every category)
     assert tax.category(2).name == "car"
 

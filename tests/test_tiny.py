@@ -17,14 +17,9 @@ from transformers import (
     CLIPSegForImageSegmentation,
 )
 
-from prelabel.pipeline.tiny import (
-    TINY_SUBDIRS,
-    TINY_WORDS,
-    is_tiny_model_dir,
-    tiny_bert_tokenizer,
-    tiny_clip_tokenizer,
-    write_tiny_models,
-)
+from prelabel.backends.grounded_sam.tiny import TINY_WORDS, tiny_bert_tokenizer, tiny_clip_tokenizer
+from prelabel.backends.loading import is_tiny_model_dir
+from prelabel.weights.tiny import TINY_SUBDIRS, write_tiny_models
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -42,12 +37,11 @@ def load_auto(path: Path, model_cls: type) -> tuple[torch.nn.Module, object]:
     return model.eval(), AutoProcessor.from_pretrained(path)
 
 
+@pytest.mark.parametrize("subdir", ["grounding_dino", "mm_grounding_dino"])
 def test_grounding_dino_reloads_with_auto_classes_and_detects(
-    tiny_models_dir: Path, image: Image.Image
+    tiny_models_dir: Path, image: Image.Image, subdir: str
 ) -> None:
-    model, processor = load_auto(
-        tiny_models_dir / "grounding_dino", AutoModelForZeroShotObjectDetection
-    )
+    model, processor = load_auto(tiny_models_dir / subdir, AutoModelForZeroShotObjectDetection)
     inputs = processor(images=image, text="a person. a car.", return_tensors="pt")
     with torch.no_grad():
         outputs = model(**inputs)

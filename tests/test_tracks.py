@@ -164,6 +164,18 @@ def test_matching_needs_enough_overlap() -> None:
     assert ids_at(results[10], box(SIZE, 10, 2, 4, 8)) == {2}
 
 
+def test_an_overlap_of_exactly_match_iou_continues_the_track() -> None:
+    # match_iou is "at least": the top half of a's box overlaps it by 32/64 = 0.5 exactly
+    # (exact in floating point), so the detection continues track 1 rather than starting one.
+    half = box(SIZE, 2, 2, 8, 4)
+    assert mask_iou(half[None], box(SIZE, 2, 2)[None])[0, 0] == 0.5
+    world = [{"a": box(SIZE, 2, 2)} for _ in range(10)] + [{"a": box(SIZE, 2, 2), "b": half}]
+    results, ledger = run(world, [SIZE] * 11, {"a": 1, "b": 1}, detect={10: [("b", 1)]})
+    assert ledger.live_tracks == {1}  # no second track was started for the detection
+    assert [t.track_id for t in ledger.table()] == [1]
+    assert ids_at(results[10], box(SIZE, 2, 2)) == {1}
+
+
 @pytest.mark.parametrize("interval", [1, 3])
 def test_frames_of_different_sizes_keep_ids_and_their_own_size(interval: int) -> None:
     sizes = [(64, 48), (32, 24), (96, 40), (64, 48), (50, 70)]

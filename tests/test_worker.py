@@ -19,12 +19,13 @@ import pytest
 from PIL import Image
 from segments import SegmentsClient
 
+from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import CategoryOptions, PipelineSettings, Settings, WorkerSettings
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import ConfigError, RemoteError
 from prelabel.formats.label import label_attributes
 from prelabel.panoptic import PanopticPrediction
-from prelabel.pipeline.loading import LoadedModels
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.segments.client import SegmentsApi
 from prelabel.segments.dataset import check_dataset
@@ -58,7 +59,7 @@ GT = "ground-truth"
 @pytest.fixture(scope="module")
 def pipeline(tiny_models: LoadedModels) -> Pipeline:
     """Tiny models with thresholds at 0: every image gets some segments."""
-    return Pipeline(tiny_models, LABELING_PIPELINE)
+    return Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
 
 class HookedPipeline(Pipeline):
@@ -66,7 +67,7 @@ class HookedPipeline(Pipeline):
     for a person acting on the server while the model runs."""
 
     def __init__(
-        self, models: LoadedModels, settings: PipelineSettings, before: Callable[[int], None]
+        self, models: GroundedSam, settings: PipelineSettings, before: Callable[[int], None]
     ) -> None:
         super().__init__(models, settings)
         self._before = before
@@ -145,7 +146,7 @@ def test_an_empty_prediction_is_written_as_a_valid_empty_label(
     result = run_worker(
         emulator,
         tmp_path,
-        Pipeline(tiny_models, nothing),
+        Pipeline(GroundedSam(tiny_models), nothing),
         seeded_dataset.full_name,
         settings=settings,
         limit=1,
@@ -187,7 +188,7 @@ def test_labels_a_person_saves_during_prediction_are_left_alone(
             status, attributes = actions[n]
             emulator.write_label(uuids[n], GT, attributes, label_status=status)
 
-    hooked = HookedPipeline(tiny_models, LABELING_PIPELINE, person)
+    hooked = HookedPipeline(GroundedSam(tiny_models), LABELING_PIPELINE, person)
 
     result = run_worker(emulator, tmp_path, hooked, seeded.full_name)
 

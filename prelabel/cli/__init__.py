@@ -7,12 +7,13 @@ model or auth problems). Heavy imports happen inside the commands, so ``--help``
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 import click
 
 from prelabel import __version__
 from prelabel.cli._common import CONTEXT_SETTINGS
+from prelabel.cli._logging import set_verbosity
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -23,12 +24,37 @@ def main(verbose: int) -> None:
 
     Grounding DINO finds things, SAM cuts their masks, CLIPSeg and SAM segment stuff, and the
     result is written as a Segments segmentation bitmap (or locally, with `predict`).
+    -v and -vv work before or after the command's name.
+
+    \b
+    Example:
+      prelabel demo                                  # try it: no account, no weights
+      export SEGMENTS_API_KEY=...                    # never printed or logged
+      prelabel run --dataset jane/streets --models ~/prelabel-models
+      prelabel predict photos/ --categories configs/coco-panoptic-categories.yaml --out out/
     """
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Their debug lines quote request headers: signatures and credential ids.
-    for name in ("botocore", "boto3", "s3transfer", "google"):
-        logging.getLogger(name).setLevel(max(level, logging.INFO))
+    set_verbosity(verbose)
+
+
+def _command_verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value:
+        set_verbosity(value)
+
+
+def _verbose_everywhere(command: click.Command) -> None:
+    """Give ``command`` (and a group's subcommands) its own -v/--verbose."""
+    command.params.append(
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_command_verbosity,
+            help="More log output (-v info, -vv debug).",
+        )
+    )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _verbose_everywhere(sub)
 
 
 def _register() -> None:
@@ -51,6 +77,8 @@ def _register() -> None:
     main.add_command(evaluate)
     main.add_command(emulator)
     main.add_command(demo)
+    for command in main.commands.values():
+        _verbose_everywhere(command)
 
 
 _register()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,6 +50,34 @@ def usage_errors() -> Iterator[None]:
         raise UsageFailure(str(exc)) from None
 
 
+class HiddenAliasOption(click.Option):
+    """An option whose first name is shown in help and whose later names are old spellings,
+    still accepted (``--out`` shown, ``--output-dir`` accepted)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        shown, self.opts = self.opts, self.opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+
+#: OWNER/NAME, as Segments names a dataset.
+_DATASET_NAME = re.compile(r"[^/\s]+/[^/\s]+")
+
+
+def dataset_name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse a dataset not given as OWNER/NAME before anything reaches the API."""
+    values = value if isinstance(value, tuple) else (value,)
+    for name in values:
+        if name is not None and not _DATASET_NAME.fullmatch(name):
+            raise UsageFailure(
+                f"--dataset {name!r} is not OWNER/NAME: give the owner too, e.g. "
+                f"jane/{name.strip('/') or 'streets'}"
+            )
+    return value
+
+
 def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     def apply(fn: F) -> F:
         for decorator in reversed(decorators):
@@ -58,13 +87,20 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+#: --models' help, shared with the demo's own --models.
+MODELS_HELP = (
+    "Directory with grounding_dino/, sam/ and clipseg/, and sam2_video/ for image-sequence "
+    "datasets (as `prelabel models tiny` writes it; see README, Models and weights)."
+)
+
 models_option = click.option(
     "--models",
     "models_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Directory with grounding_dino/, sam/ and clipseg/ (as `prelabel models tiny` writes "
-    "it). Default: the ids in the config (Hugging Face ids or local dirs).",
+    envvar="PRELABEL_MODELS",
+    show_envvar=True,
+    help=MODELS_HELP + " Default: the ids in the config (Hugging Face ids or local dirs).",
 )
 
 config_option = click.option(
@@ -72,6 +108,8 @@ config_option = click.option(
     "config_path",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
+    envvar="PRELABEL_CONFIG",
+    show_envvar=True,
     help="YAML config: models, pipeline thresholds, per-category options "
     "(see configs/default.yaml).",
 )
@@ -89,6 +127,8 @@ def api_url_option(prefix: str = "") -> Callable[[F], F]:
     return click.option(
         "--api-url",
         default=None,
+        envvar="PRELABEL_API_URL",
+        show_envvar=True,
         help=f"{prefix}API base URL (default https://api.segments.ai/, or remote.api_url in the "
         "config). Point it at `prelabel emulator` to try things without an account.",
     )
@@ -130,12 +170,19 @@ def overwrite_option(help: str) -> Callable[[F], F]:
     return click.option("--overwrite-prelabels", is_flag=True, help=help)
 
 
-def output_dir_option(help: str) -> Callable[[F], F]:
+def output_dir_option(
+    help: str, default: Path | None = Path("prelabel-output")
+) -> Callable[[F], F]:
+    """``--out DIR``, the output folder of every command (``--output-dir`` still accepted)."""
     return click.option(
+        "--out",
         "--output-dir",
+        "output_dir",
+        cls=HiddenAliasOption,
         type=click.Path(file_okay=False, path_type=Path),
-        default=Path("prelabel-output"),
-        show_default=True,
+        default=default,
+        required=default is None,
+        show_default=default is not None,
         help=help,
     )
 
@@ -168,6 +215,9 @@ def dataset_options(*, multiple: bool = False) -> Callable[[F], F]:
             "datasets",
             required=True,
             multiple=multiple,
+            envvar="PRELABEL_DATASET",
+            show_envvar=True,
+            callback=dataset_name,
             help="Dataset as OWNER/NAME, e.g. jane/street-scenes."
             + (" Repeat for several." if multiple else ""),
         ),

@@ -57,3 +57,15 @@ def use_log_format(log_format: str, secrets: Iterable[str] = ()) -> None:
     formatter = JsonFormatter(secrets)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(formatter)
+
+
+def set_verbosity(verbose: int) -> None:
+    """-v: info, -vv: debug, for prelabel and the libraries; called by the group and by each
+    command (``-v`` works before or after the command's name), the larger count wins."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(min(root.level, level) if verbose else root.level)
+    # Their debug lines quote request headers: signatures and credential ids.
+    for name in ("botocore", "boto3", "s3transfer", "google"):
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))

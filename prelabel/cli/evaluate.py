@@ -21,12 +21,14 @@ from prelabel.cli._common import (
     api_key_file_option,
     api_url_option,
     config_option,
+    dataset_name,
     device_option,
     key_and_settings,
     models_option,
     quiet_option,
     usage_errors,
 )
+from prelabel.cli._preflight import check_api, check_models
 
 if TYPE_CHECKING:
     from prelabel.config import Settings
@@ -59,6 +61,9 @@ def _export_option(flag: str, help: str) -> Callable[[F], F]:
 @click.option(
     "--dataset",
     default=None,
+    envvar="PRELABEL_DATASET",
+    show_envvar=True,
+    callback=dataset_name,
     help="Evaluate on this Segments.ai dataset (OWNER/NAME): predict on every sample whose "
     "label is LABELED, REVIEWED or VERIFIED and score against that label. Read-only.",
 )
@@ -134,8 +139,12 @@ def evaluate(
       prelabel predict photos/ --categories cats.yaml --out pred/
       prelabel evaluate --predictions pred/ --ground-truth labels-export/ --out pq.json
     """
+    exports = predictions_path is not None or ground_truth_path is not None
+    from_env = _from_environment() if exports else set()
+    if "dataset" in from_env:
+        dataset = None  # PRELABEL_DATASET (from `prelabel demo --keep-serving`) yields to exports
     if dataset is not None:
-        if predictions_path is not None or ground_truth_path is not None:
+        if exports:
             raise UsageFailure(
                 "give either --dataset OWNER/NAME or --predictions PATH with --ground-truth "
                 "PATH, not both"
@@ -167,12 +176,32 @@ def evaluate(
         "--config": config_path,
         "--device": device,
     }
-    given = [name for name, value in dataset_only.items() if value is not None]
+    given = [
+        name
+        for name, value in dataset_only.items()
+        if value is not None and _param(name) not in from_env
+    ]
     if given:
         raise UsageFailure(f"{', '.join(given)} only apply with --dataset")
     if predictions_path is None or ground_truth_path is None:
         raise UsageFailure("give both --predictions PATH and --ground-truth PATH")
     _evaluate_exports(predictions_path, ground_truth_path, out_path=out_path, quiet=quiet)
+
+
+def _param(flag: str) -> str:
+    """``--api-url`` -> ``api_url``; ``--models`` and ``--config`` name their paths."""
+    name = flag.removeprefix("--").replace("-", "_")
+    return {"models": "models_dir", "config": "config_path"}.get(name, name)
+
+
+def _from_environment() -> set[str]:
+    """The parameters whose value came from a ``PRELABEL_*`` variable, not the command line."""
+    ctx = click.get_current_context()
+    return {
+        name
+        for name in ("dataset", "api_url", "models_dir", "config_path")
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.ENVIRONMENT
+    }
 
 
 def default_dataset_result(dataset: str) -> Path:
@@ -206,6 +235,7 @@ def _evaluate_dataset(
     if not _DATASET.fullmatch(dataset):
         raise UsageFailure(f"--dataset must be OWNER/NAME, got {dataset!r}")
     key, settings = key_and_settings(api_key_file, config_path, api_url=api_url, device=device)
+    check_api(settings)
 
     from prelabel.evaluate.dataset import HUMAN_LABEL_STATUSES, evaluation_meta
     from prelabel.evaluate.results import format_table, format_tracking, write_result
@@ -218,6 +248,7 @@ def _evaluate_dataset(
     try:
         with usage_errors():
             info, taxonomy = check_dataset(api, settings, dataset, labelset, sequences=True)
+            check_models(settings, models_dir)
             evaluation = _evaluate(
                 api,
                 info.is_sequence,

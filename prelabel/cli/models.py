@@ -28,7 +28,7 @@ def models() -> None:
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random weights.")
 def tiny(out_dir: Path, seed: int) -> None:
-    """Write tiny random-weight Grounding DINO, SAM, CLIPSeg and SAM 2 video models to OUT_DIR.
+    """Write tiny random-weight models of every back-end to OUT_DIR.
 
     They use the real classes, processors and tokenizers (built offline) and load like real
     weights, so they exercise the whole pipeline in seconds on a CPU. Their masks are
@@ -40,7 +40,7 @@ def tiny(out_dir: Path, seed: int) -> None:
       prelabel predict photos/ --categories cats.yaml --out out/ --models models-tiny
     """
     from prelabel.errors import PrelabelError
-    from prelabel.pipeline.tiny import TINY_SUBDIRS, write_tiny_models
+    from prelabel.weights.tiny import TINY_SUBDIRS, write_tiny_models
 
     try:
         written = write_tiny_models(out_dir, seed=seed)
@@ -71,8 +71,8 @@ def convert_sam(checkpoint: Path, out_dir: Path) -> None:
     Example:
       prelabel models convert-sam sam_vit_h_4b8939.pth models/sam
     """
+    from prelabel.backends.grounded_sam.convert_sam import convert_sam_checkpoint
     from prelabel.errors import PrelabelError
-    from prelabel.pipeline.convert_sam import convert_sam_checkpoint
 
     try:
         variant = convert_sam_checkpoint(checkpoint, out_dir)

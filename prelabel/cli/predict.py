@@ -15,9 +15,11 @@ from prelabel.cli._common import (
     device_option,
     load_cli_settings,
     models_option,
+    output_dir_option,
     quiet_option,
     usage_errors,
 )
+from prelabel.cli._preflight import check_models
 
 if TYPE_CHECKING:
     from prelabel.config import Settings
@@ -35,13 +37,7 @@ if TYPE_CHECKING:
     help="Categories YAML: `categories: [{id, name, has_instances, color}]` plus optional "
     "`prompt`, thresholds and `ignore` per category (see configs/).",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (created if missing).",
-)
+@output_dir_option("Output folder (created if missing).", default=None)
 @click.option(
     "--sequence",
     is_flag=True,
@@ -57,7 +53,7 @@ if TYPE_CHECKING:
 def predict(
     paths: tuple[Path, ...],
     categories_path: Path,
-    out_dir: Path,
+    output_dir: Path,
     sequence: bool,
     models_dir: Path | None,
     config_path: Path | None,
@@ -67,7 +63,7 @@ def predict(
     """Pre-label image files and folders locally, no Segments.ai account needed.
 
     Writes per image bitmaps/NAME.png (Segments RGBA id bitmap), labels/NAME.json
-    (annotations, score, segments) and overlays/NAME.jpg (preview); for the run a
+    (annotations, score, segments) and overlays/NAME.png (preview); for the run a
     COCO-panoptic export (panoptic/ and panoptic.json) and report.json. An image that
     cannot be read is reported with its reason and the run goes on; the exit code is 1
     when any image failed.
@@ -79,6 +75,7 @@ def predict(
           --out out/ --models models-tiny
       prelabel predict --sequence drive-01/ drive-02/ --categories cats.yaml --out out/
     """
+    from prelabel.backends import load_backend, option_reader
     from prelabel.images import find_images
     from prelabel.local import predict_files
     from prelabel.pipeline.pipeline import Pipeline
@@ -87,8 +84,16 @@ def predict(
 
     settings = load_cli_settings(config_path, device=device)
     with usage_errors():
+        check_models(settings, models_dir)
+    out_dir = output_dir
+    with usage_errors():
         categories, options = load_categories_file(categories_path)
-        taxonomy = build_taxonomy(categories, {**options, **settings.categories}, settings.pipeline)
+        taxonomy = build_taxonomy(
+            categories,
+            {**options, **settings.categories},
+            settings.pipeline,
+            reader=option_reader(settings),
+        )
     if sequence:
         _predict_sequences(paths, taxonomy, out_dir, settings, models_dir, quiet)
         return
@@ -96,7 +101,7 @@ def predict(
         files = find_images(list(paths))
         if not files:
             raise UsageFailure(f"no image files found in {', '.join(map(str, paths))}")
-        pipeline = Pipeline.load(settings, models_dir)
+        pipeline = Pipeline(load_backend(settings, models_dir), settings.pipeline)
     report = predict_files(
         files,
         pipeline=pipeline,

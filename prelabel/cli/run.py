@@ -14,6 +14,7 @@ from prelabel.cli._common import (
     print_summary,
     usage_errors,
 )
+from prelabel.cli._preflight import check_api, check_start, checked_loader
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -27,7 +28,7 @@ from prelabel.cli._common import (
     "--dry-run",
     is_flag=True,
     help="Do everything but the asset upload and the label write; save what would be uploaded "
-    "under OUTPUT_DIR/dry-run/.",
+    "under OUT/dry-run/.",
 )
 @click.option(
     "--engine",
@@ -80,11 +81,14 @@ def run(
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from prelabel.progress import TqdmProgress
-    from prelabel.run.models import pipeline_loader
     from prelabel.run.sync import StopSignal
     from prelabel.state import StateStore
 
     key, settings = args.key_and_settings()
+    if engine == "ray":  # on Ray, --models is a path on the workers, not here
+        check_api(settings)
+    else:
+        check_start(settings, args.models_dir)
     options = args.run_options(limit=limit, dry_run=dry_run)
     progress = TqdmProgress(disable=args.quiet)
     with (
@@ -117,7 +121,7 @@ def run(
                     settings,
                     options,
                     state=state,
-                    load_pipeline=pipeline_loader(settings, args.models_dir),
+                    load_pipeline=checked_loader(settings, args.models_dir),
                     progress=progress,
                     should_stop=stop.is_set,
                 )

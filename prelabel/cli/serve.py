@@ -19,6 +19,7 @@ from prelabel.cli._common import (
     labeling_options,
     usage_errors,
 )
+from prelabel.cli._preflight import check_start, checked_loader
 
 if TYPE_CHECKING:
     from prelabel.serve.lifecycle import Lifecycle
@@ -79,7 +80,6 @@ def serve(
       prelabel serve --dataset jane/streets --models ~/models --port 8080 \\
           --webhook-secret-file /run/secrets/webhook-secret --log-format json
     """
-    from prelabel.run.models import pipeline_loader
     from prelabel.run.sync import parse_interval
     from prelabel.serve.adapter import create_worker_service
     from prelabel.serve.server import listen
@@ -90,6 +90,7 @@ def serve(
 
     secret = _read_secret(webhook_secret_file)
     key, settings = args.key_and_settings(secret, secret.removeprefix("whsec_"))
+    check_start(settings, args.models_dir)
     with usage_errors():
         check_secret(secret)
         config = ServeConfig(
@@ -109,7 +110,7 @@ def serve(
             webhook_secret=secret,
             settings=settings,
             state=state,
-            load_pipeline=pipeline_loader(settings, args.models_dir),
+            load_pipeline=checked_loader(settings, args.models_dir),
             output_dir=args.output_dir,
             overwrite_prelabels=args.overwrite_prelabels,
             retry_failed=args.retry_failed,

@@ -14,6 +14,7 @@ from prelabel.cli._common import (
     print_summary,
     usage_errors,
 )
+from prelabel.cli._preflight import check_start, checked_loader
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -42,11 +43,11 @@ def sync(args: LabelingArgs, interval: str, once: bool) -> None:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from prelabel.progress import TqdmProgress
-    from prelabel.run.models import pipeline_loader
     from prelabel.run.sync import StopSignal, SyncPolicy, parse_interval, sync_dataset
     from prelabel.state import StateStore
 
     key, settings = args.key_and_settings()
+    check_start(settings, args.models_dir)
     with usage_errors():
         policy = SyncPolicy(interval_s=parse_interval(interval), once=once)
     options = args.run_options()
@@ -58,7 +59,7 @@ def sync(args: LabelingArgs, interval: str, once: bool) -> None:
             settings,
             options,
             state=state,
-            load_pipeline=pipeline_loader(settings, args.models_dir),
+            load_pipeline=checked_loader(settings, args.models_dir),
             policy=policy,
             stop=stop,
             progress=lambda: TqdmProgress(disable=args.quiet),

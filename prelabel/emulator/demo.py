@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prelabel.config import shipped_config
 from prelabel.emulator.scenes import SCENE_CATEGORIES, street_scene
 from prelabel.emulator.seed import load_categories, seed_dataset
 from prelabel.emulator.server import Emulator
-from prelabel.errors import ConfigError
 from prelabel.formats.bitmap import segmentation_png
 from prelabel.formats.label import label_attributes
 
@@ -97,17 +97,13 @@ def start_demo(
 
 def _tiny_models(folder: Path) -> Path:
     """Tiny random-weight models in ``folder``, written once (about a second) and kept."""
-    from prelabel.pipeline.loading import MODEL_SUBDIRS
-    from prelabel.pipeline.tiny import write_tiny_models
+    from prelabel.weights.tiny import has_tiny_models, write_tiny_models
 
-    if not all((folder / sub).is_dir() for sub in MODEL_SUBDIRS.values()):
+    if not has_tiny_models(folder):
         write_tiny_models(folder)
     return folder
 
 
 def categories_file() -> Path:
     """The taxonomy file the demo's categories (and their prompts) come from."""
-    path = Path(__file__).resolve().parents[2] / "configs" / "street-scene-categories.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: the demo runs from a checkout of prelabel")
-    return path
+    return shipped_config("street-scene-categories.yaml")

@@ -1,17 +1,24 @@
-"""Previews of a prediction or a label: each segment in its category's colour, outlined, named.
+"""Previews of a prediction or a label, made for a person reviewing it: the image stays visible.
 
-Colours follow panopticapi: a category's colour (the dataset's own where it defines one) for
-stuff and for the first instance of a thing, a jittered variant of it for the later instances.
-Unlike panopticapi the jitter is seeded by (category, instance), so a preview looks the same on
-every run.
+What a reviewer needs is the photo itself with the segments marked on it, not a painting over
+it. So a segment gets a light tint of its colour (35% by default) and an outline in its own
+colour around each of its connected regions that is large enough to matter (at least 0.2% of
+the image): a model's speckle of tiny fragments is tinted but not outlined, since a thousand
+outlines around specks would hide the scene. Unassigned pixels keep the image untouched.
+
+Colours: a category's colour (the dataset's own where it defines one) for stuff and for the
+first instance of a thing; later instances of a thing get the same hue shaded lighter or darker
+(and, after seven, turned slightly), so four people are four clearly different reds, not four
+near-identical ones. Shades are deterministic: a preview looks the same on every run.
 
 Names make a preview readable without a colour key. Things are numbered per category in the
-order of their ids ("car 1", "car 2"), so two cars that touch are told apart three ways: the
-outline between them, their colours and their numbers. A segment large enough to hold its name
-gets it on the image, at its deepest point (the maximum of its distance transform, so the name
-sits inside even a ring-shaped segment); :func:`preview` adds a legend below the image that lists
-every segment, the small ones too, with its score when one is known. Text uses Pillow's default
-font, scaled with the image.
+order of their ids ("car 1", "car 2"). A segment large enough to hold its name gets a name tag
+on the image, at its deepest point (the maximum of its distance transform) or, when another tag
+is already there, at the nearest free spot on the segment; tags never overlap one another and
+never leave the image. Things are tagged first, then stuff, larger segments first. A segment
+whose tag finds no room is still listed in the legend :func:`preview` adds below the image,
+with every other segment and its score when one is known. Text uses Pillow's default font,
+scaled with the image. Previews are written as PNG everywhere (sharp outlines and text).
 """
 
 from __future__ import annotations
@@ -23,37 +30,44 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from prelabel.formats.name_tags import Font, Mark, Tag, font_for, pad_for, write_tags
 from prelabel.panoptic import PanopticPrediction
 from prelabel.taxonomy import Category, Taxonomy
 
-__all__ = ["category_color", "colorize", "label_preview", "overlay", "preview"]
+__all__ = [
+    "DEFAULT_ALPHA",
+    "Drawn",
+    "Tag",
+    "category_color",
+    "colorize",
+    "label_overlay",
+    "label_preview",
+    "overlay",
+    "preview",
+]
 
 RGB = tuple[int, int, int]
-Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
-#: Largest channel offset of a later instance's colour (panopticapi uses 30 as well).
-_JITTER = 30
-#: Colour of segment boundaries in :func:`overlay`.
-_EDGE_COLOR = np.array([255, 255, 255], dtype=np.float32)
-#: Longest side of the mask a name's position is searched in; larger masks are subsampled, so
-#: placing names costs the same on a 4000 px image as on a thumbnail.
-_PLACEMENT_SIDE = 128
+#: How much of a segment's colour is blended over the image: light, so the image shows through.
+DEFAULT_ALPHA = 0.35
+#: Lightness offsets (HLS) of a thing's instances 0..6; from the 8th on the hue turns as well.
+_SHADES = (0.0, 0.24, -0.24, 0.12, -0.12, 0.36, -0.36)
+#: Hue turn per round of :data:`_SHADES` (fraction of the colour wheel).
+_HUE_STEP = 0.04
+#: A connected region is outlined from this share of the image's pixels on (and this many).
+_MIN_OUTLINE_FRACTION = 0.002
+_MIN_OUTLINE_PIXELS = 16
 
 
 @dataclass(frozen=True)
-class _Mark:
-    """How one segment is drawn: its colour, its name on the image and in the legend."""
+class Drawn:
+    """An overlay (the image's size, no legend) and the name tags placed on it."""
 
-    seg_id: int
-    category: Category
-    caption: str
-    color: RGB
-    score: float | None
-    #: ``(x, y, width, height)`` of the segment's pixels.
-    bbox: tuple[int, int, int, int]
+    image: Image.Image
+    tags: tuple[Tag, ...]
 
 
 def category_color(category: Category, instance_index: int) -> RGB:
@@ -61,8 +75,9 @@ def category_color(category: Category, instance_index: int) -> RGB:
 
     The category's own colour when it has one (its first three components), else a colour
     picked by golden-ratio hue steps from the category id, so neighbouring ids differ clearly.
-    For a thing (``has_instances``) every instance after the first gets the base colour moved
-    by up to 30 per channel, seeded by (category id, instance index): deterministic, and never
+    For a thing (``has_instances``) every instance after the first is the base colour shaded:
+    lighter or darker by up to 0.36 in HLS lightness, and from the 8th instance on turned in hue
+    as well, so instances of one category are told apart at a glance. Deterministic, and never
     equal to the base colour. Stuff always gets the base colour.
 
     Raises:
@@ -73,13 +88,26 @@ def category_color(category: Category, instance_index: int) -> RGB:
     base = _base_color(category)
     if not category.has_instances or instance_index == 0:
         return base
-    rng = np.random.default_rng([category.id, instance_index])
-    while True:
-        offset = rng.integers(-_JITTER, _JITTER + 1, size=3)
-        color = np.clip(np.array(base) + offset, 0, 255)
-        jittered = (int(color[0]), int(color[1]), int(color[2]))
-        if jittered != base:
-            return jittered
+    hue, light, sat = colorsys.rgb_to_hls(*(c / 255 for c in base))
+    turn, shade = divmod(instance_index, len(_SHADES))
+    steps = (turn + 1) // 2 * (1 if turn % 2 else -1)  # 0, +1, -1, +2, -2, ...
+    red, green, blue = colorsys.hls_to_rgb(
+        (hue + _HUE_STEP * steps) % 1.0, _shaded(light, _SHADES[shade]), sat
+    )
+    color = (round(red * 255), round(green * 255), round(blue * 255))
+    if color == base:  # a grey (no hue to turn) at an unshaded round: step its lightness
+        step = 40 * turn if light < 0.5 else -40 * turn
+        red, green, blue = (int(c) for c in np.clip(np.array(base) + step, 0, 255))
+        color = (red, green, blue)
+    return color
+
+
+def _shaded(light: float, offset: float) -> float:
+    """``light + offset``, wrapped around within [0.12, 0.88] (too dark or too light to tell
+    apart beyond), so a light base still gets distinct shades, darker ones."""
+    low, span = 0.12, 0.76
+    moved = light + offset
+    return moved if low <= moved <= low + span else low + (moved - low) % span
 
 
 def colorize(prediction: PanopticPrediction, taxonomy: Taxonomy) -> npt.NDArray[np.uint8]:
@@ -97,11 +125,11 @@ def overlay(
     image: Image.Image,
     prediction: PanopticPrediction,
     taxonomy: Taxonomy,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     *,
     names: bool = True,
 ) -> Image.Image:
-    """Segment colours blended over the image, boundaries in white, names on the segments.
+    """Segment colours tinted over the image, large regions outlined, names on the segments.
 
     Unassigned pixels keep the image untouched. Returns a new RGB image of the image's size.
     ``names=False`` leaves the names off (thumbnails, where they would cover everything).
@@ -111,14 +139,14 @@ def overlay(
             segment's category is not in the taxonomy.
     """
     marks = _prediction_marks(prediction, taxonomy)
-    return _draw(image, prediction.id_map, marks, alpha, names=names)
+    return _draw(image, prediction.id_map, marks, alpha, names=names).image
 
 
 def preview(
     image: Image.Image,
     prediction: PanopticPrediction,
     taxonomy: Taxonomy,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     *,
     title: str | None = None,
     side_by_side: bool = False,
@@ -132,7 +160,7 @@ def preview(
     name and colour in every frame of a sequence. Same errors as :func:`overlay`.
     """
     marks = _prediction_marks(prediction, taxonomy, instance_numbers)
-    drawn = _draw(image, prediction.id_map, marks, alpha, names=True)
+    drawn = _draw(image, prediction.id_map, marks, alpha, names=True).image
     if side_by_side:
         both = Image.new("RGB", (drawn.width * 2, drawn.height))
         both.paste(image.convert("RGB"), (0, 0))
@@ -141,35 +169,55 @@ def preview(
     return _with_legend(drawn, marks, taxonomy, title)
 
 
+def label_overlay(
+    image: Image.Image,
+    id_map: npt.NDArray[np.uint32],
+    annotations: Mapping[int, int],
+    taxonomy: Taxonomy,
+    alpha: float = DEFAULT_ALPHA,
+) -> Drawn:
+    """A label as Segments stores it (an id map and ``{id: category_id}``) drawn over its image,
+    with the name tags placed: what :func:`label_preview` shows above its legend.
+
+    Pixels whose id has no annotation are drawn as unassigned.
+
+    Raises:
+        ValueError: as :func:`overlay`; also for an annotation whose category is unknown.
+    """
+    shown, marks = _label_marks(id_map, annotations, taxonomy)
+    return _draw(image, shown, marks, alpha, names=True)
+
+
 def label_preview(
     image: Image.Image,
     id_map: npt.NDArray[np.uint32],
     annotations: Mapping[int, int],
     taxonomy: Taxonomy,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     *,
     title: str | None = None,
 ) -> Image.Image:
-    """:func:`preview` of a label as Segments stores it: an id map and ``{id: category_id}``.
+    """:func:`label_overlay` with a legend below it. A label carries one score, not one per
+    segment, so the legend shows none. Same errors as :func:`label_overlay`."""
+    shown, marks = _label_marks(id_map, annotations, taxonomy)
+    drawn = _draw(image, shown, marks, alpha, names=True).image
+    return _with_legend(drawn, marks, taxonomy, title)
 
-    Pixels whose id has no annotation are drawn as unassigned. A label carries one score, not
-    one per segment, so the legend shows none.
 
-    Raises:
-        ValueError: as :func:`overlay`; also for an annotation whose category is unknown.
-    """
+def _label_marks(
+    id_map: npt.NDArray[np.uint32], annotations: Mapping[int, int], taxonomy: Taxonomy
+) -> tuple[npt.NDArray[np.uint32], list[Mark]]:
+    """The id map with unannotated ids set to 0, and a mark per annotated id present."""
     present = [int(i) for i in np.unique(id_map) if i != 0 and int(i) in annotations]
     shown = np.where(np.isin(id_map, present), id_map, 0).astype(np.uint32)
-    marks = _marks(((i, annotations[i], None) for i in present), taxonomy, shown)
-    drawn = _draw(image, shown, marks, alpha, names=True)
-    return _with_legend(drawn, marks, taxonomy, title)
+    return shown, _marks(((i, annotations[i], None) for i in present), taxonomy, shown)
 
 
 def _prediction_marks(
     prediction: PanopticPrediction,
     taxonomy: Taxonomy,
     instance_numbers: Mapping[int, int] | None = None,
-) -> list[_Mark]:
+) -> list[Mark]:
     by_id = {seg.id: seg.bbox for seg in prediction.segments}
     entries = ((s.id, s.category_id, s.score) for s in prediction.segments)
     return _marks(entries, taxonomy, prediction.id_map, bboxes=by_id, numbers=instance_numbers)
@@ -182,7 +230,7 @@ def _marks(
     *,
     bboxes: Mapping[int, tuple[int, int, int, int]] | None = None,
     numbers: Mapping[int, int] | None = None,
-) -> list[_Mark]:
+) -> list[Mark]:
     """One mark per ``(segment id, category id, score)``, instances numbered by ascending id
     unless ``numbers`` gives a segment's number."""
     categories = {cat.id: cat for cat in taxonomy.categories}
@@ -202,11 +250,11 @@ def _marks(
         caption = f"{category.name} {index + 1}" if category.has_instances else category.name
         bbox = bboxes[seg_id] if bboxes is not None else _bbox(id_map == seg_id)
         color = category_color(category, index)
-        marks.append(_Mark(seg_id, category, caption, color, score, bbox))
+        marks.append(Mark(seg_id, category, caption, color, score, bbox))
     return marks
 
 
-def _paint(id_map: npt.NDArray[np.uint32], marks: Sequence[_Mark]) -> npt.NDArray[np.uint8]:
+def _paint(id_map: npt.NDArray[np.uint32], marks: Sequence[Mark]) -> npt.NDArray[np.uint8]:
     lut = np.zeros((max((m.seg_id for m in marks), default=0) + 1, 3), dtype=np.uint8)
     for mark in marks:
         lut[mark.seg_id] = mark.color
@@ -216,11 +264,11 @@ def _paint(id_map: npt.NDArray[np.uint32], marks: Sequence[_Mark]) -> npt.NDArra
 def _draw(
     image: Image.Image,
     id_map: npt.NDArray[np.uint32],
-    marks: Sequence[_Mark],
+    marks: Sequence[Mark],
     alpha: float,
     *,
     names: bool,
-) -> Image.Image:
+) -> Drawn:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     height, width = id_map.shape
@@ -233,43 +281,47 @@ def _draw(
     colors = _paint(id_map, marks).astype(np.float32)
     assigned = (id_map != 0)[:, :, None]
     out = np.where(assigned, base * (1.0 - alpha) + colors * alpha, base)
-    out[_boundaries(id_map)] = _EDGE_COLOR
+    outlined = _outlined_regions(id_map)
+    edge = _boundaries(outlined) & (outlined != 0)
+    out[edge] = _paint(outlined, marks)[edge]
     drawn = Image.fromarray(np.rint(out).astype(np.uint8))
-    if names:
-        _write_names(drawn, id_map, marks)
-    return drawn
+    tags = write_tags(drawn, id_map, marks) if names else ()
+    return Drawn(drawn, tags)
 
 
-def _write_names(
-    image: Image.Image, id_map: npt.NDArray[np.uint32], marks: Sequence[_Mark]
-) -> None:
-    """Each segment's caption at its deepest point, where the segment's box can hold it."""
-    font = _font(image.size)
-    draw = ImageDraw.Draw(image)
-    pad = _pad(font)
-    for mark in marks:
-        left, top, right, bottom = draw.textbbox((0, 0), mark.caption, font=font)
-        box_w, box_h = right - left + 2 * pad, bottom - top + 2 * pad
-        _, _, seg_w, seg_h = mark.bbox
-        if seg_w < box_w or seg_h < box_h:
-            continue  # too small to name on the image; the legend lists it
-        cx, cy = _deepest_point(id_map, mark)
-        x0 = min(max(cx - box_w // 2, 0), image.width - box_w)
-        y0 = min(max(cy - box_h // 2, 0), image.height - box_h)
-        draw.rectangle((x0, y0, x0 + box_w - 1, y0 + box_h - 1), fill=mark.color)
-        draw.text((x0 + pad - left, y0 + pad - top), mark.caption, fill=_ink(mark.color), font=font)
+def _outlined_regions(id_map: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    """``id_map`` with every connected region under the outline size given to its nearest large
+    region, so boundaries are drawn around large regions only (specks get no outline)."""
+    min_size = max(_MIN_OUTLINE_PIXELS, round(_MIN_OUTLINE_FRACTION * id_map.size))
+    _, compact = np.unique(id_map, return_inverse=True)
+    compact = compact.reshape(id_map.shape)
+    keep = np.zeros(id_map.shape, dtype=np.bool_)
+    for index, window in enumerate(ndimage.find_objects(compact + 1)):
+        if window is None:
+            continue
+        regions, _ = ndimage.label(compact[window] == index)
+        sizes = np.bincount(regions.ravel())
+        large = sizes >= min_size
+        large[0] = False
+        keep[window] |= large[regions]
+    if keep.all():
+        return id_map
+    if not keep.any():
+        return np.zeros_like(id_map)
+    _, (rows, cols) = ndimage.distance_transform_edt(~keep, return_indices=True)
+    return id_map[rows, cols]
 
 
 def _with_legend(
-    image: Image.Image, marks: Sequence[_Mark], taxonomy: Taxonomy, title: str | None
+    image: Image.Image, marks: Sequence[Mark], taxonomy: Taxonomy, title: str | None
 ) -> Image.Image:
     """``image`` above a white panel: ``title``, then one swatch and caption per segment.
 
     Entries follow the taxonomy's category order, then instance number, in as many columns as
     the image's width holds.
     """
-    font = _font(image.size)
-    pad = _pad(font)
+    font = font_for(image.size)
+    pad = pad_for(font)
     order = {cat.id: i for i, cat in enumerate(taxonomy.categories)}
     ordered = sorted(marks, key=lambda m: (order.get(m.category.id, len(order)), m.seg_id))
     texts = [m.caption if m.score is None else f"{m.caption}  {m.score:.2f}" for m in ordered]
@@ -295,38 +347,9 @@ def _with_legend(
     return canvas
 
 
-def _font(size: tuple[int, int]) -> Font:
-    """Pillow's default font, about 1/80 of the image's longer side and never under 10 px."""
-    return ImageFont.load_default(size=max(10, round(max(size) / 80)))
-
-
-def _pad(font: Font) -> int:
-    return max(1, round(getattr(font, "size", 10) / 5))
-
-
 def _text_size(draw: ImageDraw.ImageDraw, text: str, font: Font) -> tuple[int, int]:
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     return int(right - left), int(bottom - top)
-
-
-def _ink(color: RGB) -> RGB:
-    """Black text on light colours, white on dark ones (ITU-R 601 luma)."""
-    red, green, blue = color
-    return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 140 else (255, 255, 255)
-
-
-def _deepest_point(id_map: npt.NDArray[np.uint32], mark: _Mark) -> tuple[int, int]:
-    """``(x, y)`` of the segment's pixel farthest from its edge (subsampled for big masks)."""
-    x, y, w, h = mark.bbox
-    mask = id_map[y : y + h, x : x + w] == mark.seg_id
-    step = max(1, math.ceil(max(w, h) / _PLACEMENT_SIDE))
-    small = mask[::step, ::step]
-    if not small.any():
-        iy, ix = np.argwhere(mask)[0]
-        return x + int(ix), y + int(iy)
-    distance = ndimage.distance_transform_edt(np.pad(small, 1))[1:-1, 1:-1]
-    iy, ix = np.unravel_index(int(np.argmax(distance)), distance.shape)
-    return x + int(ix) * step, y + int(iy) * step
 
 
 def _bbox(mask: npt.NDArray[np.bool_]) -> tuple[int, int, int, int]:

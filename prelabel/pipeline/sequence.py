@@ -6,13 +6,13 @@ predictions cannot give, and it must stream (a 500-frame sequence may not sit in
 frame, in order:
 
 1. the working image (as :meth:`Pipeline.predict`: RGB, at most ``max_image_side``) and ONE
-   SAM image embedding, shared by the thing and the stuff branch;
-2. SAM 2 propagates the live tracks to the frame (:class:`~.sam2_tracker.Sam2Tracker`);
-   tracks whose object is gone end;
-3. on keyframes (frame 0 and every ``sequence.keyframe_interval``) the single-image thing
-   branch (Grounding DINO -> SAM boxes) runs and its detections are matched to the tracks
-   (:class:`~.tracks.TrackLedger`): matches continue, the rest become new SAM 2 objects;
-4. the single-image stuff branch, with the tracked things' pixels taken away as for images;
+   back-end session (its image encoders run once), shared by the thing and the stuff branch;
+2. SAM 2 propagates the live tracks to the frame (:class:`~prelabel.backends.sam2_video.tracker.
+   Sam2Tracker`); tracks whose object is gone end;
+3. on keyframes (frame 0 and every ``sequence.keyframe_interval``) the configured back-end's
+   thing candidates are matched to the tracks (:class:`~.tracks.TrackLedger`): matches
+   continue, the rest become new SAM 2 objects;
+4. the back-end's stuff candidates, with the tracked things' pixels taken away as for images;
 5. the merge at the frame's own size with track ids as segment ids.
 
 Frames are pulled from the iterable only when the previous result has been consumed, and the
@@ -28,12 +28,13 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from prelabel.backends import load_backend
+from prelabel.backends.sam2_video.loading import LoadedTracker, load_sam2_video
+from prelabel.backends.sam2_video.tracker import Sam2Tracker
 from prelabel.config import SequenceSettings, Settings
 from prelabel.panoptic import FramePrediction, MaskCandidate, TrackInfo
-from prelabel.pipeline.clock import StageClock, Timings
-from prelabel.pipeline.loading_video import LoadedTracker, load_sam2_video
+from prelabel.pipeline.clock import Timings
 from prelabel.pipeline.pipeline import Pipeline
-from prelabel.pipeline.sam2_tracker import Sam2Tracker
 from prelabel.pipeline.tracks import TrackedObject, Tracker, TrackLedger
 from prelabel.taxonomy import Taxonomy
 
@@ -66,7 +67,8 @@ class SequencePipeline:
     @classmethod
     def load(cls, settings: Settings, models_dir: Path | None = None) -> SequencePipeline:
         """Load the image models now and the SAM 2 video model at the first sequence."""
-        return cls(Pipeline.load(settings, models_dir), settings, models_dir)
+        backend = load_backend(settings, models_dir)
+        return cls(Pipeline(backend, settings.pipeline), settings, models_dir)
 
     @property
     def tracker_model(self) -> LoadedTracker:
@@ -79,7 +81,7 @@ class SequencePipeline:
     @property
     def is_tiny(self) -> bool:
         """True when any model in use is a tiny random-weight one (masks are meaningless)."""
-        tiny = self.pipeline.models.is_tiny
+        tiny = self.pipeline.is_tiny
         return tiny or (self._tracker_model is not None and self._tracker_model.is_tiny)
 
     def new_tracker(self) -> Tracker:
@@ -108,28 +110,22 @@ class SequencePipeline:
             match_iou=self.settings.match_iou,
             min_area=pipeline.settings.min_area,
         )
-        device = pipeline.models.device
-        clock = StageClock(timings, cuda=device if device.type == "cuda" else None)
+        clock = pipeline.clock(timings)
         self.tracks = ()
         for index, frame in enumerate(frames):
             working = pipeline.working_image(frame)
             is_keyframe = index % self.settings.keyframe_interval == 0
-            with clock("embed"):
-                embedding = pipeline.segmenter.embed(working.image)
+            (session,) = pipeline.backend.open_batch(
+                [working.image], taxonomy, pipeline.settings, clock
+            )
             detections = None
             if is_keyframe and taxonomy.things:
-                detections = pipeline.detect_things(working.image, embedding, taxonomy, clock)
+                detections = session.things()
             with clock("track"):
                 things = ledger.things(working.image, detections)
             stuff: list[MaskCandidate] = []
             if taxonomy.stuff:
-                stuff = pipeline.stuff_candidates(
-                    working.image,
-                    taxonomy.stuff,
-                    [cand.mask for _, cand in things],
-                    embedding,
-                    clock,
-                )
+                stuff = session.stuff([cand.mask for _, cand in things])
             with clock("merge"):
                 result = ledger.frame(
                     things, stuff, output_size=working.original_size, is_keyframe=is_keyframe

@@ -4,7 +4,7 @@ Why apart from the SAM 2 code: which detection continues which track, when a tra
 which id a segment gets are decisions with edge cases (moves, new objects, vanished objects,
 other categories, frames of other sizes) that must be testable from small literal masks, without
 torch. :class:`TrackLedger` makes them over any :class:`Tracker`; the SAM 2 one is
-:class:`~prelabel.pipeline.sam2_tracker.Sam2Tracker`.
+:class:`~prelabel.backends.sam2_video.tracker.Sam2Tracker`.
 
 The rules:
 

@@ -43,12 +43,16 @@ PIPELINE_CONTROLS = (
     "points_per_region",
 )
 
-#: Per-category options offered as controls: Grounding DINO's gates matter for things,
-#: CLIPSeg's mask threshold for stuff.
+#: Per-category options offered as controls, of those the session's back-end reads
+#: (``BackendSpec.category_options``): grounded_sam's detector gates matter for things, its
+#: mask threshold for stuff; sam3's score threshold for both.
 CATEGORY_CONTROLS = {
-    "thing": ("prompt", "box_threshold", "text_threshold", "ignore"),
-    "stuff": ("prompt", "mask_threshold", "ignore"),
+    "thing": ("prompt", "box_threshold", "text_threshold", "score_threshold", "ignore"),
+    "stuff": ("prompt", "mask_threshold", "score_threshold", "ignore"),
 }
+
+#: Options every back-end reads.
+_COMMON_OPTIONS = frozenset({"prompt", "ignore"})
 
 #: Upper end of an integer field without one (``min_area``...): what a text box accepts.
 _INT_MAX = 2**31 - 1
@@ -126,8 +130,10 @@ class TuningControls:
             control.observe(self._on_pipeline(name), names="value")
             self.pipeline[name] = control
         self.categories: dict[str, dict[str, widgets.ValueWidget]] = {}
+        reads = _COMMON_OPTIONS | session.pipeline.backend.spec.category_options
         for category in session.taxonomy.categories:
-            wanted = CATEGORY_CONTROLS["thing" if category.has_instances else "stuff"]
+            kind = "thing" if category.has_instances else "stuff"
+            wanted = [name for name in CATEGORY_CONTROLS[kind] if name in reads]
             self.categories[category.name] = {}
             for name in available(CategoryOptions, wanted):
                 control = field_control(CategoryOptions, name, self._option_value(category, name))

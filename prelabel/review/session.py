@@ -19,6 +19,7 @@ from typing import TypeVar
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
+from prelabel.backends import load_backend, model_sources, option_reader
 from prelabel.config import (
     CategoryOptions,
     PipelineSettings,
@@ -32,7 +33,6 @@ from prelabel.formats.atomic import atomic_file
 from prelabel.formats.label import label_score
 from prelabel.formats.overlay import overlay, preview
 from prelabel.panoptic import PanopticPrediction
-from prelabel.pipeline.loading import model_sources
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.progress import Progress
 from prelabel.run.job import Job, RunOptions
@@ -133,7 +133,9 @@ class ReviewSession:
         self.options = RunOptions(dataset=dataset, labelset=labelset)
         self.info, self.taxonomy = check_dataset(api, self.settings, dataset, labelset)
         self.category_options: dict[str, CategoryOptions] = dict(self.settings.categories)
-        self.pipeline = pipeline or Pipeline.load(self.settings, models_dir)
+        if pipeline is None:
+            pipeline = Pipeline(load_backend(self.settings, models_dir), self.settings.pipeline)
+        self.pipeline = pipeline
         self.models_dir = models_dir
         self.state = StateStore.in_dir(state_dir)
         self._initial_taxonomy = self.taxonomy
@@ -197,14 +199,14 @@ class ReviewSession:
         """
         settings = _validated(self.pipeline.settings, changes)
         self.taxonomy = self._taxonomy(self.category_options, settings)
-        self.pipeline = Pipeline(self.pipeline.models, settings)
+        self.pipeline = Pipeline(self.pipeline.backend, settings)
 
     def _taxonomy(
         self, options: Mapping[str, CategoryOptions], pipeline: PipelineSettings
     ) -> Taxonomy:
         """What ``prelabel run`` builds from a config with these options (check_dataset)."""
         categories = categories_from_task_attributes(self.info.task_attributes)
-        return build_taxonomy(categories, options, pipeline)
+        return build_taxonomy(categories, options, pipeline, reader=option_reader(self.settings))
 
     def tuned_settings(self) -> Settings:
         """The session's settings with everything tuned so far."""
@@ -232,7 +234,7 @@ class ReviewSession:
         """
         settings = self.tuned_settings()
         if self.models_dir is not None:
-            sources = model_sources(settings.models, self.models_dir.expanduser().resolve())
+            sources = model_sources(settings, self.models_dir.expanduser().resolve())
             settings = settings.model_copy(
                 update={"models": settings.models.model_copy(update=sources)}
             )
@@ -256,7 +258,7 @@ class ReviewSession:
         if tuned:
             pipeline, taxonomy = self.pipeline, self.taxonomy
         else:
-            pipeline = Pipeline(self.pipeline.models, self.settings.pipeline)
+            pipeline = Pipeline(self.pipeline.backend, self.settings.pipeline)
             taxonomy = self._initial_taxonomy
         return evaluate_dataset(
             self.api,
@@ -344,7 +346,7 @@ def _validated(current: M, changes: Mapping[str, object]) -> M:
     try:
         return type(current).model_validate({**current.model_dump(), **changes})
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise ConfigError(describe_validation_error(exc, type(current))) from None
 
 
 def _differences(where: str, before: BaseModel, after: BaseModel) -> list[str]:

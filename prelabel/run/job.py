@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,30 @@ class Job:
     #: The failure was raised by the model, not by the sample's data (see the policy).
     model_error: bool = False
     started: float = field(default_factory=time.monotonic)
+    #: Seconds the sample's own stages took (see :meth:`timed`), and when the one in progress
+    #: began; ``seconds`` reports these, not time queued or spent loading the models.
+    busy_s: float = 0.0
+    stage_started: float | None = None
+    timed_stages: int = 0
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        """Count the enclosed stage (fetch, infer, deliver) into the sample's ``seconds``."""
+        self.stage_started = time.monotonic()
+        self.timed_stages += 1
+        try:
+            yield
+        finally:
+            self.busy_s += time.monotonic() - self.stage_started
+            self.stage_started = None
+
+    def _seconds(self) -> float:
+        """Time in the sample's own stages; from its creation where no stage was timed."""
+        now = time.monotonic()
+        if not self.timed_stages:
+            return round(now - self.started, 3)
+        running = now - self.stage_started if self.stage_started is not None else 0.0
+        return round(self.busy_s + running, 3)
 
     @property
     def finished(self) -> bool:
@@ -128,7 +153,7 @@ class Job:
             segments=self.segments,
             score=score,
             transient=transient,
-            seconds=round(time.monotonic() - self.started, 3),
+            seconds=self._seconds(),
         )
         self.record_state = record_state
         self.image = None

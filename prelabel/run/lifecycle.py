@@ -12,6 +12,7 @@ where the model is.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,13 +45,20 @@ class LocalLifecycle:
         return self.recorder.admit(sample)
 
     def fetch(self, job: Job) -> Job:
-        return self.steps.fetch(self.steps.check(job))
+        with job.timed():
+            return self.steps.fetch(self.steps.check(job))
 
     def infer(self, jobs: list[Job]) -> list[Job]:
-        return self.steps.infer_batch(jobs, self.recorder.record_frame)
+        if any(not j.finished and j.pending is None and j.image is not None for j in jobs):
+            self.steps.pipeline  # noqa: B018 - the models load before any sample's clock runs
+        with ExitStack() as stack:
+            for job in jobs:
+                stack.enter_context(job.timed())
+            return self.steps.infer_batch(jobs, self.recorder.record_frame)
 
     def deliver(self, job: Job) -> Job:
-        return self.steps.deliver(job, self.recorder.record_upload)
+        with job.timed():
+            return self.steps.deliver(job, self.recorder.record_upload)
 
     def record(self, job: Job) -> None:
         self.recorder.record(job)

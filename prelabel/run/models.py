@@ -29,10 +29,12 @@ class PipelineLoader:
 
     def __call__(self) -> Pipeline:
         if self._pipeline is None:
+            from prelabel.backends import load_backend
             from prelabel.pipeline.pipeline import Pipeline
 
             # Logs a warning when tiny random-weight models are in use.
-            self._pipeline = Pipeline.load(self.settings, self.models_dir)
+            backend = load_backend(self.settings, self.models_dir)
+            self._pipeline = Pipeline(backend, self.settings.pipeline)
         return self._pipeline
 
     def sequence(self) -> SequencePipeline:

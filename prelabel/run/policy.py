@@ -13,10 +13,12 @@ its steps through :func:`guarded` and counts outcomes with :class:`RunStop`; ``s
 - Anything else raised while working on one sample fails that sample only, with the reason in
   the report: prelabel's own errors by their message, an unexpected exception (a bug, an odd
   input to the model code) by its type and message, with the traceback in the log.
-- A :class:`~prelabel.errors.TransientRemoteError` (after its own retries) is a *transient*
-  failure. After :data:`MAX_CONSECUTIVE_TRANSIENT` of them in a row the server is down, not the
-  samples bad: the run stops with a :class:`~prelabel.errors.RemoteError` instead of marking the
-  whole dataset failed.
+- A :class:`~prelabel.errors.TransientRemoteError` (after its own retries), a transient
+  storage error and a :class:`~prelabel.errors.SampleError` marked ``transient`` (the image
+  host answered 5xx) are *transient* failures: they never count toward parking a sample. After
+  :data:`MAX_CONSECUTIVE_TRANSIENT` of them in a row the server is down, not the samples bad:
+  the run stops with a :class:`~prelabel.errors.RemoteError` instead of marking the whole
+  dataset failed.
 - When the first :data:`MAX_SAME_MODEL_ERRORS` samples of a run all fail with the same error
   raised by the model (not by their own data: a download, a decode, a size), every sample
   would: the run stops with a :class:`SameModelError`, the error named once.
@@ -39,8 +41,10 @@ from prelabel.errors import (
     NotFoundRemoteError,
     PrelabelError,
     RemoteError,
+    SampleError,
     StorageError,
     TransientRemoteError,
+    TransientStorageError,
 )
 from prelabel.run.outcome import SampleOutcome
 from prelabel.segments.client import SampleRef
@@ -94,7 +98,7 @@ MAX_CONSECUTIVE_TRANSIENT = 3
 MAX_SAME_MODEL_ERRORS = 3
 
 #: Errors of a sample's own data: never a model's error, whichever step met them.
-_DATA_ERRORS: tuple[type[Exception], ...] = (ImageError, StorageError, RemoteError)
+_DATA_ERRORS: tuple[type[Exception], ...] = (ImageError, StorageError, RemoteError, SampleError)
 
 
 def parks(attempts: int, max_attempts: int) -> bool:
@@ -125,7 +129,9 @@ def failure_of(exc: Exception, sample: SampleRef, *, in_model: bool = False) -> 
     if ends_run(exc):
         raise exc
     model = in_model and not isinstance(exc, _DATA_ERRORS)
-    if isinstance(exc, TransientRemoteError):
+    if isinstance(exc, TransientRemoteError | TransientStorageError) or (
+        isinstance(exc, SampleError) and exc.transient
+    ):
         failure = Failure(str(exc), transient=True)
     elif isinstance(exc, PrelabelError):
         failure = Failure(str(exc), transient=False, model=model)

@@ -295,6 +295,7 @@ class _Predict:
     """Prediction actor: one pipeline per actor, loaded in the constructor."""
 
     def __init__(self, setup: _ActorSetup, models_dir: str, torch_threads: int) -> None:
+        from prelabel.backends import load_backend
         from prelabel.pipeline.pipeline import Pipeline
 
         if torch_threads:
@@ -302,7 +303,8 @@ class _Predict:
 
             torch.set_num_threads(torch_threads)
         settings = Settings.model_validate_json(setup.settings_json)
-        pipeline = Pipeline.load(settings, Path(models_dir) if models_dir else None)
+        backend = load_backend(settings, Path(models_dir) if models_dir else None)
+        pipeline = Pipeline(backend, settings.pipeline)
         self.steps = setup.steps(lambda: pipeline)
         _note_pid("predict")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prelabel.backends import option_reader
 from prelabel.config import Settings
 from prelabel.errors import ConfigError
 from prelabel.segments.client import DatasetInfo, SegmentsApi
@@ -42,5 +43,6 @@ def check_dataset(
     categories = categories_from_task_attributes(info.task_attributes)
     if not categories:
         raise ConfigError(f"dataset {dataset} defines no categories")
-    taxonomy = build_taxonomy(categories, settings.categories, settings.pipeline)
+    reader = option_reader(settings)  # an unknown models.backend fails here, before any work
+    taxonomy = build_taxonomy(categories, settings.categories, settings.pipeline, reader=reader)
     return info, taxonomy

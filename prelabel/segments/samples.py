@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from PIL import Image
 
-from prelabel.errors import ImageError, SampleError, StorageError
+from prelabel.errors import ImageError, SampleError, StorageError, TransientStorageError
 from prelabel.images import decode_image
 from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.statuses import may_write
@@ -59,15 +59,18 @@ def _read_image(
 ) -> Image.Image:
     """Read and decode ``url`` for ``sample``; ``where`` prefixes every error message."""
 
-    def fail(message: str) -> SampleError:
-        return SampleError(where + message, sample_uuid=sample.uuid, sample_name=sample.name)
+    def fail(message: str, *, transient: bool = False) -> SampleError:
+        return SampleError(
+            where + message, sample_uuid=sample.uuid, sample_name=sample.name, transient=transient
+        )
 
     if not url:
         raise fail("sample has no image URL" if not where else "frame has no image URL")
     try:
         data = api.storage.read(url, signed_url=lambda: api.signed_url(sample.uuid, url))
     except StorageError as exc:
-        raise fail(f"image download failed: {exc}") from None
+        transient = isinstance(exc, TransientStorageError)  # the image host's trouble
+        raise fail(f"image download failed: {exc}", transient=transient) from None
     try:
         return decode_image(data, max_pixels=max_pixels)
     except ImageError as exc:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import Callable, Mapping
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import requests
 import segments.exceptions as sdk_errors
@@ -149,3 +151,24 @@ def header_seconds(value: str | None) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
+
+
+def check_listening(api_url: str, timeout_s: float) -> None:
+    """Raise :class:`RemoteError` at once when nothing listens at ``api_url`` (refused).
+
+    At start-up a refused connection is a wrong ``--api-url`` or a server that was not started,
+    not server trouble: retrying it with backoff only delays the message by half a minute.
+    Anything else (no DNS answer, a timeout, a proxy in the way) is left to the retrying calls.
+    """
+    parts = urlsplit(api_url)
+    if not parts.hostname or requests.utils.get_environ_proxies(api_url):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except ConnectionRefusedError:
+        raise RemoteError(
+            f"nothing listens at {api_url}; is the emulator running (or --api-url right)?"
+        ) from None
+    except OSError:
+        return

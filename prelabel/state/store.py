@@ -229,7 +229,7 @@ class StateStore:
         ``parked``. An upload already done (or a label written) keeps its stage, so it stays
         usable for the next attempt. Read and write are one transaction.
         """
-        counted = 0 if transient else 1
+        counted, now = (0 if transient else 1), time.time()
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -249,16 +249,7 @@ class StateStore:
                     " ON CONFLICT (dataset, labelset, sample_uuid) DO UPDATE SET"
                     " stage=excluded.stage, reason=excluded.reason, attempts=excluded.attempts,"
                     " updated_at=excluded.updated_at",
-                    (
-                        dataset,
-                        labelset,
-                        sample_uuid,
-                        sample_name,
-                        stage,
-                        reason,
-                        attempts,
-                        time.time(),
-                    ),
+                    (*(dataset, labelset, sample_uuid, sample_name), stage, reason, attempts, now),
                 )
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -352,6 +343,12 @@ class StateStore:
                 (dataset, labelset),
             ).fetchall()
         return {stage: count for stage, count in rows}
+
+    def datasets(self) -> list[tuple[str, str]]:
+        """Every (dataset, labelset) with a sample record, so a typo can be pointed out."""
+        with self._lock:
+            query = "SELECT DISTINCT dataset, labelset FROM samples ORDER BY dataset, labelset"
+            return [(str(d), str(s)) for d, s in self._db.execute(query).fetchall()]
 
     def _upsert(
         self,

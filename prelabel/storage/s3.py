@@ -84,8 +84,10 @@ class S3Reader(BucketReader):
             boto_errors.PartialCredentialsError,
             boto_errors.CredentialRetrievalError,
         ) as exc:
+            # A credential_process's stderr ends in a newline: the report shows one line.
+            reason = " ".join(str(exc).split())
             raise MissingCredentialsError(
-                f"AWS credentials for bucket {obj.bucket} are unusable ({exc}); "
+                f"AWS credentials for bucket {obj.bucket} are unusable ({reason}); "
                 f"looked in {CREDENTIAL_CHAIN}"
             ) from None
         except boto_errors.SSLError as exc:

@@ -92,7 +92,7 @@ def run_port(
 ) -> SeedStuff:
     """The reference port on ``image`` with ``pipeline``'s models and knobs."""
     settings = pipeline.settings
-    models = pipeline.models
+    models = pipeline.backend.models
     return seed_stuff(
         image,
         [(p.category_id, p.phrases[0]) for p in taxonomy.stuff],

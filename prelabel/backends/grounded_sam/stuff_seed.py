@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from prelabel.backends.grounded_sam.segment import ImageEmbedding, SamSegmenter
 from prelabel.config import PipelineSettings
 from prelabel.panoptic import MaskCandidate
 from prelabel.pipeline.clock import StageClock
-from prelabel.pipeline.segment import ImageEmbedding, SamSegmenter
 from prelabel.taxonomy import CategoryPrompt
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from transformers import Sam2VideoInferenceSession, Sam2VideoModel
 
-from prelabel.pipeline.sam2_frames import frame_pixel_values, prompt_mask, upscale_masks
+from prelabel.backends.sam2_video.frames import frame_pixel_values, prompt_mask, upscale_masks
 from prelabel.pipeline.tracks import TrackedObject
 
 __all__ = ["Sam2Tracker", "look_back"]

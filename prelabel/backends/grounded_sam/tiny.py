@@ -1,9 +1,10 @@
-"""Tiny random-weight versions of the three models, written offline in about a second.
+"""Tiny random-weight versions of the grounded_sam back-end's models, built offline in a second.
 
-They use the real model, processor and tokenizer classes with very small configs, and are saved
-with ``save_pretrained`` in the ``--models DIR`` layout, so they load through exactly the code
-path real weights use (:func:`prelabel.pipeline.loading.load_models`). Tests and smoke runs use
-them on machines without weights or a GPU. Their masks are meaningless.
+They use the real model, processor and tokenizer classes with very small configs;
+:func:`prelabel.weights.tiny.write_tiny_models` saves them with ``save_pretrained`` in the
+``--models DIR`` layout, so they load through exactly the code path real weights use
+(:func:`prelabel.backends.grounded_sam.loading.load_models`). Tests and smoke runs use them on
+machines without weights or a GPU. Their masks are meaningless.
 
 Deliberate choices:
 
@@ -17,23 +18,18 @@ Deliberate choices:
   tiny forward pass under 0.1 s; the pipeline reads sizes from the processor, never assumes them.
 - Grounding DINO keeps the real text length (256 tokens), so long prompt lists behave as with
   the real checkpoint.
-- SAM 2 video (``sam2_video/``, model only: its processors need torchvision) works on a 256
-  square instead of 1024, so a tracking step takes about 0.1 s on a CPU; the project's own
-  preprocessing reads the size from the config. Its hidden size is 128: the memory attention
-  hard-codes a 64-wide memory, and the object pointers are split into 64-wide pieces.
-- Each directory carries :data:`~prelabel.pipeline.loading.TINY_MARKER`, which is how loading
+- ``mm_grounding_dino/`` is an MM Grounding DINO (``MMGroundingDinoForObjectDetection``) of
+  the same size with the same processor: ``models.grounding_dino`` may name it, as it may name
+  a real MM Grounding DINO or LLMDet checkpoint.
+- Each directory carries :data:`~prelabel.backends.loading.TINY_MARKER`, which is how loading
   knows to warn that masks are meaningless.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import string
-from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import (
     BertTokenizer,
     CLIPSegConfig,
@@ -44,8 +40,8 @@ from transformers import (
     GroundingDinoForObjectDetection,
     GroundingDinoImageProcessorPil,
     GroundingDinoProcessor,
-    Sam2VideoConfig,
-    Sam2VideoModel,
+    MMGroundingDinoConfig,
+    MMGroundingDinoForObjectDetection,
     SamConfig,
     SamImageProcessorPil,
     SamModel,
@@ -53,28 +49,17 @@ from transformers import (
     ViTImageProcessorPil,
 )
 
-from prelabel.pipeline.loading import (
-    MODEL_SUBDIRS,
-    TINY_MARKER,
-    is_tiny_model_dir,
-    quiet_progress_bars,
-)
-from prelabel.pipeline.loading_video import SAM2_VIDEO_SUBDIR
-
 __all__ = [
-    "TINY_SUBDIRS",
     "TINY_WORDS",
-    "is_tiny_model_dir",
+    "build_tiny_mm_grounding_dino",
+    "build_tiny_models",
     "tiny_bert_tokenizer",
     "tiny_clip_tokenizer",
-    "tiny_sam2_video_config",
-    "write_tiny_models",
+    "tiny_sam_config",
 ]
 
-logger = logging.getLogger(__name__)
-
-#: Every subdirectory ``write_tiny_models`` writes: the image models' and ``sam2_video``.
-TINY_SUBDIRS = (*MODEL_SUBDIRS.values(), SAM2_VIDEO_SUBDIR)
+#: What a tiny builder returns: subdirectory -> (model, processor or None), unsaved.
+Built = dict[str, tuple[Any, Any]]
 
 #: Whole words in both tiny vocabularies; other words fall back to letters (BERT) or bytes (CLIP).
 TINY_WORDS = ("person", "car", "road", "sky", "tree", "building", "grass", "dog", "cat")
@@ -87,59 +72,55 @@ _GROUNDING_DINO_SIZE = {"shortest_edge": 256, "longest_edge": 512}
 _CLIPSEG_SIZE = {"height": 352, "width": 352}
 
 
-def write_tiny_models(out_dir: Path, seed: int = 0) -> Path:
-    """Write tiny Grounding DINO, SAM, CLIPSeg and SAM 2 video models to ``out_dir/<subdir>``
-    and return ``out_dir``.
+def build_tiny_models() -> Built:
+    """Tiny Grounding DINO, SAM and CLIPSeg under their ``--models DIR`` subdirectory names.
 
-    The same seed gives the same weights, byte for byte. Existing files of the same names are
-    overwritten; other files in ``out_dir`` are left alone. The global torch RNG is untouched.
+    Weights come from the global torch RNG: the caller seeds it (and forks it, to leave the
+    caller's stream alone), so one seed gives the same weights, byte for byte.
     """
-    out_dir = Path(out_dir).expanduser()
     bert = tiny_bert_tokenizer()
     clip = tiny_clip_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        built: dict[str, tuple[Any, Any]] = {
-            "grounding_dino": (
-                GroundingDinoForObjectDetection(_grounding_dino_config(len(bert))),
-                GroundingDinoProcessor(
-                    image_processor=GroundingDinoImageProcessorPil(
-                        size=_GROUNDING_DINO_SIZE,
-                        image_mean=_IMAGENET_MEAN,
-                        image_std=_IMAGENET_STD,
-                    ),
-                    tokenizer=bert,
+    return {
+        "grounding_dino": (
+            GroundingDinoForObjectDetection(_grounding_dino_config(len(bert))),
+            _grounding_dino_processor(bert),
+        ),
+        "sam": (
+            SamModel(tiny_sam_config()),
+            SamProcessor(image_processor=SamImageProcessorPil()),
+        ),
+        "clipseg": (
+            CLIPSegForImageSegmentation(_clipseg_config(clip)),
+            CLIPSegProcessor(
+                image_processor=ViTImageProcessorPil(
+                    size=_CLIPSEG_SIZE, image_mean=_IMAGENET_MEAN, image_std=_IMAGENET_STD
                 ),
+                tokenizer=clip,
             ),
-            "sam": (
-                SamModel(tiny_sam_config()),
-                SamProcessor(image_processor=SamImageProcessorPil()),
-            ),
-            "clipseg": (
-                CLIPSegForImageSegmentation(_clipseg_config(clip)),
-                CLIPSegProcessor(
-                    image_processor=ViTImageProcessorPil(
-                        size=_CLIPSEG_SIZE, image_mean=_IMAGENET_MEAN, image_std=_IMAGENET_STD
-                    ),
-                    tokenizer=clip,
-                ),
-            ),
-            SAM2_VIDEO_SUBDIR: (Sam2VideoModel(tiny_sam2_video_config()), None),
-        }
-    marker = {
-        "seed": seed,
-        "note": "tiny random-weight model written by `prelabel models tiny`: masks are meaningless",
+        ),
     }
-    with quiet_progress_bars():
-        for role, (model, processor) in built.items():
-            target = out_dir / MODEL_SUBDIRS.get(role, role)
-            target.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(target)
-            if processor is not None:
-                processor.save_pretrained(target)
-            (target / TINY_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-            logger.info("wrote tiny %s to %s", role, target)
-    return out_dir
+
+
+def build_tiny_mm_grounding_dino() -> Built:
+    """A tiny MM Grounding DINO in ``mm_grounding_dino/``, the Grounding DINO processor with
+    it (as the released MM Grounding DINO and LLMDet checkpoints ship it)."""
+    bert = tiny_bert_tokenizer()
+    config = MMGroundingDinoConfig(**_grounding_dino_fields(len(bert)))
+    return {
+        "mm_grounding_dino": (
+            MMGroundingDinoForObjectDetection(config),
+            _grounding_dino_processor(bert),
+        )
+    }
+
+
+def _grounding_dino_processor(bert: BertTokenizer) -> GroundingDinoProcessor:
+    return GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessorPil(
+            size=_GROUNDING_DINO_SIZE, image_mean=_IMAGENET_MEAN, image_std=_IMAGENET_STD
+        ),
+        tokenizer=bert,
+    )
 
 
 def tiny_bert_tokenizer() -> BertTokenizer:
@@ -229,55 +210,13 @@ def tiny_sam_config(decoder_heads: int = 2) -> SamConfig:
     )
 
 
-def tiny_sam2_video_config(**overrides: Any) -> Sam2VideoConfig:
-    """The tiny SAM 2 video config (see the module docstring); ``overrides`` replace top-level
-    fields, e.g. ``num_maskmem=3`` for a shorter look-back in tests."""
-    hidden = 128  # above 64 and a multiple of the 64-wide memory (object pointer splits)
-    side = 256
-    fields: dict[str, Any] = {
-        "vision_config": {
-            "backbone_config": {
-                "model_type": "sam2_hiera_det_model",
-                "image_size": [side, side],
-                "hidden_size": 16,
-                "num_attention_heads": 1,
-                "blocks_per_stage": [1, 1, 2, 1],
-                "embed_dim_per_stage": [16, 32, 64, 128],
-                "num_attention_heads_per_stage": [1, 1, 2, 2],
-                "window_size_per_stage": [8, 4, 14, 7],
-                # A global block may not open a stage (its pooled window would be 0).
-                "global_attention_blocks": [3],
-                "window_positional_embedding_background_size": [7, 7],
-            },
-            "backbone_channel_list": [128, 64, 32, 16],
-            "backbone_feature_sizes": [[side // 4] * 2, [side // 8] * 2, [side // 16] * 2],
-            "fpn_hidden_size": hidden,
-        },
-        "prompt_encoder_config": {"hidden_size": hidden, "image_size": side},
-        "mask_decoder_config": {
-            "hidden_size": hidden,
-            "mlp_dim": 128,
-            "num_attention_heads": 2,
-            "iou_head_hidden_dim": 32,
-        },
-        "image_size": side,
-        "memory_attention_hidden_size": hidden,
-        "memory_attention_num_layers": 1,
-        "memory_attention_feed_forward_hidden_size": 128,
-        "memory_attention_rope_feat_sizes": [side // 16] * 2,
-        "memory_encoder_hidden_size": hidden,
-        "memory_encoder_output_channels": 64,
-        "mask_downsampler_embed_dim": hidden,
-        "memory_fuser_embed_dim": hidden,
-        "memory_fuser_intermediate_dim": 128,
-        "memory_fuser_num_layers": 1,
-    }
-    return Sam2VideoConfig(**(fields | overrides))
-
-
 def _grounding_dino_config(vocab_size: int) -> GroundingDinoConfig:
+    return GroundingDinoConfig(**_grounding_dino_fields(vocab_size))
+
+
+def _grounding_dino_fields(vocab_size: int) -> dict[str, Any]:
     # decoder_layers must be at least 2: with 1, construction fails on the bbox_embed tying regex.
-    return GroundingDinoConfig(
+    return dict(
         backbone_config={
             "model_type": "swin",
             "embed_dim": 16,

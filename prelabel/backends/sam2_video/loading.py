@@ -3,7 +3,7 @@
 Why apart: an image run must not load (or need weights for) a tracker it never uses, and
 ``--models DIR`` keeps working for image runs without ``DIR/sam2_video``. The model comes
 through the same ``from_pretrained`` path, errors and tiny-model warning as the image models
-(:mod:`prelabel.pipeline.loading`); it has no processor (:mod:`.sam2_frames` replaces it).
+(:mod:`prelabel.backends.loading`); it has no processor (:mod:`.frames` replaces it).
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from pathlib import Path
 import torch
 from transformers import Sam2VideoModel
 
+from prelabel.backends.loading import (
+    ModelRole,
+    choose_dtype,
+    is_tiny_model_dir,
+    load_pretrained,
+    resolve_device,
+)
 from prelabel.config import ModelSettings
 from prelabel.errors import ModelLoadError
-from prelabel.pipeline.loading import (
-    _load_one,
-    is_tiny_model_dir,
-    resolve_device,
-    resolve_dtype,
-)
 
 __all__ = ["SAM2_VIDEO_SUBDIR", "LoadedTracker", "load_sam2_video"]
 
@@ -30,6 +31,14 @@ logger = logging.getLogger(__name__)
 
 #: Subdirectory of ``--models DIR`` that holds the SAM 2 video model.
 SAM2_VIDEO_SUBDIR = "sam2_video"
+
+_ROLE = ModelRole(
+    key="sam2_video",
+    model_class=Sam2VideoModel,
+    processor_class=None,  # its processors need torchvision: see .frames
+    model_types=frozenset({"sam2_video"}),
+    layout=(SAM2_VIDEO_SUBDIR,),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,9 +73,9 @@ def load_sam2_video(settings: ModelSettings, models_dir: Path | None = None) -> 
     :class:`ModelLoadError` when the weights are missing or unusable.
     """
     device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype_for("sam2_video"), device, role="sam2_video")
+    dtype = choose_dtype(settings.dtype_for("sam2_video"), device, role="sam2_video")
     source = sam2_video_source(settings, models_dir)
-    model, _ = _load_one("sam2_video", source, device, dtype)
+    model, _ = load_pretrained(_ROLE, source, device, dtype)
     tiny = is_tiny_model_dir(source)
     if tiny:
         logger.warning("tiny random-weight models in use: masks are meaningless (sam2_video)")

@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from transformers import SamConfig, SamImageProcessorPil, SamModel, SamProcessor
 
+from prelabel.backends.loading import quiet_progress_bars
 from prelabel.errors import ModelLoadError
-from prelabel.pipeline.loading import quiet_progress_bars
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from prelabel.backends.loading import MODEL_TITLES
 from prelabel.errors import NonFiniteOutputError
-from prelabel.pipeline.loading import MODEL_TITLES
 
 __all__ = ["NonFiniteOutputError", "require_finite"]
 
@@ -20,7 +20,7 @@ __all__ = ["NonFiniteOutputError", "require_finite"]
 def require_finite(role: str, model: torch.nn.Module, **outputs: torch.Tensor) -> None:
     """Raise :class:`NonFiniteOutputError` if any of ``outputs`` holds a NaN or an infinity.
 
-    ``role`` is the model's key in :data:`~prelabel.pipeline.loading.MODEL_TITLES`; the message
+    ``role`` is the model's key in :data:`~prelabel.backends.loading.MODEL_TITLES`; the message
     names the model, the output, its dtype and the setting that changes it. The check costs one
     reduction per tensor (and, on a GPU, the synchronisation the next copy to the CPU makes
     anyway).

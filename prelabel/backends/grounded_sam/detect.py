@@ -21,10 +21,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from PIL import Image
-from transformers import BatchFeature, GroundingDinoForObjectDetection, GroundingDinoProcessor
+from transformers import BatchFeature, GroundingDinoProcessor
 from transformers.image_transforms import center_to_corners_format
 
-from prelabel.pipeline.finite import require_finite
+from prelabel.backends.finite import require_finite
+from prelabel.backends.grounded_sam.loading import Detector
+from prelabel.pipeline.boxes import Detections, suppress_duplicates
 from prelabel.taxonomy import CategoryPrompt
 
 logger = logging.getLogger(__name__)
@@ -39,29 +41,6 @@ class PromptChunk:
 
     text: str
     spans: tuple[tuple[int, int, int], ...]
-
-
-@dataclass(frozen=True)
-class Detections:
-    """Boxes of one image: ``boxes`` is ``(N, 4)`` xyxy in pixels of the image the model saw."""
-
-    boxes: npt.NDArray[np.float32]
-    scores: npt.NDArray[np.float32]
-    category_ids: npt.NDArray[np.int64]
-
-    @classmethod
-    def empty(cls) -> Detections:
-        return cls(
-            boxes=np.zeros((0, 4), np.float32),
-            scores=np.zeros(0, np.float32),
-            category_ids=np.zeros(0, np.int64),
-        )
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def take(self, index: npt.NDArray[np.intp]) -> Detections:
-        return Detections(self.boxes[index], self.scores[index], self.category_ids[index])
 
 
 def build_prompt_chunks(
@@ -150,7 +129,10 @@ def select_detections(
         return Detections.empty()
     best = scores.argmax(axis=1)
     best_score = scores[np.arange(len(best)), best]
-    gates = np.array([max(p.box_threshold, p.text_threshold) for p in prompts], dtype=np.float32)
+    gates = np.array(
+        [max(p.option("box_threshold"), p.option("text_threshold")) for p in prompts],
+        dtype=np.float32,
+    )
     keep = np.flatnonzero(best_score >= gates[best])
     category_ids = np.array([p.category_id for p in prompts], dtype=np.int64)
     return Detections(
@@ -160,69 +142,13 @@ def select_detections(
     )
 
 
-def box_iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Pairwise IoU of xyxy boxes, ``(N, 4) x (M, 4) -> (N, M)``."""
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(bottom_right - top_left, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
-
-
-def nms(
-    boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], iou_threshold: float
-) -> npt.NDArray[np.intp]:
-    """Greedy non-maximum suppression; indices kept, highest score first.
-
-    torchvision's ``nms`` would drag torchvision (and a CUDA torch) into every install; after the
-    score gates an image has tens of boxes, so a numpy loop is cheap.
-    """
-    order = np.argsort(-scores, kind="stable")
-    iou = box_iou(boxes, boxes)
-    keep: list[int] = []
-    suppressed = np.zeros(len(scores), dtype=bool)
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(int(i))
-        suppressed |= iou[i] > iou_threshold
-    return np.array(keep, dtype=np.intp)
-
-
-def suppress_duplicates(
-    detections: Detections, *, nms_iou: float, cross_category_iou: float, max_detections: int
-) -> Detections:
-    """NMS within each category, then drop near-identical boxes across categories.
-
-    A car also detected as "truck" with an almost identical box is one object; the higher score
-    keeps it. Overlapping boxes of different categories below ``cross_category_iou`` both stay
-    (a person on a bicycle).
-    """
-    if len(detections) == 0:
-        return detections
-    kept = [
-        np.flatnonzero(detections.category_ids == cid)[
-            nms(
-                detections.boxes[detections.category_ids == cid],
-                detections.scores[detections.category_ids == cid],
-                nms_iou,
-            )
-        ]
-        for cid in np.unique(detections.category_ids)
-    ]
-    within = detections.take(np.concatenate(kept))
-    across = nms(within.boxes, within.scores, cross_category_iou)
-    return within.take(across[:max_detections])
-
-
 class ThingDetector:
-    """Runs Grounding DINO for the thing prompts of one image."""
+    """Runs the Grounding DINO-style detector (Grounding DINO, MM Grounding DINO, LLMDet) for
+    the thing prompts of one image."""
 
     def __init__(
         self,
-        model: GroundingDinoForObjectDetection,
+        model: Detector,
         processor: GroundingDinoProcessor,
         device: torch.device,
     ) -> None:

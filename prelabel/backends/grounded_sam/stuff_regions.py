@@ -20,11 +20,11 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from prelabel.backends.grounded_sam.coarse import coarse_labels, sample_region_points, scale_points
+from prelabel.backends.grounded_sam.segment import ImageEmbedding, SamSegmenter
 from prelabel.config import PipelineSettings
 from prelabel.panoptic import MaskCandidate
 from prelabel.pipeline.clock import StageClock
-from prelabel.pipeline.coarse import coarse_labels, sample_region_points, scale_points
-from prelabel.pipeline.segment import ImageEmbedding, SamSegmenter
 from prelabel.taxonomy import CategoryPrompt
 
 
@@ -42,7 +42,7 @@ def regions_stuff(
     """
     height, width = embedding.original_size
     with clock("coarse"):
-        labels = coarse_labels(probs, [p.mask_threshold for p in prompts])
+        labels = coarse_labels(probs, [p.option("mask_threshold") for p in prompts])
         map_h, map_w = labels.shape
         regions = sample_region_points(
             labels,

@@ -3,10 +3,10 @@
 CLIPSeg is good at *where* sky or road is and poor at *their edges* (its maps are 352x352 and
 blurry), SAM is the reverse. Both stuff methods therefore take CLIPSeg's map
 (:class:`StuffSegmenter`) only to place SAM point prompts, and let SAM draw the edges. The seed
-method (:mod:`~prelabel.pipeline.stuff_seed`) works on the logits upscaled to the image; the
-helpers below serve the ``regions`` method (:mod:`~prelabel.pipeline.stuff_regions`): the map is
-thresholded per category, overlaps between stuff categories go to the highest probability, and a
-few points well inside each connected region prompt SAM.
+method (:mod:`.stuff_seed`) works on the logits upscaled to the image; the helpers below serve
+the ``regions`` method (:mod:`.stuff_regions`): the map is thresholded per category, overlaps
+between stuff categories go to the highest probability, and a few points well inside each
+connected region prompt SAM.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import ndimage
 from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-from prelabel.pipeline.finite import require_finite
+from prelabel.backends.finite import require_finite
 from prelabel.taxonomy import CategoryPrompt
 
 #: 8-connectivity: regions touching at a corner are one region.

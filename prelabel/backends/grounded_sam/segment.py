@@ -19,7 +19,7 @@ from PIL import Image
 from transformers import SamModel, SamProcessor
 from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 
-from prelabel.pipeline.finite import require_finite
+from prelabel.backends.finite import require_finite
 
 #: Masks are upscaled to full resolution this many prompts at a time, bounding the float memory
 #: that post-processing needs (prompts x height x width x 4 bytes).

@@ -1,21 +1,22 @@
-"""Build the models (the three image models, SAM 2 video in :mod:`.loading_video`) and their
-processors from Hugging Face ids or local directories.
+"""Loading helpers every back-end shares: device and dtype choice, the one ``from_pretrained``
+path with its checks, and the error that says where weights were looked for.
 
 Every model comes through ``from_pretrained``, whether it is a hub id, a directory saved with
 ``save_pretrained``, a converted SAM checkpoint (``prelabel models convert-sam``) or a tiny
 random-weight model (``prelabel models tiny``): there is one loading path, so the tiny models
-used by tests exercise exactly the code a real run uses.
+used by tests exercise exactly the code a real run uses. A back-end names its models as
+:class:`ModelRole` values (class, processor, accepted ``model_type``); this module imports no
+model class, so it serves every back-end.
 
 Device and dtype:
 
 - ``device="auto"`` picks CUDA when present, then Apple MPS, then the CPU.
-- ``dtype`` is set for all three models or per model (``models.dtype.sam``). ``"auto"`` picks
-  float32 on the CPU and MPS (half precision there is slow and some kernels lack it). On CUDA it
-  picks bfloat16 (float16 on cards without bf16) for SAM and CLIPSeg, whose outputs are
-  thresholded probability maps, and keeps **Grounding DINO in float32**: its deformable attention
-  samples feature maps at positions computed from the boxes, bf16 turns the tiny model's boxes
-  into NaN on the CPU, and nobody has yet compared bf16 and fp32 boxes of the real model on a GPU
-  (``benchmarks/dtype_boxes.py`` does, where a GPU is present). Stages cast inputs to that dtype.
+- ``dtype`` is set for all models or per model (``models.dtype.sam``). ``"auto"`` picks float32
+  on the CPU and MPS (half precision there is slow and some kernels lack it). On CUDA it picks
+  bfloat16 (float16 on cards without bf16) for the roles a back-end lists as safe in half
+  precision (``half_on_cuda``), and float32 for the rest (Grounding DINO: its deformable
+  attention samples feature maps at positions computed from the boxes, and bf16 turns the tiny
+  model's boxes into NaN on the CPU; ``benchmarks/dtype_boxes.py`` compares them on a GPU).
 
 When weights cannot be found (no such directory, not in the Hugging Face cache, hub unreachable or
 offline mode on) the caller gets one :class:`~prelabel.errors.ModelLoadError` that names the model,
@@ -28,7 +29,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,53 +37,27 @@ from typing import Any
 import huggingface_hub.constants
 import torch
 from safetensors import SafetensorError
-from transformers import (
-    AutoConfig,
-    CLIPSegForImageSegmentation,
-    CLIPSegProcessor,
-    GroundingDinoForObjectDetection,
-    GroundingDinoProcessor,
-    Sam2VideoModel,
-    SamModel,
-    SamProcessor,
-)
+from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
+from prelabel.backends.layout import layout_hint
 from prelabel.config import ModelSettings
 from prelabel.errors import ConfigError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
-#: Subdirectory of ``--models DIR`` that holds each model (model and processor files together).
-MODEL_SUBDIRS = {"grounding_dino": "grounding_dino", "sam": "sam", "clipseg": "clipseg"}
-
 #: File that ``prelabel models tiny`` writes into each tiny model directory. Its presence is the
 #: only way to tell a tiny random model from a real one, so it must survive copying the folder.
 TINY_MARKER = "prelabel-tiny-random-weights.json"
 
-#: Human-readable names, for log lines and error messages.
+#: Human-readable names, for log lines and error messages, by role (the model's key under
+#: ``models:`` in the config).
 MODEL_TITLES = {
     "grounding_dino": "Grounding DINO",
     "sam": "SAM",
     "clipseg": "CLIPSeg",
     "sam2_video": "SAM 2 video",
-}
-
-#: ``model_type`` values accepted per role. Loading a checkpoint of another type through an
-#: explicit class "works" in transformers: it warns and initialises the missing weights at random.
-#: Checking the config first turns that silent nonsense into an error.
-_MODEL_TYPES = {
-    "grounding_dino": {"grounding-dino"},
-    "sam": {"sam"},
-    "clipseg": {"clipseg"},
-    "sam2_video": {"sam2_video"},
-}
-
-_MODEL_CLASSES: dict[str, Any] = {
-    "grounding_dino": (GroundingDinoForObjectDetection, GroundingDinoProcessor),
-    "sam": (SamModel, SamProcessor),
-    "clipseg": (CLIPSegForImageSegmentation, CLIPSegProcessor),
-    "sam2_video": (Sam2VideoModel, None),  # its processors need torchvision: see sam2_frames
+    "sam3": "SAM 3",
 }
 
 #: What from_pretrained raises for missing files, offline mode, a bad repo id, broken tokenizer
@@ -95,30 +70,28 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-#: Models that ``dtype: auto`` runs in half precision on CUDA (see the module docstring).
-_HALF_ON_CUDA = frozenset({"sam", "clipseg"})
-
 
 @dataclass(frozen=True, kw_only=True)
-class LoadedModels:
-    """The three models and their processors, in eval mode on one device.
+class ModelRole:
+    """One model a back-end loads: the classes, and what its folder must hold.
 
-    The processors return float32 tensors on the CPU: move them with ``.to(device)`` and cast
-    floating inputs (``pixel_values``) to the model's entry in :attr:`dtypes` before calling it.
+    ``model_types`` are the accepted ``model_type`` values: loading a checkpoint of another type
+    through an explicit class "works" in transformers (it warns and initialises the missing
+    weights at random), so the config is checked first. ``layout`` is the back-end's set of
+    ``--models DIR`` subdirectories, for the hint in error messages; ``remedy`` an extra way to
+    get the weights (the SAM converter).
     """
 
-    grounding_dino: GroundingDinoForObjectDetection
-    grounding_dino_processor: GroundingDinoProcessor
-    sam: SamModel
-    sam_processor: SamProcessor
-    clipseg: CLIPSegForImageSegmentation
-    clipseg_processor: CLIPSegProcessor
-    device: torch.device
-    #: The dtype each model's weights were cast to, by role (``grounding_dino``, ``sam``,
-    #: ``clipseg``).
-    dtypes: dict[str, torch.dtype]
-    #: True when any of the three is a tiny random-weight model: its masks are meaningless.
-    is_tiny: bool
+    key: str
+    model_class: Any
+    processor_class: Any | None
+    model_types: frozenset[str]
+    layout: tuple[str, ...]
+    remedy: str | None = None
+
+    @property
+    def title(self) -> str:
+        return MODEL_TITLES[self.key]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -159,17 +132,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_dtype(name: str, device: torch.device, *, role: str) -> torch.dtype:
-    """Pick one model's weight dtype (``role`` as in :data:`MODEL_SUBDIRS`).
+def choose_dtype(
+    name: str, device: torch.device, *, role: str, half_on_cuda: bool = False
+) -> torch.dtype:
+    """Pick one model's weight dtype (``role`` as in :data:`MODEL_TITLES`).
 
-    ``"auto"`` is float32 for Grounding DINO everywhere and for every model off CUDA; on CUDA SAM
-    and CLIPSeg get bf16 (fp16 on pre-Ampere cards). MPS gets float32 because Grounding DINO's
-    deformable attention and SAM's upsampling are not reliable in half precision there. An
-    explicit half dtype on the CPU is honoured but logged, since it is slower than float32 on
-    most CPUs.
+    ``"auto"`` is float32 off CUDA and for models whose back-end does not list them as safe in
+    half precision (``half_on_cuda``); on CUDA those get bf16 (fp16 on pre-Ampere cards).
+    MPS gets float32 because Grounding DINO's deformable attention and SAM's upsampling are not
+    reliable in half precision there. An explicit half dtype on the CPU is honoured but logged,
+    since it is slower than float32 on most CPUs.
     """
     if name == "auto":
-        if device.type == "cuda" and role in _HALF_ON_CUDA:
+        if device.type == "cuda" and half_on_cuda:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     try:
@@ -183,64 +158,6 @@ def resolve_dtype(name: str, device: torch.device, *, role: str) -> torch.dtype:
             "%s in %s on the CPU is usually slower than float32", MODEL_TITLES[role], name
         )
     return dtype
-
-
-def model_sources(settings: ModelSettings, models_dir: Path | None) -> dict[str, str]:
-    """Say where each model loads from: ``models_dir/<subdir>`` if given, else the configured id.
-
-    With ``models_dir`` every subdirectory must exist; a missing one is an error listing all that
-    are missing and the expected layout, so a half-copied folder never falls back to the hub.
-    """
-    if models_dir is None:
-        return {role: getattr(settings, role) for role in MODEL_SUBDIRS}
-    models_dir = models_dir.expanduser()
-    if not models_dir.is_dir():
-        raise ModelLoadError(f"--models {models_dir} is not a directory.\n{_layout_hint()}")
-    missing = [sub for sub in MODEL_SUBDIRS.values() if not (models_dir / sub).is_dir()]
-    if missing:
-        raise ModelLoadError(
-            f"--models {models_dir} lacks the subdirector{'y' if len(missing) == 1 else 'ies'} "
-            f"{', '.join(missing)}.\n{_layout_hint()}"
-        )
-    return {role: str(models_dir / sub) for role, sub in MODEL_SUBDIRS.items()}
-
-
-def load_models(settings: ModelSettings, models_dir: Path | None = None) -> LoadedModels:
-    """Load Grounding DINO, SAM and CLIPSeg with their processors, ready for inference.
-
-    Models load one after the other and the first failure stops the run, so a machine without
-    weights fails after one lookup rather than three. Raises :class:`ModelLoadError` when weights
-    are missing or unusable and :class:`ConfigError` for an unusable device or dtype.
-    """
-    device = resolve_device(settings.device)
-    dtypes = {
-        role: resolve_dtype(settings.dtype_for(role), device, role=role) for role in MODEL_SUBDIRS
-    }
-    sources = model_sources(settings, models_dir)
-    loaded: dict[str, Any] = {}
-    tiny_roles = []
-    for role, source in sources.items():
-        model, processor = _load_one(role, source, device, dtypes[role])
-        loaded[role] = model
-        loaded[f"{role}_processor"] = processor
-        if is_tiny_model_dir(source):
-            tiny_roles.append(role)
-    if tiny_roles:
-        logger.warning(
-            "tiny random-weight models in use: masks are meaningless (%s)", ", ".join(tiny_roles)
-        )
-    if settings.compile:
-        compile_encoders(loaded["sam"], loaded["clipseg"])
-    return LoadedModels(**loaded, device=device, dtypes=dtypes, is_tiny=bool(tiny_roles))
-
-
-def compile_encoders(sam: Any, clipseg: Any) -> None:
-    """``torch.compile`` the image encoders, whose input shape never changes (SAM's 1024 square,
-    CLIPSeg's 352 square), so they compile once. Grounding DINO sees varying image sizes and
-    would recompile, so it is left alone. Attention already uses PyTorch SDPA in SAM and
-    CLIPSeg (transformers' default where a model supports it)."""
-    sam.vision_encoder = torch.compile(sam.vision_encoder)
-    clipseg.clip.vision_model = torch.compile(clipseg.clip.vision_model)
 
 
 def is_tiny_model_dir(path: str | Path) -> bool:
@@ -275,11 +192,16 @@ def offline_mode() -> bool:
     return bool(huggingface_hub.constants.HF_HUB_OFFLINE) or env.strip().upper() in _TRUE
 
 
-def _load_one(
-    role: str, source: str, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.nn.Module, Any]:
-    model_cls, processor_cls = _MODEL_CLASSES[role]
-    title = MODEL_TITLES[role]
+def load_pretrained(
+    role: ModelRole, source: str, device: torch.device, dtype: torch.dtype
+) -> tuple[Any, Any]:
+    """Load one model (and its processor, if the role has one) in eval mode on ``device``.
+
+    Raises :class:`ModelLoadError` naming the model, where it looked and how to provide the
+    weights, when they are missing, of another model type, incomplete or do not fit in memory.
+    """
+    model_cls, processor_cls = role.model_class, role.processor_class
+    title = role.title
     local = _local_path(source)
     if local is not None and not local.is_dir():
         cause = "not a directory" if local.exists() else "no such directory"
@@ -294,11 +216,11 @@ def _load_one(
             raise ModelLoadError(
                 _missing_message(role, source, local=local, cause=_first_line(exc))
             ) from exc
-        if config.model_type not in _MODEL_TYPES[role]:
-            expected = " or ".join(sorted(_MODEL_TYPES[role]))
+        if config.model_type not in role.model_types:
+            expected = " or ".join(sorted(role.model_types))
             raise ModelLoadError(
                 f"{where} holds a {config.model_type!r} model, not {title} "
-                f"(expected model_type {expected}).\n{_layout_hint()}"
+                f"(expected model_type {expected}).\n{layout_hint(role.layout)}"
             )
         try:
             model, info = model_cls.from_pretrained(
@@ -339,9 +261,9 @@ def _local_path(source: str) -> Path | None:
     return None
 
 
-def _missing_message(role: str, source: str, *, local: Path | None, cause: str) -> str:
-    title = MODEL_TITLES[role]
-    hub_id = getattr(ModelSettings(), role) if local is not None else source
+def _missing_message(role: ModelRole, source: str, *, local: Path | None, cause: str) -> str:
+    title = role.title
+    hub_id = getattr(ModelSettings(), role.key) if local is not None else source
     if local is not None:
         where = f"Looked in the local directory {local.resolve()}."
     else:
@@ -357,17 +279,15 @@ def _missing_message(role: str, source: str, *, local: Path | None, cause: str) 
             f"in the Hugging Face cache at {huggingface_hub.constants.HF_HUB_CACHE}; {hub}."
         )
     remedies = [
-        f"pass --models DIR, a directory with {_subdir_list()} subdirectories, each saved with "
+        f"pass --models DIR, a directory with {_subdir_list(role.layout)} subdirectories, each "
+        "saved with "
         "save_pretrained (the layout `prelabel models tiny DIR` writes)",
-        f"set models.{role} in the config file to a local directory saved with save_pretrained",
+        f"set models.{role.key} in the config file to a local directory saved with save_pretrained",
         f"on a machine with internet run `hf download {hub_id}`, copy the Hugging Face cache "
         "to this machine (point HF_HOME or HF_HUB_CACHE at it) and set HF_HUB_OFFLINE=1",
     ]
-    if role == "sam":
-        remedies.append(
-            "for an original segment-anything checkpoint (sam_vit_h_4b8939.pth and the like) "
-            "run `prelabel models convert-sam CHECKPOINT.pth DIR/sam`"
-        )
+    if role.remedy:
+        remedies.append(role.remedy)
     return "\n".join(
         [
             f"cannot load {title} from {source!r}: {cause}",
@@ -378,16 +298,8 @@ def _missing_message(role: str, source: str, *, local: Path | None, cause: str) 
     )
 
 
-def _layout_hint() -> str:
-    return (
-        f"Expected layout: DIR/{{{','.join(MODEL_SUBDIRS.values())}}}/, each holding config.json, "
-        "model.safetensors and the processor files, as `prelabel models tiny DIR` writes them "
-        "or as save_pretrained writes a model and its processor."
-    )
-
-
-def _subdir_list() -> str:
-    return ", ".join(f"{sub}/" for sub in MODEL_SUBDIRS.values())
+def _subdir_list(layout: Sequence[str]) -> str:
+    return ", ".join(f"{sub}/" for sub in layout)
 
 
 def _first_line(exc: BaseException) -> str:

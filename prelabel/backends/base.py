@@ -1,0 +1,108 @@
+"""The contract between a model back-end and everything else, modelled on cvat-sdk's
+``DetectionFunction``: a :class:`BackendSpec` saying what the back-end can do, and a small
+:class:`Backend` protocol that turns working images and a taxonomy into mask candidates.
+
+Why candidates and not predictions: the panoptic merge (higher score wins an overlap, the
+minimum area, the original size), the working-image resize, the stage clock and the sequence
+driver's tracks are the same for every back-end, so they stay outside it
+(:mod:`prelabel.pipeline`). A back-end only says which pixels it thinks belong to which
+category, with what score.
+
+Contract of a back-end, as the generic :class:`~prelabel.pipeline.pipeline.Pipeline` and the
+sequence driver use it:
+
+- :meth:`Backend.open_batch` runs whatever is computed once per image (the image encoders) for
+  a batch of working images, and returns one :class:`ImageSession` per image, in order.
+- :meth:`ImageSession.things` gives the thing candidates (``is_thing=True``), in the order the
+  merge should prefer them on equal scores; the sequence driver calls it on keyframes only.
+- :meth:`ImageSession.stuff` gives the stuff candidates (``is_thing=False``), told the thing
+  masks whose pixels stuff may not take; it is called on every image and frame.
+- Masks are boolean ``(H, W)`` arrays at the working image's size; category ids are the
+  taxonomy's. Neither method may return candidates of categories the taxonomy does not prompt.
+- A back-end is built once per process and reused for every image; it may hold caches keyed
+  by the taxonomy (text embeddings), but no per-image state outside its sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from prelabel.config import PipelineSettings
+from prelabel.panoptic import MaskCandidate
+from prelabel.taxonomy import OptionReader, Taxonomy
+
+if TYPE_CHECKING:
+    import torch
+
+    from prelabel.pipeline.clock import StageClock
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendSpec:
+    """What a back-end is and can do, readable without loading it (no torch, no weights)."""
+
+    #: The name ``models.backend`` selects it by.
+    name: str
+    #: One line for ``--help`` texts and errors.
+    description: str
+    #: Whether :meth:`Backend.open_batch` gains from several images at once (one encoder call
+    #: for all); when False the engines still may batch, at no gain.
+    batching: bool
+    #: The models it loads, by their key under ``models:`` in the config, which is also their
+    #: subdirectory of ``--models DIR``.
+    model_roles: tuple[str, ...]
+    #: The flat per-category threshold keys it reads (``box_threshold``, ``score_threshold``,
+    #: ...); ``prompt`` and ``ignore`` apply to every back-end and are not listed.
+    category_options: frozenset[str]
+    #: Its text encoder's token limit per query, if it has one (longer prompt lists are split).
+    max_text_tokens: int | None = None
+
+    def option_reader(self) -> OptionReader:
+        """What :func:`~prelabel.taxonomy.build_taxonomy` checks category options against."""
+        return OptionReader(backend=self.name, keys=self.category_options)
+
+
+class ImageSession(Protocol):
+    """One working image's encoder output, computed once, asked for things and stuff."""
+
+    def things(self) -> list[MaskCandidate]:
+        """The thing candidates of this image (see the module docstring)."""
+        ...
+
+    def stuff(self, thing_masks: Sequence[npt.NDArray[np.bool_]]) -> list[MaskCandidate]:
+        """The stuff candidates of this image, with ``thing_masks`` (``(H, W)`` bool) known."""
+        ...
+
+
+class Backend(Protocol):
+    """A loaded model back-end (see the module docstring for the contract)."""
+
+    @property
+    def spec(self) -> BackendSpec: ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where its models run (the stage clock synchronises CUDA through it)."""
+        ...
+
+    @property
+    def is_tiny(self) -> bool:
+        """True when a tiny random-weight model is in use: its masks are meaningless."""
+        ...
+
+    def open_batch(
+        self,
+        images: Sequence[Image.Image],
+        taxonomy: Taxonomy,
+        settings: PipelineSettings,
+        clock: StageClock,
+    ) -> list[ImageSession]:
+        """One session per working image (RGB, at most ``max_image_side``), the per-image
+        encoders run once for the batch; ``clock`` times the stages."""
+        ...

@@ -1,0 +1,158 @@
+"""The ``grounded_sam`` back-end: Grounding DINO boxes for things, one SAM embedding per image,
+SAM box masks, CLIPSeg maps for stuff and SAM point masks from the same embedding.
+
+Order per batch: one SAM encoder call for all images when the batch opens; the first
+:meth:`~_Session.things` call of the batch runs the detector once (per prompt chunk) for every
+image of the batch, which keeps a GPU busy; SAM box masks, CLIPSeg and the stuff points stay
+per image (``pipeline.stuff_method``: the seed's algorithm in :mod:`.stuff_seed`, or the
+per-region one in :mod:`.stuff_regions`). Same results as one image at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image
+
+from prelabel.backends.base import BackendSpec, ImageSession
+from prelabel.backends.grounded_sam.coarse import StuffSegmenter
+from prelabel.backends.grounded_sam.detect import ThingDetector
+from prelabel.backends.grounded_sam.loading import LoadedModels
+from prelabel.backends.grounded_sam.segment import ImageEmbedding, SamSegmenter
+from prelabel.backends.grounded_sam.spec import SPEC
+from prelabel.backends.grounded_sam.stuff_regions import regions_stuff
+from prelabel.backends.grounded_sam.stuff_seed import seed_stuff
+from prelabel.config import PipelineSettings
+from prelabel.panoptic import MaskCandidate
+from prelabel.pipeline.boxes import Detections
+from prelabel.pipeline.clock import StageClock
+from prelabel.taxonomy import CategoryPrompt, Taxonomy
+
+
+class GroundedSam:
+    """Grounding DINO (or MM Grounding DINO, LLMDet), SAM and CLIPSeg over loaded models."""
+
+    def __init__(self, models: LoadedModels) -> None:
+        self.models = models
+        self.detector = ThingDetector(
+            models.grounding_dino, models.grounding_dino_processor, models.device
+        )
+        self.segmenter = SamSegmenter(models.sam, models.sam_processor, models.device)
+        self.stuff = StuffSegmenter(models.clipseg, models.clipseg_processor, models.device)
+
+    @property
+    def spec(self) -> BackendSpec:
+        return SPEC
+
+    @property
+    def device(self) -> torch.device:
+        return self.models.device
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.models.is_tiny
+
+    def open_batch(
+        self,
+        images: Sequence[Image.Image],
+        taxonomy: Taxonomy,
+        settings: PipelineSettings,
+        clock: StageClock,
+    ) -> list[ImageSession]:
+        """One SAM encoder call for all ``images``; detection waits for the first ``things``."""
+        with clock("embed"):
+            embeddings = self.segmenter.embed_batch(list(images))
+        batch = _Batch(self, list(images), taxonomy, settings, clock)
+        return [_Session(batch, i, e) for i, e in enumerate(embeddings)]
+
+    def detect_batch(
+        self, images: Sequence[Image.Image], prompts: Sequence[CategoryPrompt], s: PipelineSettings
+    ) -> list[Detections]:
+        """The detector's boxes for ``images``, after the shared NMS rules."""
+        return self.detector.detect_batch(
+            images,
+            prompts,
+            nms_iou=s.nms_iou,
+            cross_category_iou=s.cross_category_iou,
+            max_detections=s.max_detections,
+        )
+
+    def thing_candidates(self, embedding: ImageEmbedding, found: Detections) -> list[MaskCandidate]:
+        """SAM masks of detected boxes, as thing candidates in detection order."""
+        masks = self.segmenter.segment_boxes(embedding, found.boxes)
+        return [
+            MaskCandidate(mask=m, category_id=int(c), score=float(s), is_thing=True)
+            for m, c, s in zip(masks.masks, found.category_ids, found.scores, strict=True)
+        ]
+
+    def stuff_candidates(
+        self,
+        image: Image.Image,
+        prompts: tuple[CategoryPrompt, ...],
+        things: Sequence[npt.NDArray[np.bool_]],
+        embedding: ImageEmbedding,
+        settings: PipelineSettings,
+        clock: StageClock,
+    ) -> list[MaskCandidate]:
+        """The stuff branch by ``settings.stuff_method``; ``things`` are the ``(H, W)`` thing
+        masks whose pixels the seed method takes away from stuff."""
+        if settings.stuff_method == "regions":
+            with clock("coarse"):
+                probs = self.stuff.probabilities(image, prompts)
+            return regions_stuff(probs, prompts, embedding, self.segmenter, settings, clock)
+        with clock("coarse"):
+            logits = self.stuff.logits(image, prompts)
+        union = functools.reduce(np.logical_or, things) if things else None
+        return seed_stuff(logits, prompts, union, embedding, self.segmenter, settings, clock)
+
+
+@dataclass
+class _Batch:
+    """The images opened together; detection runs once for all of them, when first asked."""
+
+    backend: GroundedSam
+    images: list[Image.Image]
+    taxonomy: Taxonomy
+    settings: PipelineSettings
+    clock: StageClock
+    _detections: list[Detections] | None = field(default=None, init=False)
+
+    def detections(self, index: int) -> Detections:
+        if self._detections is None:
+            with self.clock("detect"):
+                self._detections = self.backend.detect_batch(
+                    self.images, self.taxonomy.things, self.settings
+                )
+        return self._detections[index]
+
+
+@dataclass
+class _Session:
+    """One image of a batch and its SAM embedding."""
+
+    batch: _Batch
+    index: int
+    embedding: ImageEmbedding
+
+    def things(self) -> list[MaskCandidate]:
+        found = self.batch.detections(self.index)
+        with self.batch.clock("things"):
+            return self.batch.backend.thing_candidates(self.embedding, found)
+
+    def stuff(self, thing_masks: Sequence[npt.NDArray[np.bool_]]) -> list[MaskCandidate]:
+        batch = self.batch
+        if not batch.taxonomy.stuff:
+            return []
+        return batch.backend.stuff_candidates(
+            batch.images[self.index],
+            batch.taxonomy.stuff,
+            thing_masks,
+            self.embedding,
+            batch.settings,
+            batch.clock,
+        )
