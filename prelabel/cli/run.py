@@ -86,6 +86,10 @@ def run(
 
     key, settings = args.key_and_settings()
     if engine == "ray":  # on Ray, --models is a path on the workers, not here
+        from prelabel.run.ray_engine import require_ray
+
+        with usage_errors():
+            require_ray()
         check_api(settings)
     else:
         check_start(settings, args.models_dir)

@@ -68,6 +68,12 @@ class RayOptions:
     torch_threads: int = 0
 
 
+def require_ray() -> None:
+    """Raise :class:`ConfigError` when Ray is not installed: a usage problem, reported before
+    the API or the dataset is asked anything."""
+    _ray()
+
+
 def _ray() -> Any:
     try:
         import ray
