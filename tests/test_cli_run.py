@@ -27,6 +27,7 @@ from segments import SegmentsClient
 from prelabel.cli import main
 from prelabel.cli._common import install_redaction
 from prelabel.emulator import Emulator, FaultRule
+from prelabel.run.policy import parks
 from prelabel.state import LABELED, PARKED, StateStore
 from tests.connector_helpers import (
     assert_valid_prelabel,
@@ -186,7 +187,9 @@ def park_one_sample(emulator: Emulator, state_dir: Path) -> str:
     )
     with StateStore.in_dir(state_dir) as store:
         for _ in range(3):
-            stage = store.mark_failed("jane/demo", GT, uuid, "a.png", "was broken", max_attempts=3)
+            stage = store.mark_failed(
+                "jane/demo", GT, uuid, "a.png", "was broken", parks=lambda n: parks(n, 3)
+            )
     assert stage == PARKED
     return uuid
 

@@ -124,8 +124,9 @@ def test_messages_name_objects_without_credentials() -> None:
 
 
 PACKAGE = Path(__file__).resolve().parents[1] / "prelabel"
-#: Modules of prelabel the storage layer may import: it sits below the Segments connector.
-STORAGE_MAY_IMPORT = {"prelabel.errors", "prelabel.config"}
+#: Modules of prelabel the storage layer may import: it sits below the Segments connector
+#: (retries: the one retry builder API and bucket reads share).
+STORAGE_MAY_IMPORT = {"prelabel.errors", "prelabel.config", "prelabel.retries"}
 LAZY_ONLY = ("boto3", "botocore", "google")
 
 
