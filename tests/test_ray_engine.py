@@ -43,6 +43,7 @@ from prelabel.run.job import RunOptions
 from prelabel.run.report import RunSummary
 from prelabel.state import LABELED, SKIPPED, StateStore
 from tests.connector_helpers import (
+    SAM3_PIPELINE,
     assert_valid_prelabel,
     human_attributes,
     make_settings,
@@ -439,6 +440,44 @@ def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
     assert first.pending is not None
     assert label.attributes.model_dump()["segmentation_bitmap"]["url"] == first.pending.asset_url
     assert "api_key" not in repr(setup) and EMULATOR_API_KEY not in repr(setup)
+
+
+def test_the_ray_stages_predict_and_upload_with_the_sam3_backend(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """``models.backend: sam3`` through the Ray engine's stages (the actor setup a worker gets,
+    the prediction actor's own loading, the upload actor), called in-process as above."""
+    from prelabel.run.job import Job
+    from prelabel.run.ray_engine import _ActorSetup, _Deliver, _jobs, _Predict
+    from prelabel.segments.client import SampleRef, SegmentsApi
+    from prelabel.segments.dataset import check_dataset
+
+    seeded = seed_dataset_via_sdk(segments_client, name="ray-sam3", n_images=1)
+    [uuid] = seeded.sample_uuids
+    settings = make_settings(emulator.url, pipeline=SAM3_PIPELINE, backend="sam3")
+    options = RunOptions(dataset=seeded.full_name, output_dir=tmp_path)
+    api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
+    try:
+        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
+    finally:
+        api.close()
+    setup = _ActorSetup(EMULATOR_API_KEY, settings.model_dump_json(), options, taxonomy)
+    image_url = segments_client.get_sample(uuid).attributes.image.url
+    sample = SampleRef(uuid, seeded.sample_names[0], image_url, None)
+    predicted = _Predict(setup, models_dir=str(tiny_models_dir), torch_threads=1)(
+        {"job": [pickle.dumps(Job(sample))]}
+    )
+
+    [done] = _jobs(_Deliver(setup)(predicted))
+
+    assert done.outcome is not None and done.outcome.result == "labeled"
+    attributes, _ = assert_valid_prelabel(
+        segments_client, uuid, image_size=seeded.image_size, category_ids=CATEGORY_IDS
+    )
+    assert attributes["annotations"], "an empty pre-label"
 
 
 # The CLI ---------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def load_sam3(source: str | Path, *, device: torch.device, dtype: torch.dtype) -
     model, tokenizer = load_pretrained(ROLE, text, device, dtype)
     is_tiny = is_tiny_model_dir(text)
     if is_tiny:
-        logger.warning("tiny random-weight %s in use: masks are meaningless", ROLE.title)
+        logger.warning("tiny random-weight models in use: masks are meaningless (sam3)")
     vision = model.config.vision_config
     backbone = vision.backbone_config
     grid = int(backbone.image_size) // int(backbone.patch_size)
