@@ -8,7 +8,9 @@ carries them between), stuff on every frame, and outputs that are never empty.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -179,3 +181,26 @@ def test_a_grounded_sam_option_under_sam3_is_an_error_naming_the_backend(option:
             SAM3_PIPELINE,
             reader=option_reader(SAM3),
         )
+
+
+@pytest.mark.parametrize("backend", ["grounded_sam", "sam3"])
+def test_the_stage_benchmark_runs_each_backend_on_tiny_models(
+    backend: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``benchmarks/pipeline_stages.py --tiny``: the script the README's cost figures come from
+    still runs, times every stage of the back-end and sees one encoder pass per image."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline_stages.py"
+    spec = importlib.util.spec_from_file_location("pipeline_stages", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "pipeline_stages", module)  # its dataclass looks it up
+    spec.loader.exec_module(module)
+    argv = ["--backend", backend, "--tiny", "--images", "1", "--categories", "3"]
+    code = module.main([*argv, "--size", "96x64", "--merge-runs", "1", "--device", "cpu"])
+
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (result,) = summary["by_categories"]
+    assert summary["backend"] == backend and result["categories"] == 3
+    assert result["encoder_passes_per_image"] == 1 and result["segments_per_image"] > 0
+    assert set(module.BACKEND_STAGES[backend]) <= set(result["stage_s"])
