@@ -131,7 +131,8 @@ class PipelineSettings(FrozenModel):
     #: ``points_per_region``, ``min_region_fraction``, ``max_regions_per_category``).
     stuff_method: StuffMethod = "seed"
     #: seed: a pixel gets a stuff category only where that category's probability (CLIPSeg's
-    #: for the points, SAM's for the mask) is the highest and above this level.
+    #: for the points, SAM's for the mask) is the highest and above this level. sam3: the same
+    #: rule on SAM 3's semantic maps.
     background_threshold: float = Field(default=0.1, ge=0, le=1)
     #: seed: side of the square each category's CLIPSeg pixels are eroded with before points
     #: are drawn (keeps points off blurry edges); 0 = no erosion.

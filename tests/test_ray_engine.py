@@ -399,6 +399,34 @@ def test_a_prediction_actor_killed_mid_run_is_replaced_and_no_sample_is_written_
     assert_labeled_once(emulator, segments_client, seeded)
 
 
+def predict_in_process(
+    client: SegmentsClient, models_dir: Path, tmp_path: Path, name: str, settings: Any
+) -> tuple[SeededDataset, Any, Any]:
+    """A one-sample dataset ``name`` put through the Ray engine's prediction stage in-process
+    (the actor setup a worker gets, the actor's own model loading); returns the dataset, the
+    setup and the predicted batch, ready for the upload stage."""
+    from prelabel.run.job import Job
+    from prelabel.run.ray_engine import _ActorSetup, _Predict
+    from prelabel.segments.client import SampleRef, SegmentsApi
+    from prelabel.segments.dataset import check_dataset
+
+    seeded = seed_dataset_via_sdk(client, name=name, n_images=1)
+    [uuid] = seeded.sample_uuids
+    options = RunOptions(dataset=seeded.full_name, output_dir=tmp_path)
+    api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
+    try:
+        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
+    finally:
+        api.close()
+    setup = _ActorSetup(EMULATOR_API_KEY, settings.model_dump_json(), options, taxonomy)
+    image_url = client.get_sample(uuid).attributes.image.url
+    sample = SampleRef(uuid, seeded.sample_names[0], image_url, None)
+    predicted = _Predict(setup, models_dir=str(models_dir), torch_threads=1)(
+        {"job": [pickle.dumps(Job(sample))]}
+    )
+    return seeded, setup, predicted
+
+
 def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
     emulator: Emulator,
     segments_client: SegmentsClient,
@@ -407,26 +435,12 @@ def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
 ) -> None:
     """What Ray does when an upload actor dies after the write but before answering: the same
     batch runs again on another actor. Here both runs of the stage are called in-process."""
-    from prelabel.run.job import Job
-    from prelabel.run.ray_engine import _ActorSetup, _Deliver, _jobs, _Predict
-    from prelabel.segments.client import SampleRef, SegmentsApi
-    from prelabel.segments.dataset import check_dataset
+    from prelabel.run.ray_engine import _Deliver, _jobs
 
-    seeded = seed_dataset_via_sdk(segments_client, name="ray-retry", n_images=1)
-    [uuid] = seeded.sample_uuids
-    settings = make_settings(emulator.url)
-    options = RunOptions(dataset=seeded.full_name, output_dir=tmp_path)
-    api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
-    try:
-        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
-    finally:
-        api.close()
-    setup = _ActorSetup(EMULATOR_API_KEY, settings.model_dump_json(), options, taxonomy)
-    image_url = segments_client.get_sample(uuid).attributes.image.url
-    sample = SampleRef(uuid, seeded.sample_names[0], image_url, None)
-    predicted = _Predict(setup, models_dir=str(tiny_models_dir), torch_threads=1)(
-        {"job": [pickle.dumps(Job(sample))]}
+    seeded, setup, predicted = predict_in_process(
+        segments_client, tiny_models_dir, tmp_path, "ray-retry", make_settings(emulator.url)
     )
+    [uuid] = seeded.sample_uuids
 
     [first] = _jobs(_Deliver(setup)(predicted))
     [retried] = _jobs(_Deliver(setup)(predicted))
@@ -450,26 +464,13 @@ def test_the_ray_stages_predict_and_upload_with_the_sam3_backend(
 ) -> None:
     """``models.backend: sam3`` through the Ray engine's stages (the actor setup a worker gets,
     the prediction actor's own loading, the upload actor), called in-process as above."""
-    from prelabel.run.job import Job
-    from prelabel.run.ray_engine import _ActorSetup, _Deliver, _jobs, _Predict
-    from prelabel.segments.client import SampleRef, SegmentsApi
-    from prelabel.segments.dataset import check_dataset
+    from prelabel.run.ray_engine import _Deliver, _jobs
 
-    seeded = seed_dataset_via_sdk(segments_client, name="ray-sam3", n_images=1)
-    [uuid] = seeded.sample_uuids
     settings = make_settings(emulator.url, pipeline=SAM3_PIPELINE, backend="sam3")
-    options = RunOptions(dataset=seeded.full_name, output_dir=tmp_path)
-    api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
-    try:
-        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
-    finally:
-        api.close()
-    setup = _ActorSetup(EMULATOR_API_KEY, settings.model_dump_json(), options, taxonomy)
-    image_url = segments_client.get_sample(uuid).attributes.image.url
-    sample = SampleRef(uuid, seeded.sample_names[0], image_url, None)
-    predicted = _Predict(setup, models_dir=str(tiny_models_dir), torch_threads=1)(
-        {"job": [pickle.dumps(Job(sample))]}
+    seeded, setup, predicted = predict_in_process(
+        segments_client, tiny_models_dir, tmp_path, "ray-sam3", settings
     )
+    [uuid] = seeded.sample_uuids
 
     [done] = _jobs(_Deliver(setup)(predicted))
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from prelabel.backends.base import BackendSpec, ImageSession
-from prelabel.backends.sam3.candidates import StuffQuery, ThingQuery
+from prelabel.backends.sam3.candidates import StuffQuery, ThingQuery, phrase_table
 from prelabel.backends.sam3.loading import Sam3Models
 from prelabel.backends.sam3.predictor import Sam3Predictor
 from prelabel.backends.sam3.session import Sam3Session, open_sessions
@@ -71,7 +71,7 @@ class Sam3Backend:
         with clock("embed"):
             sessions = open_sessions(self.predictor, images)
         with clock("text"):
-            self.predictor.prepare_text([p for query in (*things, *stuff) for p in query.phrases])
+            self.predictor.prepare_text(phrase_table([*things, *stuff])[0])
         return [_Session(s, things, stuff, settings, clock) for s in sessions]
 
 
