@@ -1,6 +1,7 @@
-"""Seconds per pipeline stage at real model sizes, on whatever device is present.
+"""Seconds per pipeline stage at real model sizes, per back-end, on whatever device is present.
 
-Builds the three models at their real architectures with random weights (SAM ViT-B,
+``--backend grounded_sam`` (the default) builds the three models at their real architectures
+with random weights (SAM ViT-B,
 Grounding DINO at grounding-dino-tiny size: Swin-T + BERT-base, CLIPSeg rd64-refined: ViT-B/16),
 saves them in the ``--models DIR`` layout and loads them through
 :func:`prelabel.backends.grounded_sam.loading.load_models`, the path real weights take.
@@ -23,8 +24,23 @@ because other processes sharing the CPU move these figures by tens of percent.
 ``--stuff-method`` picks the stuff branch timed: ``seed`` (the default, one SAM decoder call per
 prompted stuff category) or ``regions`` (one call for all regions).
 
-Run: ``python benchmarks/pipeline_stages.py [--images 2] [--size 1280x720] [--device auto]
-[--threads N] [--models DIR] [--stuff-method seed|regions]``
+``--backend sam3`` builds ``Sam3Model(Sam3Config())`` in memory instead (the released
+architecture: ViT-L/14 at 1008, CLIP text encoder, DETR encoder and decoder, 200 queries;
+random weights, no download, the same compute as ``facebook/sam3``; about 3.4 GB in float32, so
+it is not written to disk) and times the ``sam3`` back-end (stages ``embed``, ``text``,
+``things``, ``stuff``, ``merge``); ``--prompt-batch`` is K, ``--score-threshold`` the instance
+gate (the pipeline default, 0.5; the number of instances kept is printed).
+
+``--categories 10 133`` (the default) times each taxonomy size in turn: the first N categories
+of configs/coco-panoptic-categories.yaml in its proportion of things to stuff (10: 6 things and
+4 stuff; 133: all 80 things and 53 stuff). The image encoders run once per image whatever N
+(checked, and printed as encoder passes per image); the text and detector work grows with N.
+``--tiny`` uses the tiny random models of ``prelabel models tiny`` instead, in seconds, to
+check the script (tests/test_sam3_backend.py runs it so).
+
+Run: ``python benchmarks/pipeline_stages.py [--backend grounded_sam|sam3] [--categories 10 133]
+[--images 2] [--size 1280x720] [--device auto] [--threads N] [--models DIR] [--tiny]
+[--stuff-method seed|regions] [--prompt-batch 8]``
 """
 
 from __future__ import annotations
@@ -39,6 +55,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -61,27 +78,32 @@ from transformers import (
     ViTImageProcessorPil,
 )
 
+from prelabel.backends import backend_spec, load_backend
 from prelabel.backends.grounded_sam.backend import GroundedSam
-from prelabel.backends.grounded_sam.loading import MODEL_SUBDIRS, LoadedModels, load_models
+from prelabel.backends.grounded_sam.loading import MODEL_SUBDIRS, load_models
 from prelabel.backends.grounded_sam.segment import ImageEmbedding, PromptMasks
 from prelabel.backends.grounded_sam.tiny import tiny_bert_tokenizer, tiny_clip_tokenizer
-from prelabel.backends.loading import quiet_progress_bars
-from prelabel.config import CategoryOptions, ModelSettings, PipelineSettings
+from prelabel.backends.loading import quiet_progress_bars, resolve_device
+from prelabel.backends.sam3.backend import Sam3Backend
+from prelabel.backends.sam3.loading import Sam3Models
+from prelabel.backends.sam3.loading import resolve_dtype as resolve_sam3_dtype
+from prelabel.backends.sam3.tiny import tiny_sam3_tokenizer
+from prelabel.config import CategoryOptions, ModelSettings, PipelineSettings, Settings
 from prelabel.formats.label import encode_label
 from prelabel.panoptic import MaskCandidate, PanopticPrediction
 from prelabel.pipeline.merge import merge_panoptic
 from prelabel.pipeline.pipeline import Pipeline
-from prelabel.taxonomy import Taxonomy, build_taxonomy, load_categories_file
+from prelabel.taxonomy import OptionReader, Taxonomy, build_taxonomy, load_categories_file
+from prelabel.weights.tiny import write_tiny_models
 
-STAGES = ("detect", "embed", "things", "coarse", "stuff", "merge")
+#: The stage clocks of each back-end, in pipeline order.
+BACKEND_STAGES = {
+    "grounded_sam": ("detect", "embed", "things", "coarse", "stuff", "merge"),
+    "sam3": ("embed", "text", "things", "stuff", "merge"),
+}
+COCO_FILE = Path(__file__).resolve().parent.parent / "configs" / "coco-panoptic-categories.yaml"
 TARGET_MS = 50.0
 MERGE_SIZE = (1920, 1080)
-
-REPO = Path(__file__).resolve().parent.parent
-CATEGORIES_FILE = REPO / "configs" / "street-scene-categories.yaml"
-#: All 8 things of the street-scene taxonomy and 5 of its stuff categories (9 stuff phrases).
-THINGS = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
-STUFF = ("road", "sidewalk", "building", "vegetation", "sky")
 
 #: ImageNet statistics, which all three real checkpoints normalise with.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -215,19 +237,6 @@ def write_full_size_models(out_dir: Path, seed: int = 0) -> Path:
 
 
 # --- inputs -----------------------------------------------------------------------------------
-
-
-def street_taxonomy() -> Taxonomy:
-    """8 things and 5 stuff categories with their prompts, every threshold at BENCH_SETTINGS."""
-    categories, options = load_categories_file(CATEGORIES_FILE)
-    keep = set(THINGS) | set(STUFF)
-    bench_options = {
-        cat.name: CategoryOptions(prompt=options[cat.name].prompt, ignore=cat.name not in keep)
-        for cat in categories
-    }
-    taxonomy = build_taxonomy(categories, bench_options, BENCH_SETTINGS)
-    assert len(taxonomy.things) == len(THINGS) and len(taxonomy.stuff) == len(STUFF)
-    return taxonomy
 
 
 def synthetic_image(size: tuple[int, int], seed: int) -> Image.Image:
@@ -364,49 +373,166 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--models", type=Path, default=None, help="existing --models DIR instead of random models"
     )
     parser.add_argument("--merge-runs", type=int, default=20, help="runs of merge+encode (median)")
+    parser.add_argument("--backend", choices=tuple(BACKEND_STAGES), default="grounded_sam")
+    parser.add_argument(
+        "--categories", type=int, nargs="+", default=[10, 133], help="taxonomy sizes (max 133)"
+    )
+    parser.add_argument("--tiny", action="store_true", help="tiny random models (a quick check)")
+    parser.add_argument("--prompt-batch", type=int, default=8, help="sam3: phrases per call (K)")
+    parser.add_argument("--score-threshold", type=float, default=0.5, help="sam3: instance gate")
     args = parser.parse_args(argv)
+    if not all(1 <= n <= 133 for n in args.categories):
+        parser.error("--categories must be between 1 and 133")
     if args.images < 1:
         parser.error("--images must be at least 1")
     return args
 
 
-def run_pipeline(
-    models: LoadedModels, images: int, size: tuple[int, int], settings: PipelineSettings
-) -> tuple[dict[str, list[float]], Workload, list[int], list[PanopticPrediction]]:
-    """Warm up on one image, then time ``images`` images; per-image figures per stage."""
+def coco_taxonomy(count: int, reader: OptionReader, settings: PipelineSettings) -> Taxonomy:
+    """The first ``count`` COCO-panoptic categories, things and stuff in the file's proportion
+    (80 : 53), with every threshold at ``settings``."""
+    categories, options = load_categories_file(COCO_FILE)
+    things = [c for c in categories if c.has_instances]
+    stuff = [c for c in categories if not c.has_instances]
+    n_things = min(len(things), max(1, round(count * len(things) / len(categories))))
+    keep = {c.name for c in things[:n_things] + stuff[: count - n_things]}
+    bench_options = {
+        c.name: CategoryOptions(prompt=options[c.name].prompt, ignore=c.name not in keep)
+        for c in categories
+    }
+    taxonomy = build_taxonomy(categories, bench_options, settings, reader=reader)
+    assert len(taxonomy.prompts) == count, (len(taxonomy.prompts), count)
+    return taxonomy
+
+
+@dataclass
+class Bench:
+    """A loaded back-end and what the loop needs to know of it."""
+
+    name: str
+    pipeline: Pipeline
+    #: Images through the image encoder so far (the back-end's own counter).
+    encoder_passes: Callable[[], int]
+    #: The image encoder module, hooked to check the counter.
+    encoder: torch.nn.Module
+    device: torch.device
+    dtype_name: str
+    workload: Workload | None = None
+
+
+def grounded_bench(args: argparse.Namespace, models_dir: Path) -> Bench:
+    models = load_models(ModelSettings(device=args.device, dtype=args.dtype), models_dir)
+    if not args.tiny and args.models is None and models.is_tiny:
+        raise AssertionError("full-size models were flagged as tiny")
+    settings = BENCH_SETTINGS.model_copy(update={"stuff_method": args.stuff_method})
     pipeline = Pipeline(GroundedSam(models), settings)
-    taxonomy = street_taxonomy()
-    workload = Workload(pipeline)
+    backend = pipeline.backend
+    assert isinstance(backend, GroundedSam)
+    return Bench(
+        name="grounded_sam",
+        pipeline=pipeline,
+        encoder_passes=lambda: backend.segmenter.encoder_passes,
+        encoder=models.sam.vision_encoder,
+        device=models.device,
+        dtype_name="/".join(str(d).removeprefix("torch.") for d in models.dtypes.values()),
+        workload=Workload(pipeline),
+    )
+
+
+def sam3_bench(args: argparse.Namespace, models_dir: Path | None) -> Bench:
+    """SAM 3 from ``models_dir`` through ``load_backend``, or full size in memory."""
+    settings = Settings(
+        models=ModelSettings(
+            backend="sam3",
+            device=args.device,
+            dtype=args.dtype,
+            sam3_prompt_batch=args.prompt_batch,
+        ),
+        pipeline=PipelineSettings(score_threshold=args.score_threshold, min_area=0),
+    )
+    if models_dir is not None:
+        backend = load_backend(settings, models_dir)
+    else:
+        backend = full_size_sam3(settings.models)
+    assert isinstance(backend, Sam3Backend)
+    return Bench(
+        name="sam3",
+        pipeline=Pipeline(backend, settings.pipeline),
+        encoder_passes=lambda: backend.encoder_passes,
+        encoder=backend.models.model.vision_encoder,
+        device=backend.device,
+        dtype_name=str(backend.models.dtype).removeprefix("torch."),
+    )
+
+
+def full_size_sam3(settings: ModelSettings) -> Sam3Backend:
+    """``Sam3Model(Sam3Config())`` with random weights, wrapped like the loaded model (the tiny
+    CLIP tokenizer's ids all fall inside the real 49408-token vocabulary)."""
+    from transformers import Sam3Config, Sam3Model
+
+    device = resolve_device(settings.device)
+    dtype = resolve_sam3_dtype(settings.dtype_for("sam3"), device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Sam3Model(Sam3Config()).to(device=device, dtype=dtype).eval()
+    config = model.config
+    backbone = config.vision_config.backbone_config
+    grid = int(backbone.image_size) // int(backbone.patch_size)
+    side = round(grid * float(config.vision_config.scale_factors[0]))
+    params = sum(p.numel() for p in model.parameters())
+    print(f"  built sam3: {params / 1e6:.1f}M parameters", flush=True)
+    models = Sam3Models(
+        model=model,
+        tokenizer=tiny_sam3_tokenizer(),
+        image_size=int(backbone.image_size),
+        mask_size=(side, side),
+        text_length=int(config.text_config.max_position_embeddings),
+        device=device,
+        dtype=dtype,
+        is_tiny=False,
+        source="Sam3Model(Sam3Config()), random weights",
+    )
+    return Sam3Backend(models, prompt_batch=settings.sam3_prompt_batch)
+
+
+def run_pipeline(
+    bench: Bench, taxonomy: Taxonomy, images: int, size: tuple[int, int]
+) -> tuple[dict[str, list[float]], list[int], list[PanopticPrediction]]:
+    """Warm up on one image, then time ``images`` images; per-image figures per stage."""
+    stages = BACKEND_STAGES[bench.name]
+    pipeline = bench.pipeline
     hook_calls = [0]
 
-    def count_call(*_: object) -> None:
-        hook_calls[0] += 1
+    def count_call(module: object, args: tuple[Any, ...], output: object) -> None:
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        hook_calls[0] += int(tensors[0].shape[0]) if tensors else 1
 
-    hook = models.sam.vision_encoder.register_forward_hook(count_call)
-    per_image: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "other", "encode")}
+    hook = bench.encoder.register_forward_hook(count_call)
+    per_image: dict[str, list[float]] = {stage: [] for stage in (*stages, "other", "encode")}
     predictions: list[PanopticPrediction] = []
     passes: list[int] = []
     try:
         start = time.perf_counter()
         pipeline.predict(synthetic_image(size, seed=0), taxonomy)
         print(f"  warm-up image: {time.perf_counter() - start:.1f} s", flush=True)
-        workload.reset()
+        if bench.workload is not None:
+            bench.workload.reset()
         for index in range(1, images + 1):
             image = synthetic_image(size, seed=index)
             timings: dict[str, float] = {}
-            passes_before, hooks_before = pipeline.backend.segmenter.encoder_passes, hook_calls[0]
-            sync(models.device)
+            passes_before, hooks_before = bench.encoder_passes(), hook_calls[0]
+            sync(bench.device)
             start = time.perf_counter()
             prediction = pipeline.predict(image, taxonomy, timings=timings)
-            sync(models.device)
+            sync(bench.device)
             wall = time.perf_counter() - start
             start = time.perf_counter()
             encode_label(prediction)
             per_image["encode"].append(time.perf_counter() - start)
-            for stage in STAGES:
+            for stage in stages:
                 per_image[stage].append(timings.get(stage, 0.0))
             per_image["other"].append(wall - sum(timings.values()))
-            counter = pipeline.backend.segmenter.encoder_passes - passes_before
+            counter = bench.encoder_passes() - passes_before
             hooked = hook_calls[0] - hooks_before
             if counter != hooked:
                 raise AssertionError(
@@ -414,11 +540,56 @@ def run_pipeline(
                 )
             passes.append(hooked)
             predictions.append(prediction)
-            stages = ", ".join(f"{stage} {timings.get(stage, 0.0):.2f}" for stage in STAGES)
-            print(f"  image {index}/{images}: {wall:.1f} s ({stages})", flush=True)
+            line = ", ".join(f"{stage} {timings.get(stage, 0.0):.2f}" for stage in stages)
+            print(f"  image {index}/{images}: {wall:.1f} s ({line})", flush=True)
     finally:
         hook.remove()
-    return per_image, workload, passes, predictions
+    return per_image, passes, predictions
+
+
+def report(
+    bench: Bench,
+    count: int,
+    per_image: dict[str, list[float]],
+    passes: list[int],
+    predictions: list[PanopticPrediction],
+) -> dict[str, Any]:
+    """Print one taxonomy size's table; return its figures."""
+    stages = BACKEND_STAGES[bench.name]
+    n = len(passes)
+    mean = {stage: statistics.fmean(values) for stage, values in per_image.items()}
+    total = sum(mean.values())
+    passes_per_image = sum(passes) / n
+    things = statistics.fmean(sum(s.is_thing for s in p.segments) for p in predictions)
+    stuff = statistics.fmean(sum(not s.is_thing for s in p.segments) for p in predictions)
+    print()
+    print(f"{bench.name}, {count} categories, {n} timed image(s), means per image")
+    if bench.workload is not None:
+        boxes = sum(bench.workload.boxes) / n
+        prompts = sum(bench.workload.point_prompts) / n
+        print(f"workload per image: {boxes:.1f} boxes decoded by SAM, {prompts:.1f} stuff prompts")
+    print(f"panoptic result per image: {things:.1f} things + {stuff:.1f} stuff segments")
+    print(f"{'stage':<10}{'s/image':>10}{'share':>9}{'min s':>10}{'max s':>10}")
+    for stage in (*stages, "other", "encode"):
+        values = per_image[stage]
+        print(
+            f"{stage:<10}{mean[stage]:>10.3f}{mean[stage] / total:>9.1%}"
+            f"{min(values):>10.3f}{max(values):>10.3f}"
+        )
+    print(f"{'total':<10}{total:>10.3f}{1:>9.0%}   -> {3600 / total:.0f} images/hour")
+    verdict = "OK" if passes_per_image == 1 else "FAIL"
+    print(f"image encoder passes per image: {passes_per_image:g} ({verdict}, must be 1)")
+    memory = peak_memory(bench.device)
+    print("peak memory: " + ", ".join(f"{k.removeprefix('peak_')} {v}" for k, v in memory.items()))
+    return {
+        "categories": count,
+        "stage_s": {stage: round(mean[stage], 4) for stage in (*stages, "other", "encode")},
+        "total_s": round(total, 3),
+        "images_per_hour": round(3600 / total, 1),
+        "encoder_passes_per_image": passes_per_image,
+        "segments_per_image": round(things + stuff, 1),
+        **memory,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -426,76 +597,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = ModelSettings(device=args.device, dtype=args.dtype)
 
     with tempfile.TemporaryDirectory(prefix="prelabel-bench-") as tmp:
         models_dir = args.models
-        if models_dir is None:
-            print("building full-size random-weight models (no tiny marker) ...", flush=True)
-            start = time.perf_counter()
-            models_dir = write_full_size_models(Path(tmp))
-            print(f"  written in {time.perf_counter() - start:.1f} s", flush=True)
         start = time.perf_counter()
-        models = load_models(settings, models_dir)
-        print(f"  loaded through load_models in {time.perf_counter() - start:.1f} s", flush=True)
-        if args.models is None and models.is_tiny:
-            raise AssertionError("full-size models were flagged as tiny")
-        device = models.device
-        dtype_name = "/".join(str(d).removeprefix("torch.") for d in models.dtypes.values())
+        if models_dir is None and args.tiny:
+            models_dir = write_tiny_models(Path(tmp))
+        elif models_dir is None and args.backend == "grounded_sam":
+            print("building full-size random-weight models (no tiny marker) ...", flush=True)
+            models_dir = write_full_size_models(Path(tmp))
+        if args.backend == "sam3":
+            bench = sam3_bench(args, models_dir)
+        else:
+            assert models_dir is not None
+            bench = grounded_bench(args, models_dir)
+        print(f"  {bench.name} ready in {time.perf_counter() - start:.1f} s", flush=True)
         width, height = args.size
         print(
-            f"running {args.images} timed image(s) of {width}x{height} after 1 warm-up on "
-            f"{device} ({dtype_name}), torch threads {torch.get_num_threads()}",
+            f"running {args.images} timed image(s) of {width}x{height} after 1 warm-up per "
+            f"taxonomy on {bench.device} ({bench.dtype_name}), torch threads "
+            f"{torch.get_num_threads()}",
             flush=True,
         )
-        bench = BENCH_SETTINGS.model_copy(update={"stuff_method": args.stuff_method})
-        per_image, workload, passes, predictions = run_pipeline(
-            models, args.images, args.size, bench
-        )
-
-    n = args.images
-    mean = {stage: statistics.fmean(values) for stage, values in per_image.items()}
-    predict_total = sum(mean[s] for s in (*STAGES, "other"))
-    total = predict_total + mean["encode"]
-    passes_per_image = sum(passes) / n
-    # Per image, not per call: segment_points is skipped when CLIPSeg leaves no region.
-    boxes = sum(workload.boxes) / n
-    point_prompts = sum(workload.point_prompts) / n
-    things = statistics.fmean(sum(s.is_thing for s in p.segments) for p in predictions)
-    stuff = statistics.fmean(sum(not s.is_thing for s in p.segments) for p in predictions)
-
-    print()
-    print(
-        f"device {device}, dtypes (detector/SAM/CLIPSeg) {dtype_name}, "
-        f"torch threads {torch.get_num_threads()}, stuff_method {bench.stuff_method}"
-    )
-    print(f"input {width}x{height}, {n} timed image(s), means per image")
-    stuff_work = (
-        f"{point_prompts:.1f} stuff point prompts of {bench.points_per_region} points "
-        f"(max {bench.max_regions_per_category} per category)"
-        if bench.stuff_method == "regions"
-        else f"{point_prompts:.1f} seed stuff decoder calls of up to "
-        f"{bench.num_samples_factor} points (one per prompted category)"
-    )
-    print(
-        f"workload per image: {boxes:.1f} boxes decoded by SAM (max {bench.max_detections}), "
-        + stuff_work
-    )
-    print(f"panoptic result per image: {things:.1f} things + {stuff:.1f} stuff segments")
-    print(f"{'stage':<10}{'s/image':>10}{'share':>9}{'min s':>10}{'max s':>10}")
-    for stage in (*STAGES, "other", "encode"):
-        values = per_image[stage]
-        print(
-            f"{stage:<10}{mean[stage]:>10.3f}{mean[stage] / total:>9.1%}"
-            f"{min(values):>10.3f}{max(values):>10.3f}"
-        )
-    print(f"{'total':<10}{total:>10.3f}{1:>9.0%}   -> {3600 / total:.0f} images/hour")
-    print("  other = predict() time outside the stage clocks (resize to max_image_side, etc.);")
-    print("  encode = encode_label() on the prediction, which predict() does not include")
-    verdict = "OK" if passes_per_image == 1 else "FAIL"
-    print(f"SAM encoder passes per image: {passes_per_image:g} ({verdict}, must be 1)")
-    memory = peak_memory(device)
-    print("peak memory: " + ", ".join(f"{k.removeprefix('peak_')} {v}" for k, v in memory.items()))
+        results = []
+        reader = backend_spec(bench.name).option_reader()
+        for count in args.categories:
+            taxonomy = coco_taxonomy(count, reader, bench.pipeline.settings)
+            if bench.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(bench.device)
+            per_image, passes, predictions = run_pipeline(bench, taxonomy, args.images, args.size)
+            results.append(report(bench, count, per_image, passes, predictions))
 
     merge_scene = load_merge_scene()
     candidates = merge_scene.scene(MERGE_SIZE)
@@ -506,29 +637,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"merge_encode.scene): median {ms:.1f} ms of {args.merge_runs}, target "
         f"{TARGET_MS:.0f} ms: {merge_verdict}"
     )
-
     summary = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "dtype": dtype_name,
-        "stuff_method": bench.stuff_method,
+        "backend": bench.name,
+        "device": str(bench.device),
+        "device_name": (
+            torch.cuda.get_device_name(bench.device) if bench.device.type == "cuda" else None
+        ),
+        "dtype": bench.dtype_name,
         "torch_threads": torch.get_num_threads(),
         "random_weights": args.models is None,
+        "tiny": args.tiny,
         "image_size": [width, height],
-        "images": n,
-        "stage_s": {stage: round(mean[stage], 4) for stage in (*STAGES, "other", "encode")},
-        "total_s": round(total, 3),
-        "images_per_hour": round(3600 / total, 1),
-        "encoder_passes_per_image": passes_per_image,
-        "boxes_per_image": boxes,
-        "stuff_prompts_per_image": point_prompts,
+        "images": args.images,
+        "by_categories": results,
         "merge_encode_ms": round(ms, 2),
         "merge_encode_pass": ms <= TARGET_MS,
-        **memory,
     }
     print(json.dumps(summary))
-    if passes_per_image != 1:
-        print("FAIL: the SAM encoder must run exactly once per image", file=sys.stderr)
+    if any(r["encoder_passes_per_image"] != 1 for r in results):
+        print("FAIL: the image encoder must run exactly once per image", file=sys.stderr)
         return 1
     return 0
 

@@ -70,15 +70,18 @@ class ModelSettings(FrozenModel):
     sam2_video: str = "facebook/sam2.1-hiera-large"
     #: SAM 3, for ``backend: sam3`` (gated on Hugging Face: the SAM License applies).
     sam3: str = "facebook/sam3"
+    #: sam3: phrases per detector call (K). The image's features are expanded to K rows, so
+    #: memory grows with K, not with the taxonomy; results are the same for any K.
+    sam3_prompt_batch: int = Field(default=8, ge=1, le=256)
     device: DeviceName = "auto"
     dtype: DtypeName | ModelDtypes = "auto"
-    #: torch.compile the fixed-shape image encoders (SAM, CLIPSeg vision). Pays off on a GPU
-    #: over many images; the first images are slow while it compiles.
+    #: torch.compile the fixed-shape image encoders (grounded_sam: SAM, CLIPSeg vision). Pays
+    #: off on a GPU over many images; the first images are slow while it compiles.
     compile: bool = False
 
     def dtype_for(self, role: str) -> DtypeName:
         """The dtype setting of one model (``grounding_dino``, ``sam``, ``clipseg``,
-        ``sam2_video``)."""
+        ``sam2_video``, ``sam3``)."""
         if isinstance(self.dtype, ModelDtypes):
             value: DtypeName = getattr(self.dtype, role)
             return value
@@ -128,7 +131,8 @@ class PipelineSettings(FrozenModel):
     #: ``points_per_region``, ``min_region_fraction``, ``max_regions_per_category``).
     stuff_method: StuffMethod = "seed"
     #: seed: a pixel gets a stuff category only where that category's probability (CLIPSeg's
-    #: for the points, SAM's for the mask) is the highest and above this level.
+    #: for the points, SAM's for the mask) is the highest and above this level. sam3: the same
+    #: rule on SAM 3's semantic maps.
     background_threshold: float = Field(default=0.1, ge=0, le=1)
     #: seed: side of the square each category's CLIPSeg pixels are eroded with before points
     #: are drawn (keeps points off blurry edges); 0 = no erosion.

@@ -43,6 +43,9 @@ DEADLOCK_S = 60.0
 LABELING_PIPELINE = PipelineSettings(
     box_threshold=0.0, text_threshold=0.0, min_area=0, max_detections=3
 )
+#: The same for ``models.backend: sam3``: every instance above score 0, so the tiny SAM 3's
+#: random scores still give things (and its semantic maps stuff).
+SAM3_PIPELINE = LABELING_PIPELINE.model_copy(update={"score_threshold": 0.0})
 
 #: Remote settings for tests: waits of milliseconds, timeouts of seconds, a few attempts.
 FAST_REMOTE: dict[str, Any] = {
@@ -62,10 +65,11 @@ def make_settings(
     api_url: str,
     *,
     pipeline: PipelineSettings = LABELING_PIPELINE,
+    backend: str = "grounded_sam",
     **remote_overrides: Any,
 ) -> Settings:
     return Settings(
-        models=ModelSettings(device="cpu"),
+        models=ModelSettings(device="cpu", backend=backend),
         pipeline=pipeline,
         remote=remote_settings(api_url, **remote_overrides),
     )
@@ -77,11 +81,13 @@ def write_config(
     pipeline: PipelineSettings = LABELING_PIPELINE,
     categories: dict[str, dict[str, Any]] | None = None,
     sequence: dict[str, Any] | None = None,
+    backend: str = "grounded_sam",
     **remote_overrides: Any,
 ) -> Path:
-    """A YAML config for ``prelabel run --config`` with fast retries and the given pipeline."""
+    """A YAML config for ``prelabel run --config`` with fast retries and the given pipeline
+    and model back-end."""
     data: dict[str, Any] = {
-        "models": {"device": "cpu"},
+        "models": {"device": "cpu", "backend": backend},
         "pipeline": pipeline.model_dump(),
         "remote": {**FAST_REMOTE, **remote_overrides},
     }

@@ -29,13 +29,14 @@ def reader(name: str) -> object:
     return backend_spec(name).option_reader()
 
 
-def test_default_backend_is_grounded_sam_and_sam3_is_reserved() -> None:
+def test_default_backend_is_grounded_sam_and_sam3_is_registered() -> None:
     assert Settings().models.backend == "grounded_sam"
     assert backend_names() == ("grounded_sam", "sam3")
     spec = backend_spec("grounded_sam")
     assert spec.category_options == {"box_threshold", "text_threshold", "mask_threshold"}
     assert spec.model_roles == ("grounding_dino", "sam", "clipseg")
     assert backend_spec("sam3").category_options == {"score_threshold"}
+    assert backend_spec("sam3").model_roles == ("sam3",)
 
 
 def test_each_prompt_resolves_the_options_its_backend_reads() -> None:
@@ -86,15 +87,24 @@ def test_categories_file_keeps_flat_keys_and_refuses_unknown_ones(tmp_path: Path
         load_categories_file(path)
 
 
-def test_unknown_and_reserved_backends_are_config_errors() -> None:
+def test_unknown_and_reserved_backends_are_config_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import prelabel.backends as backends
+
     unknown = Settings.model_validate({"models": {"backend": "yolo"}})
     with pytest.raises(ConfigError, match=r"models\.backend 'yolo': use grounded_sam, sam3"):
         load_backend(unknown)
-    reserved = Settings.model_validate({"models": {"backend": "sam3"}})
-    with pytest.raises(ConfigError, match="'sam3' is reserved but not available"):
+    # A name reserved for a back-end whose package has not landed yet.
+    later = backend_spec("sam3").__class__(
+        name="later", description="", batching=False, model_roles=(), category_options=frozenset()
+    )
+    monkeypatch.setitem(backends._SPECS, "later", later)
+    reserved = Settings.model_validate({"models": {"backend": "later"}})
+    with pytest.raises(ConfigError, match="'later' is reserved but not available"):
         load_backend(reserved)
     # The dataset check asks first, so a run stops before any sample.
-    with pytest.raises(ConfigError, match="'sam3' is reserved but not available"):
+    with pytest.raises(ConfigError, match="'later' is reserved but not available"):
         option_reader(reserved)
 
 
@@ -107,6 +117,12 @@ def test_model_sources_follow_the_backend_layout(tmp_path: Path) -> None:
     }
     with pytest.raises(ModelLoadError, match="lacks the subdirectories grounding_dino, sam"):
         model_sources(settings, tmp_path)
+    sam3 = Settings.model_validate({"models": {"backend": "sam3", "sam3": "my/sam3"}})
+    assert model_sources(sam3, None) == {"sam3": "my/sam3"}
+    with pytest.raises(ModelLoadError, match="lacks the subdirectory sam3"):
+        model_sources(sam3, tmp_path)
+    (tmp_path / "sam3").mkdir()
+    assert model_sources(sam3, tmp_path) == {"sam3": str(tmp_path / "sam3")}
 
 
 def test_the_registry_loads_no_torch() -> None:

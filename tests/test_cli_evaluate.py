@@ -15,13 +15,14 @@ from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.cli.evaluate import evaluate
 from prelabel.emulator import Emulator
 from prelabel.evaluate.exports import evaluate_coco_dirs
-from tests.connector_helpers import LABELING_PIPELINE, write_config
+from tests.connector_helpers import LABELING_PIPELINE, SAM3_PIPELINE, write_config
 from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY, png_bytes
 from tests.test_evaluate import GT_IMAGES, PRED_IMAGES, write_export
 from tests.test_evaluation_run import DATASET, add_labeled_sample, add_sample, demo_taxonomy
 
 if TYPE_CHECKING:
     from prelabel.backends.grounded_sam.loading import LoadedModels
+    from prelabel.pipeline.pipeline import Pipeline
 
 
 @pytest.fixture
@@ -212,6 +213,53 @@ def test_dataset_mode_scores_human_labels_and_writes_json_in_the_current_folder(
     assert document["pipeline"]["box_threshold"] == 0.0
     assert {r.method for r in emulator.requests} == {"GET"}
     assert emulator.label_write_counts() == {}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("restore_log_record_factory")
+def test_dataset_mode_with_the_sam3_backend_scores_labels_it_made(
+    emulator: Emulator,
+    tiny_sam3_pipeline: Pipeline,
+    tiny_models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``models.backend: sam3`` end to end: a human label equal to the tiny SAM 3's prediction
+    scores 100 only if evaluate predicts through SAM 3 with the configured thresholds."""
+    from prelabel.backends import option_reader
+    from prelabel.config import Settings
+    from prelabel.taxonomy import build_taxonomy, categories_from_task_attributes
+
+    emulator.create_dataset(DATASET, categories=list(DEMO_CATEGORIES))
+    settings = Settings.model_validate({"models": {"backend": "sam3"}})
+    taxonomy = build_taxonomy(
+        categories_from_task_attributes({"categories": list(DEMO_CATEGORIES)}),
+        {},
+        SAM3_PIPELINE,
+        reader=option_reader(settings),
+    )
+    labeled = add_labeled_sample(emulator, tiny_sam3_pipeline, taxonomy, "a.png", seed=1)
+    # Things and stuff both, so a back-end that lost either branch scores below 100.
+    assert {s.is_thing for s in labeled.prediction.segments} == {True, False}
+    config = write_config(tmp_path / "config.yaml", pipeline=SAM3_PIPELINE, backend="sam3")
+    monkeypatch.chdir(tmp_path)
+
+    code, _, stderr = invoke_dataset(
+        "--dataset",
+        DATASET,
+        "--api-url",
+        emulator.url,
+        "--config",
+        config,
+        "--models",
+        tiny_models_dir,
+        "-q",
+    )
+
+    assert code == 0, stderr
+    document = json.loads((tmp_path / "evaluation-jane-eval.json").read_text())
+    assert document["samples"]["evaluated"] == 1 and document["overall"]["pq"] == 1.0
+    assert document["pipeline"]["score_threshold"] == 0.0
 
 
 @pytest.mark.slow

@@ -11,10 +11,11 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 from transformers import SamModel
 
+from prelabel.backends import load_backend
 from prelabel.backends.grounded_sam.loading import MODEL_SUBDIRS, load_models
 from prelabel.backends.sam2_video.loading import load_sam2_video
 from prelabel.cli import main
-from prelabel.config import ModelSettings
+from prelabel.config import ModelSettings, Settings
 from tests.fixtures.models import write_original_sam_checkpoint
 
 
@@ -28,12 +29,15 @@ def test_tiny_writes_a_loadable_models_dir(runner: CliRunner, tmp_path: Path) ->
     result = runner.invoke(main, ["models", "tiny", str(out)])
     assert result.exit_code == 0, result.output
 
-    expected = [*MODEL_SUBDIRS.values(), "sam2_video", "mm_grounding_dino"]
+    expected = [*MODEL_SUBDIRS.values(), "sam2_video", "mm_grounding_dino", "sam3"]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
     loaded = load_models(ModelSettings(device="cpu"), out)
     assert loaded.is_tiny
     assert load_sam2_video(ModelSettings(device="cpu"), out).is_tiny
+    sam3 = load_backend(Settings(models=ModelSettings(backend="sam3", device="cpu")), out)
+    assert sam3.is_tiny and sam3.spec.name == "sam3"
     assert "sam2_video" in result.output and "mm_grounding_dino" in result.output
+    assert str(out / "sam3") in result.output
 
 
 def test_tiny_seed_changes_the_weights(runner: CliRunner, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from prelabel.emulator import Emulator, FaultRule
 from prelabel.run.policy import parks
 from prelabel.state import LABELED, PARKED, StateStore
 from tests.connector_helpers import (
+    SAM3_PIPELINE,
     assert_valid_prelabel,
     free_port,
     human_attributes,
@@ -120,14 +121,20 @@ def assert_one_line_error(result: Result, *fragments: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["grounded_sam", "sam3"])
 def test_run_labels_every_sample_and_exits_0(
     emulator: Emulator,
     segments_client: SegmentsClient,
     seeded_dataset: SeededDataset,
     tiny_models_dir: Path,
     tmp_path: Path,
+    backend: str,
 ) -> None:
-    result = invoke(tmp_path, emulator.url, seeded_dataset.full_name, models=tiny_models_dir)
+    pipeline = {"sam3": SAM3_PIPELINE}.get(backend)
+    config = write_config(tmp_path / "config.yaml", backend=backend, **_pipeline(pipeline))
+    result = invoke(
+        tmp_path, emulator.url, seeded_dataset.full_name, models=tiny_models_dir, config=config
+    )
 
     assert result.exit_code == 0, result.output
     assert report_of(tmp_path)["version"] == 1  # the schema predict writes too (README)
@@ -136,14 +143,20 @@ def test_run_labels_every_sample_and_exits_0(
     assert {o["result"] for o in outcomes.values()} == {"labeled"}
     for uuid in seeded_dataset.sample_uuids:
         assert emulator.label_write_count(uuid) == 1
-        assert_valid_prelabel(
+        attributes, _ = assert_valid_prelabel(
             segments_client,
             uuid,
             image_size=seeded_dataset.image_size,
             category_ids=CATEGORY_IDS,
         )
-    assert "tiny random-weight models" in result.stderr
+        assert attributes["annotations"], "an empty pre-label"
+    tiny = "(sam3)" if backend == "sam3" else "(grounding_dino, sam, clipseg)"
+    assert f"tiny random-weight models in use: masks are meaningless {tiny}" in result.stderr
     assert f"report: {tmp_path / 'out' / 'report.json'}" in result.stderr
+
+
+def _pipeline(pipeline: Any) -> dict[str, Any]:
+    return {} if pipeline is None else {"pipeline": pipeline}
 
 
 @pytest.mark.slow
@@ -404,6 +417,19 @@ def test_a_config_naming_a_category_the_dataset_lacks_is_refused(
     result = invoke(tmp_path, emulator.url, seeded_dataset.full_name, config=config)
 
     assert_one_line_error(result, "'truck'", "unknown category")
+    assert emulator.label_write_counts() == {}
+
+
+def test_a_grounding_dino_threshold_under_sam3_is_refused_naming_the_backend(
+    emulator: Emulator, seeded_dataset: SeededDataset, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "c.yaml", backend="sam3", categories={"person": {"box_threshold": 0.4}}
+    )
+
+    result = invoke(tmp_path, emulator.url, seeded_dataset.full_name, config=config)
+
+    assert_one_line_error(result, "'person'", "box_threshold", "sam3 back-end")
     assert emulator.label_write_counts() == {}
 
 

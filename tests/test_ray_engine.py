@@ -45,6 +45,7 @@ from prelabel.run.job import RunOptions
 from prelabel.run.report import RunSummary
 from prelabel.state import LABELED, SKIPPED, StateStore
 from tests.connector_helpers import (
+    SAM3_PIPELINE,
     assert_valid_prelabel,
     human_attributes,
     make_settings,
@@ -401,6 +402,34 @@ def test_a_prediction_actor_killed_mid_run_is_replaced_and_no_sample_is_written_
     assert_labeled_once(emulator, segments_client, seeded)
 
 
+def predict_in_process(
+    client: SegmentsClient, models_dir: Path, tmp_path: Path, name: str, settings: Any
+) -> tuple[SeededDataset, Any, Any]:
+    """A one-sample dataset ``name`` put through the Ray engine's prediction stage in-process
+    (the actor setup a worker gets, the actor's own model loading); returns the dataset, the
+    setup and the predicted batch, ready for the upload stage."""
+    from prelabel.run.job import Job
+    from prelabel.run.ray_engine import _ActorSetup, _Predict
+    from prelabel.segments.client import SampleRef, SegmentsApi
+    from prelabel.segments.dataset import check_dataset
+
+    seeded = seed_dataset_via_sdk(client, name=name, n_images=1)
+    [uuid] = seeded.sample_uuids
+    options = RunOptions(dataset=seeded.full_name, output_dir=tmp_path)
+    api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
+    try:
+        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
+    finally:
+        api.close()
+    setup = _ActorSetup(EMULATOR_API_KEY, settings.model_dump_json(), options, taxonomy)
+    image_url = client.get_sample(uuid).attributes.image.url
+    sample = SampleRef(uuid, seeded.sample_names[0], image_url, None)
+    predicted = _Predict(setup, models_dir=str(models_dir), torch_threads=1)(
+        {"job": [pickle.dumps(Job(sample))]}
+    )
+    return seeded, setup, predicted
+
+
 def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
     emulator: Emulator,
     segments_client: SegmentsClient,
@@ -411,27 +440,13 @@ def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
     batch runs again on another actor, and uploads again. Here both runs of the stage are
     called in-process, and each job they return goes through the driver's label write: the
     label is written once, with the first upload's bitmap."""
-    from prelabel.run.job import Job
-    from prelabel.run.ray_engine import _ActorSetup, _Deliver, _jobs, _no_model, _Predict
+    from prelabel.run.ray_engine import _Deliver, _jobs, _no_model
     from prelabel.run.steps import SampleSteps
-    from prelabel.segments.client import SampleRef, SegmentsApi
-    from prelabel.segments.dataset import check_dataset
 
-    seeded = seed_dataset_via_sdk(segments_client, name="ray-retry", n_images=1)
-    [uuid] = seeded.sample_uuids
-    settings = make_settings(emulator.url)
-    options = RunOptions(dataset=seeded.full_name, output_dir=tmp_path)
-    api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
-    try:
-        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
-    finally:
-        api.close()
-    setup = _ActorSetup(EMULATOR_API_KEY, settings.model_dump_json(), options, taxonomy)
-    image_url = segments_client.get_sample(uuid).attributes.image.url
-    sample = SampleRef(uuid, seeded.sample_names[0], image_url, None)
-    predicted = _Predict(setup, models_dir=str(tiny_models_dir), torch_threads=1)(
-        {"job": [pickle.dumps(Job(sample))]}
+    seeded, setup, predicted = predict_in_process(
+        segments_client, tiny_models_dir, tmp_path, "ray-retry", make_settings(emulator.url)
     )
+    [uuid] = seeded.sample_uuids
 
     [first] = _jobs(_Deliver(setup)(predicted))
     [retried] = _jobs(_Deliver(setup)(predicted))
@@ -538,6 +553,38 @@ def test_a_dry_run_on_ray_writes_nothing_and_the_driver_saves_what_it_would_uplo
         saved = json.loads((tmp_path / "out" / "dry-run" / f"{uuid}.json").read_text())
         assert saved["label_status"] == "PRELABELED" and saved["attributes"]["annotations"]
         assert (tmp_path / "out" / "dry-run" / f"{uuid}.png").stat().st_size > 0
+
+
+def test_the_ray_stages_predict_and_upload_with_the_sam3_backend(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """``models.backend: sam3`` through the Ray engine's stages (the actor setup a worker gets,
+    the prediction actor's own loading, the upload actor, the driver's label write), called
+    in-process as above."""
+    from prelabel.run.ray_engine import _Deliver, _jobs, _no_model
+
+    settings = make_settings(emulator.url, pipeline=SAM3_PIPELINE, backend="sam3")
+    seeded, setup, predicted = predict_in_process(
+        segments_client, tiny_models_dir, tmp_path, "ray-sam3", settings
+    )
+    [uuid] = seeded.sample_uuids
+
+    [uploaded] = _jobs(_Deliver(setup)(predicted))
+    assert uploaded.uploaded and uploaded.outcome is None  # the driver writes the label
+    driver = setup.steps(_no_model)
+    try:
+        done = driver.write(uploaded)
+    finally:
+        driver.api.close()
+
+    assert done.outcome is not None and done.outcome.result == "labeled"
+    attributes, _ = assert_valid_prelabel(
+        segments_client, uuid, image_size=seeded.image_size, category_ids=CATEGORY_IDS
+    )
+    assert attributes["annotations"], "an empty pre-label"
 
 
 # The CLI ---------------------------------------------------------------------------------------

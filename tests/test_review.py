@@ -27,7 +27,13 @@ from prelabel.run.job import RunOptions
 from prelabel.run.models import pipeline_loader
 from prelabel.segments.client import SegmentsApi
 from prelabel.state import StateStore
-from tests.connector_helpers import EMULATOR_API_KEY, LABELING_PIPELINE, make_settings
+from tests.connector_helpers import (
+    EMULATOR_API_KEY,
+    LABELING_PIPELINE,
+    SAM3_PIPELINE,
+    assert_valid_prelabel,
+    make_settings,
+)
 from tests.fixtures.emulator import seed_dataset_via_sdk
 from tests.test_evaluation_run import DATASET, SIZE, add_labeled_sample, demo_taxonomy
 
@@ -211,3 +217,34 @@ def test_a_saved_config_makes_prelabel_run_predict_what_the_session_predicted(
     assert summary.counts == {"dry-run": 2}
     for uuid, png in tuned.items():
         assert (tmp_path / "run" / "dry-run" / f"{uuid}.png").read_bytes() == png
+
+
+def test_a_sam3_session_tunes_its_own_options_and_pushes_a_label(
+    emulator: Emulator, segments_client: SegmentsClient, tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    """``models.backend: sam3`` through the session's own loading: its category option is
+    ``score_threshold``, Grounding DINO's are refused naming the back-end, and a pushed
+    prediction is a non-empty pre-label."""
+    seeded = seed_dataset_via_sdk(segments_client, name="eval", n_images=1, size=SIZE)
+    settings = make_settings(emulator.url, pipeline=SAM3_PIPELINE, backend="sam3")
+    api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
+    session = ReviewSession(
+        api, DATASET, settings=settings, models_dir=tiny_models_dir, state_dir=tmp_path / "s"
+    )
+    try:
+        with pytest.raises(TaxonomyError, match="box_threshold is not an option of the sam3"):
+            session.tune("person", box_threshold=0.4)
+        session.tune("car", score_threshold=1.0)  # no instance scores above 1: no car
+        (sample,) = session.samples(limit=1)
+        item = session.predict(sample)
+        categories = {s.category_id for s in item.prediction.segments}
+        assert 1 in categories and 2 not in categories  # person found, car tuned away
+        (outcome,) = session.push([item])
+    finally:
+        session.close()
+    assert outcome.result == "labeled"
+    attributes, _ = assert_valid_prelabel(
+        segments_client, sample.uuid, image_size=SIZE, category_ids=[1, 3, 4]
+    )
+    assert attributes["annotations"]
+    assert list(seeded.sample_uuids) == [sample.uuid]

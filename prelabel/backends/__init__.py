@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prelabel.backends import grounded_sam, layout
+from prelabel.backends import grounded_sam, layout, sam3
 from prelabel.backends.base import BackendSpec
 from prelabel.errors import ConfigError
 from prelabel.taxonomy import OptionReader
@@ -28,19 +28,12 @@ __all__ = ["BackendSpec", "backend_spec", "load_backend", "model_sources", "opti
 #: Back-end name -> its package's spec and ``create`` (which imports torch only when called).
 _LOADERS: dict[str, tuple[BackendSpec, Callable[[Settings, Path | None], Backend]]] = {
     grounded_sam.SPEC.name: (grounded_sam.SPEC, grounded_sam.create),
+    sam3.SPEC.name: (sam3.SPEC, sam3.create),
 }
 
-#: Back-ends whose name and options are fixed but whose loader is not wired in yet.
-_RESERVED: dict[str, BackendSpec] = {
-    "sam3": BackendSpec(
-        name="sam3",
-        description="SAM 3 alone: text-prompted instances for things, its semantic map for stuff",
-        batching=True,
-        model_roles=("sam3",),
-        category_options=frozenset({"score_threshold"}),
-        max_text_tokens=32,
-    ),
-}
+#: Back-ends whose name and options are fixed but whose loader is not wired in yet (none now;
+#: a name reserved here is refused with a clear error until its package lands).
+_RESERVED: dict[str, BackendSpec] = {}
 
 _SPECS: dict[str, BackendSpec] = {name: spec for name, (spec, _) in _LOADERS.items()} | _RESERVED
 

@@ -88,6 +88,10 @@ class ModelRole:
     model_types: frozenset[str]
     layout: tuple[str, ...]
     remedy: str | None = None
+    #: Pass the checked config to ``from_pretrained``; False where the folder's config is of
+    #: another class than the model's (SAM 3's video checkpoint holds the image model's config
+    #: under ``detector_config``, which ``Sam3Model`` reads itself).
+    pass_config: bool = True
 
     @property
     def title(self) -> str:
@@ -222,9 +226,10 @@ def load_pretrained(
                 f"{where} holds a {config.model_type!r} model, not {title} "
                 f"(expected model_type {expected}).\n{layout_hint(role.layout)}"
             )
+        model_kwargs = {**kwargs, "config": config} if role.pass_config else kwargs
         try:
             model, info = model_cls.from_pretrained(
-                where, config=config, dtype=dtype, output_loading_info=True, **kwargs
+                where, dtype=dtype, output_loading_info=True, **model_kwargs
             )
             processor = processor_cls and processor_cls.from_pretrained(where, **kwargs)
         except _LOAD_ERRORS as exc:
@@ -273,7 +278,7 @@ def _missing_message(role: ModelRole, source: str, *, local: Path | None, cause:
                 cause = "not in the Hugging Face cache"
             hub = "huggingface.co was not asked (offline mode: HF_HUB_OFFLINE is set)"
         else:
-            hub = "huggingface.co could not be reached or has no such model"
+            hub = "huggingface.co could not be reached, has no such model, or refused access"
         where = (
             f"{source!r} is not a local directory, so it was read as a Hugging Face id. Looked "
             f"in the Hugging Face cache at {huggingface_hub.constants.HF_HUB_CACHE}; {hub}."

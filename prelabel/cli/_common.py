@@ -89,8 +89,9 @@ def _stack(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 #: --models' help, shared with the demo's own --models.
 MODELS_HELP = (
-    "Directory with grounding_dino/, sam/ and clipseg/, and sam2_video/ for image-sequence "
-    "datasets (as `prelabel models tiny` writes it; see README, Models and weights)."
+    "Directory with grounding_dino/, sam/ and clipseg/ (models.backend: sam3 reads sam3/ "
+    "instead), and sam2_video/ for image-sequence datasets (as `prelabel models tiny` writes "
+    "it; see README, Models and weights)."
 )
 
 models_option = click.option(

@@ -14,8 +14,9 @@ def models() -> None:
     """Prepare model weights for offline use.
 
     Every command that runs models takes --models DIR: a directory with grounding_dino/, sam/
-    and clipseg/, each holding a model and its processor saved with save_pretrained, and for
-    image sequences sam2_video/ (a SAM 2 video model saved with save_pretrained).
+    and clipseg/ (sam3/ for models.backend: sam3), each holding a model and its processor saved
+    with save_pretrained, and for image sequences sam2_video/ (a SAM 2 video model saved with
+    save_pretrained).
 
     \b
     Example:

@@ -1,8 +1,11 @@
 """``prelabel models tiny DIR``: every back-end's tiny random-weight models, in one folder.
 
-One seeded stream for all of them, in a fixed order (grounded_sam's Grounding DINO, SAM and
-CLIPSeg, then SAM 2 video, then MM Grounding DINO), so the same seed gives the same weights,
-byte for byte, and a model added later leaves the earlier ones' weights unchanged.
+One seeded stream for grounded_sam's Grounding DINO, SAM and CLIPSeg, then SAM 2 video, then
+MM Grounding DINO, in that order, so the same seed gives the same weights, byte for byte, and a
+model added later leaves the earlier ones' weights unchanged. SAM 3 (``sam3/``) is written by
+its own :func:`~prelabel.backends.sam3.tiny.write_tiny_sam3` from the same seed (it writes a
+processor file by hand, as ``Sam3Processor`` needs torchvision), so ``sam3/`` here equals
+``write_tiny_sam3(DIR, seed)``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from prelabel.backends.grounded_sam.tiny import build_tiny_mm_grounding_dino, bu
 from prelabel.backends.loading import TINY_MARKER, is_tiny_model_dir, quiet_progress_bars
 from prelabel.backends.sam2_video.loading import SAM2_VIDEO_SUBDIR
 from prelabel.backends.sam2_video.tiny import build_tiny_sam2_video
+from prelabel.backends.sam3.loading import SAM3_SUBDIR
+from prelabel.backends.sam3.tiny import write_tiny_sam3
 
 __all__ = [
     "MM_GROUNDING_DINO_SUBDIR",
@@ -35,7 +40,12 @@ logger = logging.getLogger(__name__)
 MM_GROUNDING_DINO_SUBDIR = "mm_grounding_dino"
 
 #: Every subdirectory :func:`write_tiny_models` writes.
-TINY_SUBDIRS = (*MODEL_SUBDIRS.values(), SAM2_VIDEO_SUBDIR, MM_GROUNDING_DINO_SUBDIR)
+TINY_SUBDIRS = (
+    *MODEL_SUBDIRS.values(),
+    SAM2_VIDEO_SUBDIR,
+    MM_GROUNDING_DINO_SUBDIR,
+    SAM3_SUBDIR,
+)
 
 
 def write_tiny_models(out_dir: Path, seed: int = 0) -> Path:
@@ -65,6 +75,8 @@ def write_tiny_models(out_dir: Path, seed: int = 0) -> Path:
                 processor.save_pretrained(target)
             (target / TINY_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
             logger.info("wrote tiny %s to %s", subdir, target)
+    write_tiny_sam3(out_dir / SAM3_SUBDIR, seed=seed)
+    logger.info("wrote tiny %s to %s", SAM3_SUBDIR, out_dir / SAM3_SUBDIR)
     return out_dir
 
 

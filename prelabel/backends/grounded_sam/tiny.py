@@ -49,6 +49,8 @@ from transformers import (
     ViTImageProcessorPil,
 )
 
+from prelabel.backends.tokenizers import tiny_clip_bpe_tokenizer
+
 __all__ = [
     "TINY_WORDS",
     "build_tiny_mm_grounding_dino",
@@ -138,44 +140,9 @@ def tiny_bert_tokenizer() -> BertTokenizer:
 
 
 def tiny_clip_tokenizer() -> CLIPTokenizer:
-    """A byte-level BPE tokenizer in CLIP's layout, with merges only for :data:`TINY_WORDS`.
-
-    The vocabulary order follows CLIP's (bytes, bytes with ``</w>``, merged symbols, then the two
-    specials), so ``<|endoftext|>`` is the last id, as CLIPSeg's pooling expects.
-    """
-    symbols = list(_bytes_to_unicode().values())
-    vocab = symbols + [f"{s}</w>" for s in symbols]
-    merges: list[tuple[str, str]] = []
-    for word in TINY_WORDS:
-        current = word[0]
-        for i, char in enumerate(word[1:], start=1):
-            piece = f"{char}</w>" if i == len(word) - 1 else char
-            if (current, piece) not in merges:
-                merges.append((current, piece))
-            current += piece
-            if current not in vocab:
-                vocab.append(current)
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    # Merges must be 2-tuples: the tokenizers library rejects "a b" strings.
-    return CLIPTokenizer(
-        vocab={token: i for i, token in enumerate(vocab)}, merges=merges, model_max_length=77
-    )
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table (no whitespace or controls)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return dict(sorted(table.items()))
+    """CLIPSeg's tiny tokenizer: CLIP's byte-level BPE with merges only for :data:`TINY_WORDS`
+    and CLIPSeg's 77 positions (:func:`~prelabel.backends.tokenizers.tiny_clip_bpe_tokenizer`)."""
+    return tiny_clip_bpe_tokenizer(TINY_WORDS, max_length=77)
 
 
 def tiny_sam_config(decoder_heads: int = 2) -> SamConfig:

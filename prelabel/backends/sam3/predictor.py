@@ -31,7 +31,8 @@ from PIL import Image
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-from prelabel.backends.sam3.loading import Sam3Models, require_finite
+from prelabel.backends.finite import require_finite
+from prelabel.backends.sam3.loading import SAM3_SUBDIR, Sam3Models
 from prelabel.backends.sam3.processing import pixel_values, select_instances
 
 __all__ = ["ImageFeatures", "Instances", "Sam3Predictor"]
@@ -122,7 +123,7 @@ class Sam3Predictor:
         models = self.models
         pixels = pixel_values(images, models.image_size).to(models.device, models.dtype)
         out = models.model.get_vision_features(pixel_values=pixels)
-        require_finite(models.model, vision_features=out.fpn_hidden_states[-1])
+        require_finite(SAM3_SUBDIR, models.model, vision_features=out.fpn_hidden_states[-1])
         return [
             ImageFeatures(
                 vision=Sam3VisionEncoderOutput(
@@ -147,6 +148,7 @@ class Sam3Predictor:
             chunk = list(phrases[start : start + self.prompt_batch])
             out = self._detect(features, chunk)
             require_finite(
+                SAM3_SUBDIR,
                 self.models.model,
                 pred_logits=out.pred_logits,
                 presence_logits=out.presence_logits,
@@ -174,7 +176,7 @@ class Sam3Predictor:
         maps = []
         for start in range(0, len(phrases), self.prompt_batch):
             out = self._detect(features, list(phrases[start : start + self.prompt_batch]))
-            require_finite(self.models.model, semantic_seg=out.semantic_seg)
+            require_finite(SAM3_SUBDIR, self.models.model, semantic_seg=out.semantic_seg)
             maps.append(out.semantic_seg[:, 0].float())
         if not maps:
             height, width = self.models.mask_size
@@ -236,7 +238,7 @@ class Sam3Predictor:
         ids = tokens["input_ids"].to(models.device)
         mask = tokens["attention_mask"].to(models.device)
         embeds = models.model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output
-        require_finite(models.model, text_embeddings=embeds)
+        require_finite(SAM3_SUBDIR, models.model, text_embeddings=embeds)
         for row, phrase in enumerate(phrases):
             self._text[phrase] = (embeds[row], mask[row])
 

@@ -32,7 +32,9 @@ from typing import Any
 import torch
 from transformers import CLIPTokenizer, Sam3Config, Sam3Model
 
-from prelabel.backends.sam3.loading import IMAGE_MEAN, IMAGE_STD, TINY_MARKER, quiet_progress_bars
+from prelabel.backends.loading import TINY_MARKER, quiet_progress_bars
+from prelabel.backends.sam3.loading import IMAGE_MEAN, IMAGE_STD
+from prelabel.backends.tokenizers import tiny_clip_bpe_tokenizer
 
 __all__ = ["TINY_SAM3_WORDS", "tiny_sam3_config", "tiny_sam3_tokenizer", "write_tiny_sam3"]
 
@@ -143,40 +145,7 @@ def _image_processor_dict() -> dict[str, Any]:
 
 
 def tiny_sam3_tokenizer() -> CLIPTokenizer:
-    """A byte-level BPE tokenizer in CLIP's layout, with merges only for
-    :data:`TINY_SAM3_WORDS` (vocabulary order as CLIP's: bytes, bytes with ``</w>``, merged
-    symbols, then the two specials, so ``<|endoftext|>`` is the last id)."""
-    symbols = list(_bytes_to_unicode().values())
-    vocab = symbols + [f"{s}</w>" for s in symbols]
-    merges: list[tuple[str, str]] = []
-    for word in TINY_SAM3_WORDS:
-        current = word[0]
-        for i, char in enumerate(word[1:], start=1):
-            piece = f"{char}</w>" if i == len(word) - 1 else char
-            if (current, piece) not in merges:
-                merges.append((current, piece))
-            current += piece
-            if current not in vocab:
-                vocab.append(current)
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer(
-        vocab={token: i for i, token in enumerate(vocab)},
-        merges=merges,
-        model_max_length=_TEXT_LENGTH,
-    )
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable character table."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return dict(sorted(table.items()))
+    """SAM 3's tiny tokenizer: CLIP's byte-level BPE with merges only for
+    :data:`TINY_SAM3_WORDS` and SAM 3's 32 positions
+    (:func:`~prelabel.backends.tokenizers.tiny_clip_bpe_tokenizer`)."""
+    return tiny_clip_bpe_tokenizer(TINY_SAM3_WORDS, max_length=_TEXT_LENGTH)
