@@ -11,8 +11,10 @@ into the test's folder; everything else is the README's text.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -75,14 +77,8 @@ def test_the_walkthrough_runs_in_the_order_written(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
     env.pop("SEGMENTS_API_KEY", None)
 
-    done = subprocess.run(
-        ["bash", "-c", "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null' EXIT\n" + script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    done = run_walkthrough(
+        "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null' EXIT\n" + script, tmp_path, env
     )
 
     shown = done.stdout[-3000:] + done.stderr[-3000:]
@@ -95,3 +91,34 @@ def test_the_walkthrough_runs_in_the_order_written(tmp_path: Path) -> None:
     print(f"sample added through the SDK pre-labeled {added.group(1)} s later")
     assert re.search(r'prelabel_samples_total\{result="labeled"\} [1-9]', done.stdout), shown
     assert "Traceback" not in done.stderr, shown
+
+
+def run_walkthrough(
+    script: str, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in bash in a session of its own, its output in files, and kill whatever
+    it left running when it ends.
+
+    Output goes to files, not pipes: a server the script started in the background and that
+    outlives it (the trap's SIGTERM once left the README's emulator running) would hold a pipe
+    open and keep the test waiting. Its process group is killed at the end either way.
+    """
+    out, err = cwd / "walkthrough.out", cwd / "walkthrough.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(
+            ["bash", "-c", script],
+            cwd=cwd,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            returncode = process.wait(timeout=900)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(
+        process.args, returncode, out.read_text(errors="replace"), err.read_text(errors="replace")
+    )
