@@ -63,7 +63,8 @@ def _start_held_at_third_sample(
     engine: str = "sequential",
 ) -> tuple[subprocess.Popen[bytes], list[str], list[str]]:
     """A run whose third sample's image download takes ``hold_s``; returns once the first two
-    labels are written (the run is then on the third sample)."""
+    labels are written and the run has asked the server about the third sample (it is then past
+    the engine's stop check for it, whatever the machine's load)."""
     seeded = seed_dataset_via_sdk(segments_client, name=name, n_images=N)
     third = segments_client.get_sample(seeded.sample_uuids[2]).attributes.image.url
     emulator.set_faults([FaultRule(path=url_path(third), method="GET", latency_s=hold_s, times=1)])
@@ -75,7 +76,10 @@ def _start_held_at_third_sample(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 180
-    while len(emulator.label_write_counts()) < 2:
+    third_uuid = seeded.sample_uuids[2]
+    while len(emulator.label_write_counts()) < 2 or not any(
+        third_uuid in record.path for record in emulator.requests
+    ):
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
         assert time.monotonic() < deadline, "the run never reached its third sample"
         time.sleep(0.05)
