@@ -21,8 +21,8 @@ stage has work (up to 20 boxes, up to 3 regions per stuff category). On the 2-co
 images: about 3 minutes in all, model building included. Per-image min and max are printed
 because other processes sharing the CPU move these figures by tens of percent.
 
-``--stuff-method`` picks the stuff branch timed: ``seed`` (the default, one SAM decoder call per
-prompted stuff category) or ``regions`` (one call for all regions).
+``--stuff-method`` picks the stuff branch timed: ``seed`` (the default, one SAM prompt per prompted
+stuff category, several per decoder call) or ``regions`` (one call for all regions).
 
 ``--backend sam3`` builds ``Sam3Model(Sam3Config())`` in memory instead (the released
 architecture: ViT-L/14 at 1008, CLIP text encoder, DETR encoder and decoder, 200 queries;
@@ -280,7 +280,7 @@ class Workload:
         self.point_prompts: list[int] = []
         segmenter = pipeline.backend.segmenter
         segment_boxes, segment_points = segmenter.segment_boxes, segmenter.segment_points
-        point_probability = segmenter.point_probability
+        point_probabilities = segmenter.point_probabilities
 
         def count_boxes(embedding: ImageEmbedding, boxes: np.ndarray) -> PromptMasks:
             self.boxes.append(len(boxes))
@@ -292,13 +292,15 @@ class Workload:
             self.point_prompts.append(len(point_sets))
             return segment_points(embedding, point_sets)
 
-        def count_seed_points(embedding: ImageEmbedding, points: np.ndarray) -> torch.Tensor:
-            self.point_prompts.append(1)  # one decoder call per stuff category
-            return point_probability(embedding, points)
+        def count_seed_points(
+            embedding: ImageEmbedding, point_sets: Sequence[np.ndarray]
+        ) -> torch.Tensor:
+            self.point_prompts.append(len(point_sets))  # one prompt per stuff category
+            return point_probabilities(embedding, point_sets)
 
         segmenter.segment_boxes = count_boxes  # type: ignore[method-assign]
         segmenter.segment_points = count_points  # type: ignore[method-assign]
-        segmenter.point_probability = count_seed_points  # type: ignore[method-assign]
+        segmenter.point_probabilities = count_seed_points  # type: ignore[method-assign]
 
     def reset(self) -> None:
         self.boxes.clear()

@@ -15,8 +15,10 @@ purpose: it imports transformers' model classes, torch, numpy and scipy, and not
   processor's sizes and ``post_process_masks``).
 
 The demo's point draw (``random.choices``) is replaced by the exact formula prelabel specifies,
-``numpy.random.default_rng([seed, category_id]).choice(H * W, size=N, p=w / w.sum())``, so that
-the two implementations draw the same points and can be compared pixel for pixel.
+``numpy.random.default_rng([seed, category_id]).choice(H * W, size=N, p=w / w[eroded].sum())``,
+so that the two implementations draw the same points and can be compared pixel for pixel. The
+total is the sum of the eroded pixels' weights in row-major order rather than ``w.sum()`` (the
+two may differ in the last bit): that lets prelabel draw from the region alone (issue 23).
 
 Things are not detected here: the caller passes the union of the thing masks it kept, so both
 stuff branches see the same things. ``noise`` adds uniform noise of that amplitude to the
@@ -133,8 +135,9 @@ def seed_stuff(
         if count == 0:
             continue
         weights = clipped[index].astype(np.float64).ravel()
+        total = weights[eroded[index].ravel()].sum()
         rng = np.random.default_rng([knobs.seed, category_id])
-        flat = rng.choice(height * width, size=count, replace=True, p=weights / weights.sum())
+        flat = rng.choice(height * width, size=count, replace=True, p=weights / total)
         xy = np.stack([flat % width, flat // width], axis=1).astype(np.float64)
         xy = xy * np.array([new_w / width, new_h / height])
         out = sam(
