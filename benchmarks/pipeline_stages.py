@@ -185,41 +185,48 @@ def clipseg_config(bos: int, eos: int, pad: int) -> CLIPSegConfig:
     )
 
 
+def full_size_processors() -> dict[str, Any]:
+    """The three processors at the real checkpoints' sizes (Grounding DINO 800/1333, SAM 1024,
+    CLIPSeg 352), with the tiny tokenizers (no download), by role."""
+    return {
+        "grounding_dino": GroundingDinoProcessor(
+            image_processor=GroundingDinoImageProcessorPil(
+                size={"shortest_edge": 800, "longest_edge": 1333},
+                image_mean=IMAGENET_MEAN,
+                image_std=IMAGENET_STD,
+            ),
+            tokenizer=tiny_bert_tokenizer(),
+        ),
+        "sam": SamProcessor(image_processor=SamImageProcessorPil()),
+        "clipseg": CLIPSegProcessor(
+            image_processor=ViTImageProcessorPil(
+                size={"height": 352, "width": 352},
+                image_mean=IMAGENET_MEAN,
+                image_std=IMAGENET_STD,
+            ),
+            tokenizer=tiny_clip_tokenizer(),
+        ),
+    }
+
+
 def write_full_size_models(out_dir: Path, seed: int = 0) -> Path:
     """Write random-weight real-size models and processors in the ``--models DIR`` layout.
 
     No tiny marker is written: these are the real architectures, so loading must not flag them.
     """
-    bert = tiny_bert_tokenizer()
-    clip = tiny_clip_tokenizer()
+    processors = full_size_processors()
+    clip = processors["clipseg"].tokenizer
     builders: dict[str, Callable[[], tuple[torch.nn.Module, Any]]] = {
         "grounding_dino": lambda: (
             GroundingDinoForObjectDetection(grounding_dino_config()),
-            GroundingDinoProcessor(
-                image_processor=GroundingDinoImageProcessorPil(
-                    size={"shortest_edge": 800, "longest_edge": 1333},
-                    image_mean=IMAGENET_MEAN,
-                    image_std=IMAGENET_STD,
-                ),
-                tokenizer=bert,
-            ),
+            processors["grounding_dino"],
         ),
-        "sam": lambda: (
-            SamModel(sam_config()),
-            SamProcessor(image_processor=SamImageProcessorPil()),
-        ),
+        "sam": lambda: (SamModel(sam_config()), processors["sam"]),
         "clipseg": lambda: (
             CLIPSegForImageSegmentation(
                 clipseg_config(clip.bos_token_id, clip.eos_token_id, clip.pad_token_id)
             ),
-            CLIPSegProcessor(
-                image_processor=ViTImageProcessorPil(
-                    size={"height": 352, "width": 352},
-                    image_mean=IMAGENET_MEAN,
-                    image_std=IMAGENET_STD,
-                ),
-                tokenizer=clip,
-            ),
+            processors["clipseg"],
         ),
     }
     with torch.random.fork_rng(devices=[]), quiet_progress_bars():

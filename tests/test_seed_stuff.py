@@ -7,6 +7,8 @@ The step functions are checked against the plain operations the seed uses (stack
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.backends.grounded_sam.segment import SamSegmenter
 from prelabel.backends.grounded_sam.stuff_seed import (
     STUFF_PROMPTS_PER_CALL,
+    can_win,
     coarse_argmax,
     coarse_index,
     draw_region_points,
@@ -71,6 +74,18 @@ def test_coarse_index_is_bilinear_upscaling_then_sigmoid_then_argmax() -> None:
         logits[:1, None].sigmoid(), size=size, mode="bilinear", align_corners=False
     )[0, 0]
     assert not torch.allclose(upscaled_probability(logits[0], size), sigmoid_first, atol=1e-4)
+
+
+def test_maps_that_cannot_beat_the_background_are_skipped_with_the_same_labels() -> None:
+    logits = torch.randn(4, 9, 12, generator=torch.Generator().manual_seed(2)) * 3
+    logits[1] = -2.2 - torch.rand(9, 12)  # sigmoid < 0.1 everywhere
+    logits[3] = math.log(0.1 / 0.9) - 1e-6  # just under the background: kept (margin)
+    assert can_win(logits, 0.1) == [0, 2, 3]
+    size = (23, 40)
+    stacked = torch.cat([torch.full((1, *size), 0.1), upscaled_probability(logits, size)])
+    labels, _ = coarse_argmax(logits, size, 0.1)
+    assert torch.equal(labels.long(), stacked.argmax(dim=0))
+    assert can_win(logits, 1.0) == [] and can_win(logits, 0.0) == [0, 1, 2, 3]
 
 
 def test_the_coarse_winner_probability_is_the_winner_s_own_map() -> None:

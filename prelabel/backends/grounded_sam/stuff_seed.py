@@ -40,6 +40,7 @@ keeping a running maximum.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -132,11 +133,30 @@ def coarse_argmax(
     at a time."""
 
     def maps() -> Iterator[tuple[int, torch.Tensor]]:
-        for start in range(0, len(logits), STUFF_PROMPTS_PER_CALL):
-            chunk = upscaled_probability(logits[start : start + STUFF_PROMPTS_PER_CALL], size)
-            yield from enumerate(chunk, start)
+        slots = can_win(logits, background)
+        for start in range(0, len(slots), STUFF_PROMPTS_PER_CALL):
+            chunk = slots[start : start + STUFF_PROMPTS_PER_CALL]
+            yield from zip(chunk, upscaled_probability(logits[chunk], size), strict=True)
 
     return running_argmax(maps(), size, background, logits.device)
+
+
+def can_win(logits: torch.Tensor, background: float) -> list[int]:
+    """The prompts whose ``(h, w)`` logits could beat ``background`` somewhere once upscaled.
+
+    Bilinear upscaling averages neighbouring values, so no upscaled logit exceeds the map's
+    maximum (by more than rounding, hence the margin of 1e-3); a map whose maximum stays under
+    the background's logit never wins a pixel, and leaving it out of the running argmax changes
+    nothing. With a large taxonomy most stuff maps are of that kind, and they cost neither an
+    upscale nor a sigmoid.
+    """
+    if background <= 0:
+        return list(range(len(logits)))
+    if background >= 1:
+        return []
+    threshold = math.log(background / (1 - background)) - 1e-3
+    peaks = logits.float().flatten(1).amax(dim=1)
+    return torch.nonzero(peaks > threshold).flatten().tolist()
 
 
 def coarse_index(
@@ -177,23 +197,31 @@ def erode_labels(labels: torch.Tensor, kernel: int) -> torch.Tensor:
 
     Same result as ``scipy.ndimage.binary_erosion`` of each label's mask with
     ``np.ones((kernel, kernel))``, pixels outside the image counting as outside the region: a
-    pixel survives exactly when every label in its window equals its own, that is when the
-    window's minimum equals its maximum (outside the image counts as 0). The window of an even
-    ``kernel`` reaches ``kernel // 2`` pixels up and left, one less down and right, as scipy's.
-    Two separable max-pools per extreme, whatever the number of labels.
+    pixel survives exactly when every label in its window equals its own (outside the image
+    counts as label 0). The window of an even ``kernel`` reaches ``kernel // 2`` pixels up and
+    left, one less down and right, as scipy's. A window is uniform when each of its rows is
+    (no two neighbours across differ) and its left column is (no two neighbours down differ);
+    both are counted with running sums along one axis: a constant cost per pixel whatever the
+    kernel and the number of labels, exact (the counts stay far below float32's 2**24).
     """
-    if kernel <= 0:
+    if kernel <= 1:
         return labels
     before, after = kernel // 2, kernel - 1 - kernel // 2
-    values = F.pad(labels.float()[None, None], (before, after, before, after), value=0.0)
+    width = labels.shape[1]
+    padded = F.pad(labels.int()[None], (before, after, before, after), value=0)[0]
+    rows_uniform = _window_counts(padded[:, 1:] != padded[:, :-1], kernel - 1, dim=1) == 0
+    column_uniform = _window_counts(padded[1:, :width] != padded[:-1, :width], kernel - 1, 0)
+    uniform = (_window_counts(~rows_uniform, kernel, dim=0) == 0) & (column_uniform == 0)
+    return torch.where(uniform, labels, torch.zeros_like(labels))
 
-    def window_max(x: torch.Tensor) -> torch.Tensor:
-        rows = F.max_pool2d(x, kernel_size=(1, kernel), stride=1)
-        return F.max_pool2d(rows, kernel_size=(kernel, 1), stride=1)
 
-    high = window_max(values)[0, 0]
-    low = -window_max(-values)[0, 0]
-    return torch.where(low == high, labels, torch.zeros_like(labels))
+def _window_counts(flags: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """Set ``flags`` in each run of ``length`` along ``dim``, starting at every index (the
+    result is ``length - 1`` shorter along ``dim``)."""
+    pad = (1, 0) if dim == 1 else (0, 0, 1, 0)
+    running = F.pad(flags.float(), pad).cumsum(dim)
+    count = running.shape[dim] - length
+    return running.narrow(dim, length, count) - running.narrow(dim, 0, count)
 
 
 def sample_counts(counts: Sequence[int], factor: int) -> list[int]:
