@@ -29,6 +29,7 @@ from prelabel.backends.grounded_sam.stuff_seed import (
     region_weights,
     running_argmax,
     sample_counts,
+    uniform_windows,
     upscaled_probability,
 )
 from prelabel.config import PipelineSettings
@@ -101,14 +102,21 @@ def test_the_coarse_winner_probability_is_the_winner_s_own_map() -> None:
         assert torch.equal(best[won], probs[slot][won])
 
 
+@pytest.mark.parametrize("tensors", [False, True], ids=["cpu-filters", "tensor-ops"])
 @pytest.mark.parametrize("kernel", [0, 1, 2, 3, 5, 20])
-def test_erosion_equals_scipy_binary_erosion_with_a_square(kernel: int) -> None:
+def test_erosion_equals_scipy_binary_erosion_with_a_square(kernel: int, tensors: bool) -> None:
+    """Both ways: scipy's filters (the CPU) and the tensor operations (any other device)."""
     rng = np.random.default_rng(kernel)
     labels = np.zeros((70, 90), dtype=np.uint8)
     labels[5:60, 3:50] = 1  # a block touching nothing
     labels[0:30, 60:90] = 2  # a block on the image border (outside counts as outside)
     labels[40:70, 55:90] = rng.integers(0, 4, (30, 35))  # speckle of 1, 2 and 3
-    eroded = erode_labels(torch.from_numpy(labels), kernel).numpy()
+    given = torch.from_numpy(labels)
+    if tensors and kernel > 1:
+        uniform = uniform_windows(given, kernel)
+        eroded = torch.where(uniform, given, torch.zeros_like(given)).numpy()
+    else:
+        eroded = erode_labels(given, kernel).numpy()
     assert eroded.dtype == np.uint8
     for slot in range(3):
         mask = labels == slot + 1

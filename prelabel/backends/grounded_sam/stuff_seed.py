@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from prelabel.backends.grounded_sam.segment import ImageEmbedding, SamSegmenter
 from prelabel.config import PipelineSettings
@@ -199,20 +200,32 @@ def erode_labels(labels: torch.Tensor, kernel: int) -> torch.Tensor:
     ``np.ones((kernel, kernel))``, pixels outside the image counting as outside the region: a
     pixel survives exactly when every label in its window equals its own (outside the image
     counts as label 0). The window of an even ``kernel`` reaches ``kernel // 2`` pixels up and
-    left, one less down and right, as scipy's. A window is uniform when each of its rows is
-    (no two neighbours across differ) and its left column is (no two neighbours down differ);
-    both are counted with running sums along one axis: a constant cost per pixel whatever the
-    kernel and the number of labels, exact (the counts stay far below float32's 2**24).
+    left, one less down and right, as scipy's. On the CPU scipy's minimum and maximum filters
+    say so directly (the window is uniform when its minimum equals its maximum), and are the
+    fastest there; elsewhere :func:`uniform_windows` says it with tensor operations.
     """
     if kernel <= 1:
         return labels
+    if labels.device.type == "cpu":
+        values = labels.numpy()
+        low = ndimage.minimum_filter(values, size=kernel, mode="constant", cval=0)
+        high = ndimage.maximum_filter(values, size=kernel, mode="constant", cval=0)
+        return torch.from_numpy(np.where(low == high, values, 0).astype(values.dtype))
+    return torch.where(uniform_windows(labels, kernel), labels, torch.zeros_like(labels))
+
+
+def uniform_windows(labels: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Whether each pixel's ``kernel`` window (placed as scipy places it, outside = 0) holds one
+    label. A window is uniform when each of its rows is (no two neighbours across differ) and
+    its left column is (no two neighbours down differ); both are counted with running sums
+    along one axis: a constant cost per pixel whatever the kernel and the number of labels,
+    exact (the counts stay far below float32's 2**24)."""
     before, after = kernel // 2, kernel - 1 - kernel // 2
     width = labels.shape[1]
     padded = F.pad(labels.int()[None], (before, after, before, after), value=0)[0]
     rows_uniform = _window_counts(padded[:, 1:] != padded[:, :-1], kernel - 1, dim=1) == 0
     column_uniform = _window_counts(padded[1:, :width] != padded[:-1, :width], kernel - 1, 0)
-    uniform = (_window_counts(~rows_uniform, kernel, dim=0) == 0) & (column_uniform == 0)
-    return torch.where(uniform, labels, torch.zeros_like(labels))
+    return (_window_counts(~rows_uniform, kernel, dim=0) == 0) & (column_uniform == 0)
 
 
 def _window_counts(flags: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -273,13 +286,14 @@ def _candidates(
     memory once, and each category's mask is read from them there."""
     flat = labels.flatten().long()
     areas = torch.bincount(flat, minlength=len(prompts) + 1).tolist()
-    totals = torch.bincount(flat, weights=best.flatten().double(), minlength=len(prompts) + 1)
+    weights = best.flatten().double()
+    totals = torch.bincount(flat, weights=weights, minlength=len(prompts) + 1).tolist()
     host = labels.cpu().numpy()
     return [
         MaskCandidate(
             mask=host == slot + 1,
             category_id=prompt.category_id,
-            score=float(totals[slot + 1].item() / areas[slot + 1]),
+            score=totals[slot + 1] / areas[slot + 1],
             is_thing=False,
         )
         for slot, prompt in enumerate(prompts)
