@@ -21,8 +21,8 @@ stage has work (up to 20 boxes, up to 3 regions per stuff category). On the 2-co
 images: about 3 minutes in all, model building included. Per-image min and max are printed
 because other processes sharing the CPU move these figures by tens of percent.
 
-``--stuff-method`` picks the stuff branch timed: ``seed`` (the default, one SAM decoder call per
-prompted stuff category) or ``regions`` (one call for all regions).
+``--stuff-method`` picks the stuff branch timed: ``seed`` (the default, one SAM prompt per prompted
+stuff category, several per decoder call) or ``regions`` (one call for all regions).
 
 ``--backend sam3`` builds ``Sam3Model(Sam3Config())`` in memory instead (the released
 architecture: ViT-L/14 at 1008, CLIP text encoder, DETR encoder and decoder, 200 queries;
@@ -185,41 +185,48 @@ def clipseg_config(bos: int, eos: int, pad: int) -> CLIPSegConfig:
     )
 
 
+def full_size_processors() -> dict[str, Any]:
+    """The three processors at the real checkpoints' sizes (Grounding DINO 800/1333, SAM 1024,
+    CLIPSeg 352), with the tiny tokenizers (no download), by role."""
+    return {
+        "grounding_dino": GroundingDinoProcessor(
+            image_processor=GroundingDinoImageProcessorPil(
+                size={"shortest_edge": 800, "longest_edge": 1333},
+                image_mean=IMAGENET_MEAN,
+                image_std=IMAGENET_STD,
+            ),
+            tokenizer=tiny_bert_tokenizer(),
+        ),
+        "sam": SamProcessor(image_processor=SamImageProcessorPil()),
+        "clipseg": CLIPSegProcessor(
+            image_processor=ViTImageProcessorPil(
+                size={"height": 352, "width": 352},
+                image_mean=IMAGENET_MEAN,
+                image_std=IMAGENET_STD,
+            ),
+            tokenizer=tiny_clip_tokenizer(),
+        ),
+    }
+
+
 def write_full_size_models(out_dir: Path, seed: int = 0) -> Path:
     """Write random-weight real-size models and processors in the ``--models DIR`` layout.
 
     No tiny marker is written: these are the real architectures, so loading must not flag them.
     """
-    bert = tiny_bert_tokenizer()
-    clip = tiny_clip_tokenizer()
+    processors = full_size_processors()
+    clip = processors["clipseg"].tokenizer
     builders: dict[str, Callable[[], tuple[torch.nn.Module, Any]]] = {
         "grounding_dino": lambda: (
             GroundingDinoForObjectDetection(grounding_dino_config()),
-            GroundingDinoProcessor(
-                image_processor=GroundingDinoImageProcessorPil(
-                    size={"shortest_edge": 800, "longest_edge": 1333},
-                    image_mean=IMAGENET_MEAN,
-                    image_std=IMAGENET_STD,
-                ),
-                tokenizer=bert,
-            ),
+            processors["grounding_dino"],
         ),
-        "sam": lambda: (
-            SamModel(sam_config()),
-            SamProcessor(image_processor=SamImageProcessorPil()),
-        ),
+        "sam": lambda: (SamModel(sam_config()), processors["sam"]),
         "clipseg": lambda: (
             CLIPSegForImageSegmentation(
                 clipseg_config(clip.bos_token_id, clip.eos_token_id, clip.pad_token_id)
             ),
-            CLIPSegProcessor(
-                image_processor=ViTImageProcessorPil(
-                    size={"height": 352, "width": 352},
-                    image_mean=IMAGENET_MEAN,
-                    image_std=IMAGENET_STD,
-                ),
-                tokenizer=clip,
-            ),
+            processors["clipseg"],
         ),
     }
     with torch.random.fork_rng(devices=[]), quiet_progress_bars():
@@ -280,7 +287,7 @@ class Workload:
         self.point_prompts: list[int] = []
         segmenter = pipeline.backend.segmenter
         segment_boxes, segment_points = segmenter.segment_boxes, segmenter.segment_points
-        point_probability = segmenter.point_probability
+        point_probabilities = segmenter.point_probabilities
 
         def count_boxes(embedding: ImageEmbedding, boxes: np.ndarray) -> PromptMasks:
             self.boxes.append(len(boxes))
@@ -292,13 +299,15 @@ class Workload:
             self.point_prompts.append(len(point_sets))
             return segment_points(embedding, point_sets)
 
-        def count_seed_points(embedding: ImageEmbedding, points: np.ndarray) -> torch.Tensor:
-            self.point_prompts.append(1)  # one decoder call per stuff category
-            return point_probability(embedding, points)
+        def count_seed_points(
+            embedding: ImageEmbedding, point_sets: Sequence[np.ndarray]
+        ) -> torch.Tensor:
+            self.point_prompts.append(len(point_sets))  # one prompt per stuff category
+            return point_probabilities(embedding, point_sets)
 
         segmenter.segment_boxes = count_boxes  # type: ignore[method-assign]
         segmenter.segment_points = count_points  # type: ignore[method-assign]
-        segmenter.point_probability = count_seed_points  # type: ignore[method-assign]
+        segmenter.point_probabilities = count_seed_points  # type: ignore[method-assign]
 
     def reset(self) -> None:
         self.boxes.clear()

@@ -7,6 +7,8 @@ The step functions are checked against the plain operations the seed uses (stack
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -14,14 +16,20 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
+from prelabel.backends.grounded_sam import padded_points
 from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.segment import SamSegmenter
 from prelabel.backends.grounded_sam.stuff_seed import (
-    clipped_weights,
+    STUFF_PROMPTS_PER_CALL,
+    can_win,
+    coarse_argmax,
     coarse_index,
-    draw_points,
-    eroded_regions,
+    draw_region_points,
+    erode_labels,
+    region_weights,
     running_argmax,
     sample_counts,
+    uniform_windows,
     upscaled_probability,
 )
 from prelabel.config import PipelineSettings
@@ -69,25 +77,53 @@ def test_coarse_index_is_bilinear_upscaling_then_sigmoid_then_argmax() -> None:
     assert not torch.allclose(upscaled_probability(logits[0], size), sigmoid_first, atol=1e-4)
 
 
+def test_maps_that_cannot_beat_the_background_are_skipped_with_the_same_labels() -> None:
+    logits = torch.randn(4, 9, 12, generator=torch.Generator().manual_seed(2)) * 3
+    logits[1] = -2.2 - torch.rand(9, 12)  # sigmoid < 0.1 everywhere
+    logits[3] = math.log(0.1 / 0.9) - 1e-6  # just under the background: kept (margin)
+    assert can_win(logits, 0.1) == [0, 2, 3]
+    size = (23, 40)
+    stacked = torch.cat([torch.full((1, *size), 0.1), upscaled_probability(logits, size)])
+    labels, _ = coarse_argmax(logits, size, 0.1)
+    assert torch.equal(labels.long(), stacked.argmax(dim=0))
+    assert can_win(logits, 1.0) == [] and can_win(logits, 0.0) == [0, 1, 2, 3]
+
+
+def test_the_coarse_winner_probability_is_the_winner_s_own_map() -> None:
+    """Why one upscale per CLIPSeg map suffices: the draw's weights are read from it."""
+    logits = torch.randn(11, 9, 12, generator=torch.Generator().manual_seed(4)) * 3
+    size = (31, 50)
+    labels, best = coarse_argmax(logits, size, 0.3)
+    probs = upscaled_probability(logits, size)
+    assert len(logits) > STUFF_PROMPTS_PER_CALL  # more than one chunk
+    for slot in range(len(logits)):
+        won = labels == slot + 1
+        assert won.any()
+        assert torch.equal(best[won], probs[slot][won])
+
+
+@pytest.mark.parametrize("tensors", [False, True], ids=["cpu-filters", "tensor-ops"])
 @pytest.mark.parametrize("kernel", [0, 1, 2, 3, 5, 20])
-def test_erosion_equals_scipy_binary_erosion_with_a_square(kernel: int) -> None:
+def test_erosion_equals_scipy_binary_erosion_with_a_square(kernel: int, tensors: bool) -> None:
+    """Both ways: scipy's filters (the CPU) and the tensor operations (any other device)."""
     rng = np.random.default_rng(kernel)
     labels = np.zeros((70, 90), dtype=np.uint8)
     labels[5:60, 3:50] = 1  # a block touching nothing
     labels[0:30, 60:90] = 2  # a block on the image border (outside counts as outside)
     labels[40:70, 55:90] = rng.integers(0, 4, (30, 35))  # speckle of 1, 2 and 3
-    regions = eroded_regions(labels, 4, kernel)
-    assert regions[3] is None  # category 4 has no pixel
+    given = torch.from_numpy(labels)
+    if tensors and kernel > 1:
+        uniform = uniform_windows(given, kernel)
+        eroded = torch.where(uniform, given, torch.zeros_like(given)).numpy()
+    else:
+        eroded = erode_labels(given, kernel).numpy()
+    assert eroded.dtype == np.uint8
     for slot in range(3):
         mask = labels == slot + 1
         if kernel:
             mask = ndimage.binary_erosion(mask, structure=np.ones((kernel, kernel)))
-        region = regions[slot]
-        got = np.zeros_like(mask)
-        if region is not None:
-            got[region[0]] = region[1]
-        assert np.array_equal(got, mask), slot
-    assert regions[0] is not None and regions[0][1].any()
+        assert np.array_equal(eroded == slot + 1, mask), slot
+    assert (eroded == 1).any()
 
 
 def test_relative_sizes_use_the_seed_rounding() -> None:
@@ -97,34 +133,67 @@ def test_relative_sizes_use_the_seed_rounding() -> None:
     assert sample_counts([5, 7], 0) == [0, 0]
 
 
-def test_points_follow_the_exact_draw_and_stay_on_weighted_pixels() -> None:
-    probability = np.random.default_rng(1).random((20, 30)).astype(np.float32)
-    mask = np.zeros((20, 30), dtype=bool)
-    mask[4:9, 10:25] = True
-    region = ((slice(4, 9), slice(10, 25)), mask[4:9, 10:25])
-    weights = clipped_weights(probability, region)
-    assert weights.dtype == np.float64
-    assert np.array_equal(weights, (probability * mask).astype(np.float64))
-    points = draw_points(weights, 200, np.random.default_rng([0, 7]))
-    w = weights.ravel()
-    flat = np.random.default_rng([0, 7]).choice(600, size=200, replace=True, p=w / w.sum())
-    assert np.array_equal(points, np.stack([flat % 30, flat // 30], axis=1).astype(np.float32))
+@pytest.mark.parametrize("case", range(6))
+def test_region_draw_equals_numpy_choice_over_the_whole_image(case: int) -> None:
+    """The documented draw: ``rng.choice`` over every pixel with ``p = w / w[region].sum()``."""
+    rng = np.random.default_rng(case)
+    height, width = 40 + case * 7, 60 + case * 11
+    probability = rng.random((height, width)).astype(np.float32) ** (1 + case)
+    region = np.zeros((height, width), dtype=bool)
+    region[rng.integers(0, 10) : rng.integers(20, height), 5 : rng.integers(30, width)] = True
+    region &= rng.random((height, width)) > 0.15 * case  # holes, and rows of varied length
+    labels = torch.from_numpy(np.where(region, 3, 1).astype(np.uint8)).flatten()
+    pixels, weights = region_weights(labels, torch.from_numpy(probability).flatten(), 2)
+    assert np.array_equal(pixels, np.flatnonzero(region))
+    n = 500 + 300 * case
+    points = draw_region_points(pixels, weights, width, n, np.random.default_rng([0, case]))
+
+    w = (probability * region).astype(np.float64).ravel()
+    p = w / w[region.ravel()].sum()
+    flat = np.random.default_rng([0, case]).choice(w.size, size=n, replace=True, p=p)
+    expected = np.stack([flat % width, flat // width], axis=1).astype(np.float32)
+    assert np.array_equal(points, expected)
     xs, ys = points.astype(int).T
-    assert mask[ys, xs].all()
+    assert region[ys, xs].all()
+
+
+def test_padded_point_prompts_decode_as_if_alone(tiny_models: object) -> None:
+    """Point lists of different lengths in one call: each map is the one its own call gives,
+    because the padding is masked out of SAM's attention (without the mask it is not)."""
+    segmenter = SamSegmenter(tiny_models.sam, tiny_models.sam_processor, tiny_models.device)
+    embedding = segmenter.embed(_image())
+    rng = np.random.default_rng(1)
+    point_sets = [rng.uniform(0, 60, (k, 2)).astype(np.float32) for k in (3, 50, 1, 17)]
+    batched = segmenter.point_probabilities(embedding, point_sets)
+    assert batched.shape == (4, 64, 96)
+    for row, points in enumerate(point_sets):
+        alone = segmenter.point_probabilities(embedding, [points])[0]
+        assert torch.allclose(batched[row], alone, atol=1e-5), row
+    unmasked = segmenter._decode_points(  # the same padded call, hooks not told the padding
+        embedding, *_padded(point_sets)
+    ).pred_masks[0, 0]
+    alone_logits = segmenter._decode_points(embedding, point_sets[0][None]).pred_masks[0, 0]
+    assert (unmasked.sigmoid() - alone_logits.sigmoid()).abs().max() > 1e-3
+
+
+def _padded(point_sets: list[np.ndarray]) -> tuple[np.ndarray, torch.Tensor]:
+    points, labels = padded_points.pad_point_sets(point_sets)
+    assert labels.tolist()[0][:4] == [1, 1, 1, padded_points.PAD_LABEL]
+    return points, torch.from_numpy(labels)
 
 
 @pytest.fixture(scope="module")
-def spied(tiny_models: object) -> tuple[Pipeline, list[np.ndarray]]:
+def spied(tiny_models: object) -> tuple[Pipeline, list[list[np.ndarray]]]:
     settings = PipelineSettings(shrink_kernel=0, min_area=0, max_detections=1, box_threshold=0)
     pipeline = Pipeline(GroundedSam(tiny_models), settings)
-    calls: list[np.ndarray] = []
-    real = pipeline.backend.segmenter.point_probability
+    calls: list[list[np.ndarray]] = []
+    real = pipeline.backend.segmenter.point_probabilities
 
-    def spy(embedding: object, points: np.ndarray) -> torch.Tensor:
-        calls.append(np.asarray(points))
-        return real(embedding, points)
+    def spy(embedding: object, point_sets: list[np.ndarray]) -> torch.Tensor:
+        calls.append([np.asarray(points) for points in point_sets])
+        return real(embedding, point_sets)
 
-    pipeline.backend.segmenter.point_probability = spy
+    pipeline.backend.segmenter.point_probabilities = spy
     return pipeline, calls
 
 
@@ -134,21 +203,22 @@ def _image() -> Image.Image:
 
 
 @pytest.mark.slow
-def test_one_sam_call_per_stuff_category_with_its_share_of_points(
-    spied: tuple[Pipeline, list[np.ndarray]],
+def test_one_sam_call_for_the_stuff_categories_each_with_its_share_of_points(
+    spied: tuple[Pipeline, list[list[np.ndarray]]],
 ) -> None:
     pipeline, calls = spied
     calls.clear()
     stuff = [Category(1, "sky"), Category(2, "road"), Category(3, "grass")]
     prediction = pipeline.predict(_image(), build_taxonomy(stuff, {}, pipeline.settings))
     assert prediction.segments
-    assert len(calls) == 3
-    assert max(len(points) for points in calls) == 1000  # the largest category
-    assert all(0 < len(points) <= 1000 for points in calls)
+    (call,) = calls  # three categories, fewer than STUFF_PROMPTS_PER_CALL: one decoder call
+    assert len(call) == 3
+    assert max(len(points) for points in call) == 1000  # the largest category
+    assert all(0 < len(points) <= 1000 for points in call)
 
 
 @pytest.mark.slow
-def test_stuff_points_never_land_on_things(spied: tuple[Pipeline, list[np.ndarray]]) -> None:
+def test_stuff_points_never_land_on_things(spied: tuple[Pipeline, list[list[np.ndarray]]]) -> None:
     pipeline, calls = spied
     calls.clear()
     categories = [Category(10, "person", True), Category(1, "sky"), Category(2, "road")]
@@ -157,6 +227,6 @@ def test_stuff_points_never_land_on_things(spied: tuple[Pipeline, list[np.ndarra
     things = np.isin(prediction.id_map, [s.id for s in prediction.segments if s.is_thing])
     assert 0 < things.mean() < 1
     assert calls
-    for points in calls:
+    for points in (points for call in calls for points in call):
         xs, ys = points.astype(int).T
         assert not things[ys, xs].any()

@@ -15,13 +15,16 @@ purpose: it imports transformers' model classes, torch, numpy and scipy, and not
   processor's sizes and ``post_process_masks``).
 
 The demo's point draw (``random.choices``) is replaced by the exact formula prelabel specifies,
-``numpy.random.default_rng([seed, category_id]).choice(H * W, size=N, p=w / w.sum())``, so that
-the two implementations draw the same points and can be compared pixel for pixel.
+``numpy.random.default_rng([seed, category_id]).choice(H * W, size=N, p=w / w[eroded].sum())``,
+so that the two implementations draw the same points and can be compared pixel for pixel. The
+total is the sum of the eroded pixels' weights in row-major order rather than ``w.sum()`` (the
+two may differ in the last bit): that lets prelabel draw from the region alone (issue 23).
 
-Things are not detected here: the caller passes the union of the thing masks it kept, so both
-stuff branches see the same things. ``noise`` adds uniform noise of that amplitude to the
-probability maps of the models named in ``noise_on`` (CLIPSeg's, SAM's or both), to measure how
-stable the port's own output is.
+The port runs on whatever device its models are on (the GPU suite's baseline runs it there);
+its maps come to host memory as numpy arrays. Things are not detected here: the caller passes
+the union of the thing masks it kept, so both stuff branches see the same things. ``noise``
+adds uniform noise of that amplitude to the probability maps of the models named in
+``noise_on`` (CLIPSeg's, SAM's or both), to measure how stable the port's own output is.
 """
 
 from __future__ import annotations
@@ -92,15 +95,16 @@ def seed_stuff(
     inputs = clipseg_processor(
         text=names, images=[image] * len(names), padding="max_length", return_tensors="pt"
     )
-    dtype = next(clipseg.parameters()).dtype
-    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    parameter = next(clipseg.parameters())
+    inputs = {key: value.to(parameter.device) for key, value in inputs.items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(parameter.dtype)
     logits = clipseg(**inputs).logits.float()
     if logits.ndim == 2:
         logits = logits[None]
     upscaled = F.interpolate(
         logits[:, None], size=(height, width), mode="bilinear", align_corners=False
     )
-    preds = jitter(torch.sigmoid(upscaled[:, 0]).numpy(), "clipseg")
+    preds = jitter(torch.sigmoid(upscaled[:, 0]).cpu().numpy(), "clipseg")
     coarse = _semantic(preds, knobs.background_threshold)
 
     # Step 3: things carved out, regions shrunk, relative sizes, clipped maps.
@@ -121,7 +125,8 @@ def seed_stuff(
 
     # Step 4: points per category, one SAM prompt each, max over the three masks.
     pixel_values = sam_processor(images=image, return_tensors="pt")["pixel_values"]
-    embedding = sam.get_image_embeddings(pixel_values.to(next(sam.parameters()).dtype))
+    sam_parameter = next(sam.parameters())
+    embedding = sam.get_image_embeddings(pixel_values.to(sam_parameter.device, sam_parameter.dtype))
     side = int(sam.config.vision_config.image_size)
     scale = side / max(height, width)
     new_h, new_w = int(height * scale + 0.5), int(width * scale + 0.5)
@@ -133,14 +138,17 @@ def seed_stuff(
         if count == 0:
             continue
         weights = clipped[index].astype(np.float64).ravel()
+        total = weights[eroded[index].ravel()].sum()
         rng = np.random.default_rng([knobs.seed, category_id])
-        flat = rng.choice(height * width, size=count, replace=True, p=weights / weights.sum())
+        flat = rng.choice(height * width, size=count, replace=True, p=weights / total)
         xy = np.stack([flat % width, flat // width], axis=1).astype(np.float64)
         xy = xy * np.array([new_w / width, new_h / height])
         out = sam(
             image_embeddings=embedding,
-            input_points=torch.tensor(xy, dtype=embedding.dtype)[None, None],
-            input_labels=torch.ones((1, 1, count), dtype=torch.long),
+            input_points=torch.tensor(xy, dtype=embedding.dtype, device=embedding.device)[
+                None, None
+            ],
+            input_labels=torch.ones((1, 1, count), dtype=torch.long, device=embedding.device),
             multimask_output=True,
         )
         low_res = torch.sigmoid(out.pred_masks[0, 0].float()).max(dim=0).values
@@ -150,7 +158,7 @@ def seed_stuff(
         full = F.interpolate(
             padded[..., :new_h, :new_w], size=(height, width), mode="bilinear", align_corners=False
         )
-        sam_preds[index] = full[0, 0].numpy()
+        sam_preds[index] = full[0, 0].cpu().numpy()
     final = _semantic(jitter(sam_preds, "sam"), knobs.background_threshold)
     return SeedStuff(category_map=ids[final], coarse_map=ids[coarse], points=points)
 

@@ -4,7 +4,8 @@ SAM box masks, CLIPSeg maps for stuff and SAM point masks from the same embeddin
 Order per batch: one SAM encoder call for all images when the batch opens; the first
 :meth:`~_Session.things` call of the batch runs the detector once (per prompt chunk) for every
 image of the batch, which keeps a GPU busy; SAM box masks, CLIPSeg and the stuff points stay
-per image (``pipeline.stuff_method``: the seed's algorithm in :mod:`.stuff_seed`, or the
+per image (``pipeline.stuff_method``: the seed's algorithm in :mod:`.stuff_seed`, its point
+prompts in padded calls of several categories each, or the
 per-region one in :mod:`.stuff_regions`). Same results as one image at a time.
 """
 

@@ -3,8 +3,9 @@
 The image encoder is nearly all of SAM's cost (ViT-H: about a minute per image on a CPU, the
 prompt decoder a tenth of a second per prompt), so :meth:`SamSegmenter.embed` runs it exactly once
 and the decoder calls take the cached :class:`ImageEmbedding`. All boxes of an image go to the
-decoder in one batched call; stuff points go in one call for all regions (``regions``) or one
-call per category (``seed``, :meth:`SamSegmenter.point_probability`).
+decoder in one batched call; stuff points go in one call for all regions (``regions``) or in
+calls of a bounded number of categories each, point lists padded (``seed``,
+:meth:`SamSegmenter.point_probabilities`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from transformers import SamModel, SamProcessor
 from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 
 from prelabel.backends.finite import require_finite
+from prelabel.backends.grounded_sam import padded_points
+from prelabel.backends.grounded_sam.padded_points import pad_point_sets
 
 #: Masks are upscaled to full resolution this many prompts at a time, bounding the float memory
 #: that post-processing needs (prompts x height x width x 4 bytes).
@@ -128,30 +131,45 @@ class SamSegmenter:
         return self._postprocess(embedding, outputs.pred_masks[0, rows, best], iou[rows, best])
 
     @torch.inference_mode()
-    def point_probability(
-        self, embedding: ImageEmbedding, points: npt.NDArray[np.floating]
+    def point_probabilities(
+        self, embedding: ImageEmbedding, point_sets: Sequence[npt.NDArray[np.floating]]
     ) -> torch.Tensor:
-        """SAM's probability map for one prompt of ``(K, 2)`` positive x/y points, image size.
+        """SAM's probability maps for prompts of ``(K_i, 2)`` positive x/y points, one decoder
+        call for all of them: ``(M, H, W)`` float32 on the model's device, in ``[0, 1]``.
 
         The seed's greedy fill: of SAM's three masks (part, object, whole) the pixel-wise
         maximum of the sigmoids, upscaled as probabilities by the processor's
         ``post_process_masks(binarize=False)`` (pad crop included, so portrait images are
-        right). A float32 ``(H, W)`` tensor on the model's device, in ``[0, 1]``.
+        right). Point lists of different lengths are padded and the padding is masked out of
+        the decoder's attention (:mod:`.padded_points`), so each map is the one a call of its
+        own would give. The caller bounds ``M``: the result holds ``M`` full-size maps.
         """
-        outputs = self._decode_points(embedding, np.asarray(points)[None])
+        points, labels = pad_point_sets(point_sets)
+        label_tensor = torch.from_numpy(labels).to(self.device)
+        if padded_points.install(self.model):
+            with padded_points.masked_padding(label_tensor):
+                outputs = self._decode_points(embedding, points, label_tensor)
+        else:
+            outputs = self._decode_points(embedding, points, label_tensor)
         low_res = outputs.pred_masks[0].float().sigmoid().amax(dim=1, keepdim=True)
         (full,) = self.processor.image_processor.post_process_masks(
             [low_res], [embedding.original_size], [embedding.reshaped_size], binarize=False
         )
-        return full[0, 0]
+        return full[:, 0]
 
     def _decode_points(
-        self, embedding: ImageEmbedding, point_sets: npt.NDArray[np.floating]
+        self,
+        embedding: ImageEmbedding,
+        point_sets: npt.NDArray[np.floating],
+        labels: torch.Tensor | None = None,
     ) -> SamImageSegmentationOutput:
-        """One decoder call for ``(M, K, 2)`` positive x/y points, three masks per prompt."""
+        """One decoder call for ``(M, K, 2)`` x/y points, three masks per prompt; ``labels``
+        ``(M, K)``, all positive when None."""
         points = embedding.to_model_coordinates(point_sets)
         input_points = torch.from_numpy(points)[None].to(self.device, self._dtype)
-        input_labels = torch.ones(points.shape[:2], dtype=torch.long, device=self.device)[None]
+        if labels is None:
+            labels = torch.ones(points.shape[:2], dtype=torch.long, device=self.device)
+        input_labels = labels[None]
         outputs = self.model(
             image_embeddings=embedding.embeddings,
             input_points=input_points,

@@ -14,23 +14,34 @@ runs are reproducible and comparable with it:
 3. A category gets ``N = int(relative_size * num_samples_factor)`` points, drawn with
    replacement and weighted by its probability inside its eroded pixels, from a generator of its
    own, ``numpy.random.default_rng([seed, category_id])``: a change in one category never moves
-   another category's points.
+   another category's points. The draw is exactly ``rng.choice(H * W, size=N, p=w / total)``
+   with ``w`` the weights of the whole image flattened row by row (0 outside the eroded
+   pixels) and ``total`` the sum of the eroded pixels' weights taken in that order
+   (``w[eroded].sum()``, not ``w.sum()``: the two can differ in the last bit, and the first
+   lets the draw cost in proportion to the region rather than the image; the reference port in
+   ``tests/reference/`` says the same).
 4. One SAM decoder call per category with all its points as positive prompts; the pixel-wise
    maximum of the sigmoids of SAM's three masks, upscaled to the image. Per pixel, the argmax
    over ``[background_threshold, each category's SAM probability]``, ties to background. So SAM,
    at full resolution, decides where one kind of stuff ends and the next begins.
 
-Memory stays bounded at the working size (``max_image_side``) whatever the taxonomy: the
-argmaxes run over one category at a time against a running maximum, so the ``P`` full-size
-probability maps of either model are never held together. A category's upscaled CLIPSeg map is
-computed again when its points are drawn rather than kept; its eroded pixels are kept cropped to
-their extent.
+How it runs (same output, a GPU kept busy, the host kept light): the argmaxes, the upscaling,
+the removal of things and the erosion run on the model's device; a category's weights are read
+from the coarse argmax's winning probability (in its eroded pixels it is that category's own
+upscaled CLIPSeg probability), so each CLIPSeg map is upscaled once; the draw reads only the
+region's pixels; the categories' point prompts go to SAM
+:data:`STUFF_PROMPTS_PER_CALL` at a time, padded (:meth:`SamSegmenter.point_probabilities`),
+each decoded as in a call of its own; the final labels come to host memory once per image.
+Memory stays bounded at the working size (``max_image_side``) whatever the taxonomy: at most
+:data:`STUFF_PROMPTS_PER_CALL` full-size maps of either model are held at a time, the argmaxes
+keeping a running maximum.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -46,9 +57,9 @@ from prelabel.taxonomy import CategoryPrompt
 
 logger = logging.getLogger(__name__)
 
-_Window = tuple[slice, slice]
-#: A category's eroded pixels: the window they lie in and the mask inside it.
-Region = tuple[_Window, npt.NDArray[np.bool_]]
+#: Stuff categories upscaled, or decoded by SAM, together: a bound on the full-size float maps
+#: held at once (8 x 1920 x 1080 x 4 bytes = 66 MB), whatever the number of categories.
+STUFF_PROMPTS_PER_CALL = 8
 
 
 def seed_stuff(
@@ -62,24 +73,24 @@ def seed_stuff(
 ) -> list[MaskCandidate]:
     """One mask candidate per stuff category that wins pixels, at the embedded image's size.
 
-    ``logits`` is CLIPSeg's ``(P, h, w)`` per prompt; ``things`` the union of the thing masks
-    (``(H, W)`` bool) or None. A candidate's score is SAM's mean probability over its pixels.
+    ``logits`` is CLIPSeg's ``(P, h, w)`` per prompt, on the model's device; ``things`` the
+    union of the thing masks (``(H, W)`` bool) or None. A candidate's score is SAM's mean
+    probability over its pixels.
     """
     size = embedding.original_size
     with clock("coarse"):
-        index = coarse_index(logits, size, settings.background_threshold)
+        labels, best = coarse_argmax(logits, size, settings.background_threshold)
         if things is not None:
-            index[things] = 0
-        regions = eroded_regions(index, len(prompts), settings.shrink_kernel)
-        counts = [0 if r is None else int(np.count_nonzero(r[1])) for r in regions]
+            labels.masked_fill_(torch.from_numpy(things).to(labels.device), 0)
+        eroded = erode_labels(labels, settings.shrink_kernel).flatten()
+        counts = torch.bincount(eroded.long(), minlength=len(prompts) + 1)[1:].tolist()
         point_sets: dict[int, npt.NDArray[np.float32]] = {}
         for slot, n in enumerate(sample_counts(counts, settings.num_samples_factor)):
-            region = regions[slot]
-            if n == 0 or region is None:
+            if n == 0:
                 continue
-            probability = upscaled_probability(logits[slot], size).cpu().numpy()
+            pixels, weights = region_weights(eroded, best.flatten(), slot)
             rng = np.random.default_rng([settings.seed, prompts[slot].category_id])
-            point_sets[slot] = draw_points(clipped_weights(probability, region), n, rng)
+            point_sets[slot] = draw_region_points(pixels, weights, size[1], n, rng)
         logger.debug(
             "seed stuff: %d of %d categories prompt SAM, %d points in all",
             len(point_sets),
@@ -87,29 +98,73 @@ def seed_stuff(
             sum(len(points) for points in point_sets.values()),
         )
     with clock("stuff"):
-        maps = (
-            (slot, segmenter.point_probability(embedding, points))
-            for slot, points in point_sets.items()
-        )
+        maps = _sam_maps(segmenter, embedding, point_sets)
         labels, best = running_argmax(maps, size, settings.background_threshold, logits.device)
-        return _candidates(labels.cpu().numpy(), best.cpu().numpy(), prompts)
+        return _candidates(labels, best, prompts)
+
+
+def _sam_maps(
+    segmenter: SamSegmenter,
+    embedding: ImageEmbedding,
+    point_sets: dict[int, npt.NDArray[np.float32]],
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(slot, (H, W) SAM probability)`` in slot order, :data:`STUFF_PROMPTS_PER_CALL`
+    categories per decoder call."""
+    slots = sorted(point_sets)
+    for start in range(0, len(slots), STUFF_PROMPTS_PER_CALL):
+        chunk = slots[start : start + STUFF_PROMPTS_PER_CALL]
+        maps = segmenter.point_probabilities(embedding, [point_sets[s] for s in chunk])
+        yield from zip(chunk, maps, strict=True)
 
 
 def upscaled_probability(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(h, w)`` logits -> ``(H, W)`` float32 probabilities: bilinear first, sigmoid second,
-    as the seed does (the other order would blur probabilities instead of logits)."""
-    upscaled = F.interpolate(
-        logits.float()[None, None], size=size, mode="bilinear", align_corners=False
-    )
-    return upscaled[0, 0].sigmoid()
+    """``(..., h, w)`` logits -> ``(..., H, W)`` float32 probabilities: bilinear first, sigmoid
+    second, as the seed does (the other order would blur probabilities instead of logits)."""
+    flat = logits.float().reshape(-1, 1, *logits.shape[-2:])
+    upscaled = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return upscaled.reshape(*logits.shape[:-2], *size).sigmoid()
+
+
+def coarse_argmax(
+    logits: torch.Tensor, size: tuple[int, int], background: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 1 on the logits' device: ``(H, W)`` CLIPSeg label per pixel (0 = background,
+    ``c + 1`` = prompt ``c``) and the winning probability, which in a pixel labelled ``c + 1``
+    is prompt ``c``'s own upscaled probability. :data:`STUFF_PROMPTS_PER_CALL` maps upscaled
+    at a time."""
+
+    def maps() -> Iterator[tuple[int, torch.Tensor]]:
+        slots = can_win(logits, background)
+        for start in range(0, len(slots), STUFF_PROMPTS_PER_CALL):
+            chunk = slots[start : start + STUFF_PROMPTS_PER_CALL]
+            yield from zip(chunk, upscaled_probability(logits[chunk], size), strict=True)
+
+    return running_argmax(maps(), size, background, logits.device)
+
+
+def can_win(logits: torch.Tensor, background: float) -> list[int]:
+    """The prompts whose ``(h, w)`` logits could beat ``background`` somewhere once upscaled.
+
+    Bilinear upscaling averages neighbouring values, so no upscaled logit exceeds the map's
+    maximum (by more than rounding, hence the margin of 1e-3); a map whose maximum stays under
+    the background's logit never wins a pixel, and leaving it out of the running argmax changes
+    nothing. With a large taxonomy most stuff maps are of that kind, and they cost neither an
+    upscale nor a sigmoid.
+    """
+    if background <= 0:
+        return list(range(len(logits)))
+    if background >= 1:
+        return []
+    threshold = math.log(background / (1 - background)) - 1e-3
+    peaks = logits.float().flatten(1).amax(dim=1)
+    return torch.nonzero(peaks > threshold).flatten().tolist()
 
 
 def coarse_index(
     logits: torch.Tensor, size: tuple[int, int], background: float
 ) -> npt.NDArray[np.integer]:
-    """Step 1: ``(H, W)`` CLIPSeg label per pixel, 0 = background, ``c + 1`` = prompt ``c``."""
-    upscaled = ((slot, upscaled_probability(logits[slot], size)) for slot in range(len(logits)))
-    labels, _ = running_argmax(upscaled, size, background, logits.device)
+    """:func:`coarse_argmax`'s labels in host memory."""
+    labels, _ = coarse_argmax(logits, size, background)
     return labels.cpu().numpy()
 
 
@@ -137,25 +192,49 @@ def running_argmax(
     return labels.to(torch.uint8 if top < 2**8 else torch.int32), best
 
 
-def eroded_regions(labels: npt.NDArray[np.integer], count: int, kernel: int) -> list[Region | None]:
-    """Step 2: per prompt, its pixels eroded with a ``kernel`` square (0 = none), or None.
+def erode_labels(labels: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Step 2 on the labels' device: each label's pixels eroded with a ``kernel`` square (0 =
+    none), all labels at once.
 
-    Same result as ``scipy.ndimage.binary_erosion`` of each prompt's mask with
-    ``np.ones((kernel, kernel))``, pixels outside the image counting as outside the region, but
-    for all prompts at once: a pixel survives exactly when every label in its window equals its
-    own, that is when the window's minimum equals its maximum (outside the image counts as 0).
-    Two separable filters over the label map, whatever the number of prompts.
+    Same result as ``scipy.ndimage.binary_erosion`` of each label's mask with
+    ``np.ones((kernel, kernel))``, pixels outside the image counting as outside the region: a
+    pixel survives exactly when every label in its window equals its own (outside the image
+    counts as label 0). The window of an even ``kernel`` reaches ``kernel // 2`` pixels up and
+    left, one less down and right, as scipy's. On the CPU scipy's minimum and maximum filters
+    say so directly (the window is uniform when its minimum equals its maximum), and are the
+    fastest there; elsewhere :func:`uniform_windows` says it with tensor operations.
     """
-    eroded = labels
-    if kernel > 0:
-        low = ndimage.minimum_filter(labels, size=kernel, mode="constant", cval=0)
-        high = ndimage.maximum_filter(labels, size=kernel, mode="constant", cval=0)
-        eroded = np.where(low == high, labels, 0).astype(labels.dtype, copy=False)
-    windows = ndimage.find_objects(eroded, max_label=count)
-    return [
-        None if window is None else (window, eroded[window] == slot + 1)
-        for slot, window in enumerate(windows)
-    ]
+    if kernel <= 1:
+        return labels
+    if labels.device.type == "cpu":
+        values = labels.numpy()
+        low = ndimage.minimum_filter(values, size=kernel, mode="constant", cval=0)
+        high = ndimage.maximum_filter(values, size=kernel, mode="constant", cval=0)
+        return torch.from_numpy(np.where(low == high, values, 0).astype(values.dtype))
+    return torch.where(uniform_windows(labels, kernel), labels, torch.zeros_like(labels))
+
+
+def uniform_windows(labels: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Whether each pixel's ``kernel`` window (placed as scipy places it, outside = 0) holds one
+    label. A window is uniform when each of its rows is (no two neighbours across differ) and
+    its left column is (no two neighbours down differ); both are counted with running sums
+    along one axis: a constant cost per pixel whatever the kernel and the number of labels,
+    exact (the counts stay far below float32's 2**24)."""
+    before, after = kernel // 2, kernel - 1 - kernel // 2
+    width = labels.shape[1]
+    padded = F.pad(labels.int()[None], (before, after, before, after), value=0)[0]
+    rows_uniform = _window_counts(padded[:, 1:] != padded[:, :-1], kernel - 1, dim=1) == 0
+    column_uniform = _window_counts(padded[1:, :width] != padded[:-1, :width], kernel - 1, 0)
+    return (_window_counts(~rows_uniform, kernel, dim=0) == 0) & (column_uniform == 0)
+
+
+def _window_counts(flags: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """Set ``flags`` in each run of ``length`` along ``dim``, starting at every index (the
+    result is ``length - 1`` shorter along ``dim``)."""
+    pad = (1, 0) if dim == 1 else (0, 0, 1, 0)
+    running = F.pad(flags.float(), pad).cumsum(dim)
+    count = running.shape[dim] - length
+    return running.narrow(dim, length, count) - running.narrow(dim, 0, count)
 
 
 def sample_counts(counts: Sequence[int], factor: int) -> list[int]:
@@ -166,46 +245,55 @@ def sample_counts(counts: Sequence[int], factor: int) -> list[int]:
     return [int(count / largest * factor) for count in counts]
 
 
-def clipped_weights(
-    probability: npt.NDArray[np.float32], region: Region
-) -> npt.NDArray[np.float64]:
-    """The ``(H, W)`` probability map times the eroded mask, as float64 (exact: the mask is
-    0 or 1 and float32 -> float64 is lossless)."""
-    window, mask = region
-    weights = np.zeros(probability.shape, dtype=np.float64)
-    weights[window][mask] = probability[window][mask]
-    return weights
+def region_weights(
+    eroded: torch.Tensor, probability: torch.Tensor, slot: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Prompt ``slot``'s eroded pixels, as flat row-major indices into the ``(H * W,)`` maps,
+    and their probabilities as float64 (exact from float32): the only host copy of the step,
+    in proportion to the region."""
+    pixels = torch.nonzero(eroded == slot + 1).squeeze(1)
+    weights = probability[pixels].cpu().numpy().astype(np.float64)
+    return pixels.cpu().numpy(), weights
 
 
-def draw_points(
-    weights: npt.NDArray[np.float64], n: int, rng: np.random.Generator
+def draw_region_points(
+    pixels: npt.NDArray[np.int64],
+    weights: npt.NDArray[np.float64],
+    width: int,
+    n: int,
+    rng: np.random.Generator,
 ) -> npt.NDArray[np.float32]:
-    """``n`` pixel positions ``(x, y)`` drawn with replacement, proportional to ``(H, W)``
-    ``weights``, which must have a positive sum.
+    """``n`` pixel positions ``(x, y)`` drawn with replacement, proportional to ``weights`` at
+    the flat row-major ``pixels`` (ascending) of an image ``width`` wide; positive sum.
 
-    The draw is exactly ``flat = rng.choice(H * W, size=n, replace=True, p=w / w.sum())`` with
-    ``w`` flattened row by row, and points ``(flat % W, flat // W)``: the same generator and
-    weights give the same points on every machine, and another implementation can repeat it.
+    Exactly ``flat = rng.choice(H * W, size=n, replace=True, p=w / weights.sum())`` with ``w``
+    the image's weights flattened (0 off ``pixels``), points ``(flat % width, flat // width)``:
+    numpy draws ``n`` uniforms and finds them in the cumulative sum of ``p`` normalised by its
+    last value. Zeros leave a cumulative sum unchanged and a uniform lands only where it rises,
+    so the same search over the region's own cumulative sum finds the same pixels, at a cost
+    in proportion to the region, not the image (``tests/test_seed_stuff.py`` compares the two).
     """
-    width = weights.shape[1]
-    flat_weights = weights.ravel()
-    flat = rng.choice(flat_weights.size, size=n, replace=True, p=flat_weights / flat_weights.sum())
+    cdf = np.cumsum(weights / weights.sum())
+    cdf /= cdf[-1]
+    flat = pixels[np.searchsorted(cdf, rng.random(n), side="right")]
     return np.stack([flat % width, flat // width], axis=1).astype(np.float32)
 
 
 def _candidates(
-    labels: npt.NDArray[np.integer],
-    best: npt.NDArray[np.float32],
-    prompts: Sequence[CategoryPrompt],
+    labels: torch.Tensor, best: torch.Tensor, prompts: Sequence[CategoryPrompt]
 ) -> list[MaskCandidate]:
-    flat = labels.ravel()
-    areas = np.bincount(flat, minlength=len(prompts) + 1)
-    totals = np.bincount(flat, weights=best.ravel(), minlength=len(prompts) + 1)
+    """Areas and mean probabilities on the device (float64 sums); the labels then come to host
+    memory once, and each category's mask is read from them there."""
+    flat = labels.flatten().long()
+    areas = torch.bincount(flat, minlength=len(prompts) + 1).tolist()
+    weights = best.flatten().double()
+    totals = torch.bincount(flat, weights=weights, minlength=len(prompts) + 1).tolist()
+    host = labels.cpu().numpy()
     return [
         MaskCandidate(
-            mask=labels == slot + 1,
+            mask=host == slot + 1,
             category_id=prompt.category_id,
-            score=float(totals[slot + 1] / areas[slot + 1]),
+            score=totals[slot + 1] / areas[slot + 1],
             is_thing=False,
         )
         for slot, prompt in enumerate(prompts)
