@@ -226,6 +226,9 @@ class _StandInBackend:
         self.opened: list[list[tuple[int, int]]] = []
         self.calls: list[str] = []
 
+    def text_limits(self) -> tuple[()]:
+        return ()
+
     def open_batch(self, images: list, taxonomy: object, settings: object, clock: object) -> list:
         self.opened.append([image.size for image in images])
         return [_Session(image, self.calls) for image in images]
