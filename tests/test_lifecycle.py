@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 from segments import SegmentsClient
 
-from prelabel.backends.grounded_sam.backend import GroundedSam
-from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import Settings, WorkerSettings
 from prelabel.emulator import Emulator
 from prelabel.errors import NonFiniteOutputError
@@ -27,18 +25,12 @@ from prelabel.segments.client import SegmentsApi
 from prelabel.state import StateStore
 from tests.connector_helpers import (
     EMULATOR_API_KEY,
-    LABELING_PIPELINE,
     make_settings,
     run_worker,
 )
 from tests.fixtures.emulator import seed_dataset_via_sdk
 
 ENGINES = ["sequential", "overlapped"]
-
-
-@pytest.fixture(scope="module")
-def pipeline(tiny_models: LoadedModels) -> Pipeline:
-    return Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
 
 def engine_settings(url: str, engine: str) -> Settings:
