@@ -31,6 +31,14 @@ class NonFiniteOutputError(ModelLoadError):
     """
 
 
+class PromptTooLongError(ModelLoadError):
+    """A category's prompt its model cannot read even cut short.
+
+    Run-wide, like a model that cannot load: the prompt is the same for every image, so the run
+    stops before the first one with the category to change rather than failing them all.
+    """
+
+
 class ImageError(PrelabelError):
     """An image cannot be decoded or is refused (too many pixels, truncated, unknown format)."""
 

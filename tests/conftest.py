@@ -9,4 +9,9 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-pytest_plugins = ["tests.fixtures.emulator", "tests.fixtures.models", "tests.fixtures.storage"]
+pytest_plugins = [
+    "tests.fixtures.emulator",
+    "tests.fixtures.models",
+    "tests.fixtures.ray_cluster",
+    "tests.fixtures.storage",
+]

@@ -133,6 +133,60 @@ def test_the_registry_loads_no_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_the_cli_start_up_checks_load_neither_torch_nor_the_hub() -> None:
+    """The CLI's check before a run reads the same rules as the loader (``backends.layout``)
+    without importing what the loader needs: a usage mistake is reported in a second."""
+    code = (
+        "import sys, prelabel.cli._preflight; "
+        "print('torch' in sys.modules, 'huggingface_hub' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
+@pytest.mark.parametrize(
+    ("source", "local"),
+    [
+        ("IDEA-Research/grounding-dino-tiny", False),
+        ("gpt2", False),
+        ("./models/sam", True),
+        ("/abs/sam", True),
+        ("~/sam", True),
+        ("a/b/c", True),
+        ("with space/x", True),
+    ],
+)
+def test_a_model_source_is_a_folder_or_a_hub_id_by_one_rule(
+    source: str, local: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prelabel.backends.layout import local_path
+
+    monkeypatch.chdir(tmp_path)
+    assert (local_path(source) is not None) is local
+    # A relative ``org/name`` that exists on disk is that folder, not the hub id.
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    assert local_path("org/name") == Path("org/name")
+
+
+@pytest.mark.parametrize(
+    ("hf_hub", "transformers", "offline"),
+    [("1", "", True), ("", "yes", True), ("0", "ON", True), ("0", "", False), ("", "", False)],
+)
+def test_either_variable_switches_the_hub_off_for_loader_and_cli_alike(
+    hf_hub: str, transformers: str, offline: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    from prelabel.backends.layout import offline_env
+    from prelabel.backends.loading import offline_mode
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", hf_hub)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", transformers)
+    assert offline_env() is offline
+    assert offline_mode() is offline
+
+
 class _Session:
     """A stand-in back-end's view of one image: a thing on the left half, stuff everywhere it
     is told no thing is."""
@@ -171,6 +225,9 @@ class _StandInBackend:
         self.device = torch.device("cpu")
         self.opened: list[list[tuple[int, int]]] = []
         self.calls: list[str] = []
+
+    def text_limits(self) -> tuple[()]:
+        return ()
 
     def open_batch(self, images: list, taxonomy: object, settings: object, clock: object) -> list:
         self.opened.append([image.size for image in images])

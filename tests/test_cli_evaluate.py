@@ -11,18 +11,23 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner
 
-from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.cli.evaluate import evaluate
 from prelabel.emulator import Emulator
 from prelabel.evaluate.exports import evaluate_coco_dirs
-from tests.connector_helpers import LABELING_PIPELINE, SAM3_PIPELINE, write_config
+from tests.connector_helpers import SAM3_PIPELINE, write_config
 from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY, png_bytes
 from tests.test_evaluate import GT_IMAGES, PRED_IMAGES, write_export
-from tests.test_evaluation_run import DATASET, add_labeled_sample, add_sample, demo_taxonomy
+from tests.test_evaluation_run import (
+    DATASET,
+    Labeled,
+    add_labeled_sample,
+    add_sample,
+    demo_taxonomy,
+)
 
 if TYPE_CHECKING:
-    from prelabel.backends.grounded_sam.loading import LoadedModels
     from prelabel.pipeline.pipeline import Pipeline
+    from prelabel.taxonomy import Taxonomy
 
 
 @pytest.fixture
@@ -152,16 +157,19 @@ def restore_log_record_factory() -> Iterator[None]:
     logging.setLogRecordFactory(factory)
 
 
+def dataset_labeled_as(emulator: Emulator, pipeline: Pipeline, taxonomy: Taxonomy) -> Labeled:
+    """``jane/eval`` with one sample ``a.png`` whose human label is exactly what ``pipeline``
+    predicts for it."""
+    emulator.create_dataset(DATASET, categories=list(DEMO_CATEGORIES))
+    return add_labeled_sample(emulator, pipeline, taxonomy, "a.png", seed=1)
+
+
 @pytest.fixture
-def labeled_dataset(emulator: Emulator, tiny_models: LoadedModels) -> tuple[str, str]:
+def labeled_dataset(emulator: Emulator, pipeline: Pipeline) -> tuple[str, str]:
     """``jane/eval`` with one sample labeled exactly as the tiny pipeline predicts it and one
     unlabeled sample; returns the labeled sample's uuid and the name of its first category."""
-    from prelabel.pipeline.pipeline import Pipeline
-
-    emulator.create_dataset(DATASET, categories=list(DEMO_CATEGORIES))
     taxonomy = demo_taxonomy()
-    pipeline = Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
-    labeled = add_labeled_sample(emulator, pipeline, taxonomy, "a.png", seed=1)
+    labeled = dataset_labeled_as(emulator, pipeline, taxonomy)
     add_sample(emulator, "b.png", png_bytes(48, 32, seed=2))
     first = taxonomy.category(labeled.prediction.segments[0].category_id)
     return labeled.uuid, first.name
@@ -171,6 +179,15 @@ def invoke_dataset(*args: str | Path, key: str | None = EMULATOR_API_KEY) -> tup
     env = {"SEGMENTS_API_KEY": key} if key is not None else {}
     result = CliRunner().invoke(evaluate, [str(a) for a in args], env=env)
     return result.exit_code, result.stdout, result.stderr
+
+
+def evaluate_dataset(
+    emulator: Emulator, config: Path, models: Path, *extra: str | Path
+) -> tuple[int, str, str]:
+    """``prelabel evaluate --dataset jane/eval`` on the emulator with ``config`` and the models
+    of ``models``, quiet."""
+    common = ["--dataset", DATASET, "--api-url", emulator.url, "--config", config]
+    return invoke_dataset(*common, "--models", models, *extra, "-q")
 
 
 @pytest.mark.slow
@@ -187,17 +204,7 @@ def test_dataset_mode_scores_human_labels_and_writes_json_in_the_current_folder(
     monkeypatch.chdir(tmp_path)
     emulator.clear_requests()
 
-    code, stdout, stderr = invoke_dataset(
-        "--dataset",
-        DATASET,
-        "--api-url",
-        emulator.url,
-        "--config",
-        config,
-        "--models",
-        tiny_models_dir,
-        "-q",
-    )
+    code, stdout, stderr = evaluate_dataset(emulator, config, tiny_models_dir)
 
     assert code == 0, stderr
     rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.strip()}
@@ -230,7 +237,6 @@ def test_dataset_mode_with_the_sam3_backend_scores_labels_it_made(
     from prelabel.config import Settings
     from prelabel.taxonomy import build_taxonomy, categories_from_task_attributes
 
-    emulator.create_dataset(DATASET, categories=list(DEMO_CATEGORIES))
     settings = Settings.model_validate({"models": {"backend": "sam3"}})
     taxonomy = build_taxonomy(
         categories_from_task_attributes({"categories": list(DEMO_CATEGORIES)}),
@@ -238,23 +244,13 @@ def test_dataset_mode_with_the_sam3_backend_scores_labels_it_made(
         SAM3_PIPELINE,
         reader=option_reader(settings),
     )
-    labeled = add_labeled_sample(emulator, tiny_sam3_pipeline, taxonomy, "a.png", seed=1)
+    labeled = dataset_labeled_as(emulator, tiny_sam3_pipeline, taxonomy)
     # Things and stuff both, so a back-end that lost either branch scores below 100.
     assert {s.is_thing for s in labeled.prediction.segments} == {True, False}
     config = write_config(tmp_path / "config.yaml", pipeline=SAM3_PIPELINE, backend="sam3")
     monkeypatch.chdir(tmp_path)
 
-    code, _, stderr = invoke_dataset(
-        "--dataset",
-        DATASET,
-        "--api-url",
-        emulator.url,
-        "--config",
-        config,
-        "--models",
-        tiny_models_dir,
-        "-q",
-    )
+    code, _, stderr = evaluate_dataset(emulator, config, tiny_models_dir)
 
     assert code == 0, stderr
     document = json.loads((tmp_path / "evaluation-jane-eval.json").read_text())
@@ -274,19 +270,8 @@ def test_dataset_mode_exits_1_and_lists_samples_it_could_not_evaluate(
     emulator.set_label_status(broken, "ground-truth", "REVIEWED")
     out = tmp_path / "pq.json"
 
-    code, stdout, stderr = invoke_dataset(
-        "--dataset",
-        DATASET,
-        "--api-url",
-        emulator.url,
-        "--config",
-        write_config(tmp_path / "config.yaml"),
-        "--models",
-        tiny_models_dir,
-        "--out",
-        out,
-        "-q",
-    )
+    config = write_config(tmp_path / "config.yaml")
+    code, stdout, stderr = evaluate_dataset(emulator, config, tiny_models_dir, "--out", out)
 
     assert code == 1, stderr
     assert "All" in stdout

@@ -22,7 +22,6 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.config import CategoryOptions
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import RemoteError
@@ -42,7 +41,7 @@ from tests.connector_helpers import LABELING_PIPELINE, remote_settings, requests
 from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY, png_bytes
 
 if TYPE_CHECKING:
-    from prelabel.backends.grounded_sam.loading import LoadedModels
+    pass
 
 DATASET = "jane/eval"
 #: 48x32 images give the tiny models three segments each (seeds 1-3: a person and two cars).
@@ -137,13 +136,6 @@ def segment_counts(*predictions: PanopticPrediction) -> Counter[int]:
 
 
 # Fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pipeline(tiny_models: LoadedModels) -> Predictor:
-    from prelabel.pipeline.pipeline import Pipeline
-
-    return Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
 
 @pytest.fixture

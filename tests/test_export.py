@@ -17,6 +17,7 @@ from prelabel.formats.overlay import category_color, colorize, overlay
 from prelabel.panoptic import MaskCandidate, PanopticPrediction, Segment
 from prelabel.pipeline.merge import merge_panoptic
 from prelabel.taxonomy import Category, Taxonomy, build_taxonomy
+from tests.fixtures.images import noise_image
 
 PERSON = Category(id=1, name="person", has_instances=True, color=(220, 20, 60))
 CAR = Category(id=2, name="car", has_instances=True)
@@ -139,10 +140,7 @@ def test_colorize_unknown_category_raises() -> None:
 
 
 def photo(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(
-        mode
-    )
+    return noise_image(*size).convert(mode)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])

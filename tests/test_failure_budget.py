@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from prelabel.backends.grounded_sam.backend import GroundedSam
-from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.cli import main
 from prelabel.config import WorkerSettings
 from prelabel.emulator import Emulator, FaultRule
@@ -22,7 +20,6 @@ from prelabel.pipeline.pipeline import Pipeline
 from prelabel.run.policy import parks
 from prelabel.state import FAILED, LABELED, PARKED, UPLOADED, StateStore
 from tests.connector_helpers import (
-    LABELING_PIPELINE,
     make_settings,
     requests_matching,
     run_worker,
@@ -32,11 +29,6 @@ from tests.connector_helpers import (
 from tests.fixtures.emulator import DEMO_CATEGORIES, png_bytes
 
 GT = "ground-truth"
-
-
-@pytest.fixture(scope="module")
-def pipeline(tiny_models: LoadedModels) -> Pipeline:
-    return Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
 
 def test_a_sample_failing_max_attempts_times_is_parked_until_retry_failed(

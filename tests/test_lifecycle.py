@@ -1,10 +1,10 @@
-"""The one lifecycle under every local engine and front-end: failures, the stop, push.
+"""The one lifecycle under every local engine and front-end: a model's NaN, review push.
 
-Each engine is a scheduler over the same steps (:mod:`prelabel.run.lifecycle`), so the same
-rules must hold on each: an unexpected exception in any step fails that one sample, with its
-type and message in the report, and the run goes on; three samples in a row failing on server
-trouble stop the run with one message. The Ray engine's versions of these are in
-``tests/test_ray_engine.py``.
+Each engine is a scheduler over the same steps (:mod:`prelabel.run.lifecycle`). The rules every
+engine shares, Ray's included (an unexpected exception in any step fails that one sample and
+the run goes on; three samples in a row failing on server trouble stop the run with one
+message), are tried on each in ``tests/test_engine_contract.py``; here, what needs a stand-in
+model (NaN from the first sample stops the run) and the review session's push.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import numpy as np
 import pytest
 from segments import SegmentsClient
 
-from prelabel.backends.grounded_sam.backend import GroundedSam
-from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import Settings, WorkerSettings
-from prelabel.emulator import Emulator, FaultRule
-from prelabel.errors import NonFiniteOutputError, RemoteError
+from prelabel.emulator import Emulator
+from prelabel.errors import NonFiniteOutputError
 from prelabel.panoptic import PanopticPrediction, Segment
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.review import ReviewItem, ReviewSession
@@ -27,26 +25,12 @@ from prelabel.segments.client import SegmentsApi
 from prelabel.state import StateStore
 from tests.connector_helpers import (
     EMULATOR_API_KEY,
-    LABELING_PIPELINE,
     make_settings,
     run_worker,
-    state_stage,
 )
 from tests.fixtures.emulator import seed_dataset_via_sdk
-from tests.step_faults import (
-    FAULTS_ENV,
-    STEPS,
-    assert_only_broken_samples_failed,
-    install,
-    one_sample_per_step,
-)
 
 ENGINES = ["sequential", "overlapped"]
-
-
-@pytest.fixture(scope="module")
-def pipeline(tiny_models: LoadedModels) -> Pipeline:
-    return Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
 
 
 def engine_settings(url: str, engine: str) -> Settings:
@@ -54,62 +38,6 @@ def engine_settings(url: str, engine: str) -> Settings:
         engine=engine, fetch_workers=2, prefetch=2, deliver_workers=2, deliver_queue=2
     )
     return make_settings(url).model_copy(update={"worker": worker})
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_an_unexpected_exception_in_any_step_fails_only_its_sample(
-    engine: str,
-    emulator: Emulator,
-    segments_client: SegmentsClient,
-    pipeline: Pipeline,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    seeded = seed_dataset_via_sdk(segments_client, name=f"steps-{engine}", n_images=len(STEPS) + 1)
-    broken = one_sample_per_step(seeded.sample_names, tmp_path / "faults.json")
-    monkeypatch.setenv(FAULTS_ENV, str(tmp_path / "faults.json"))
-    install(monkeypatch.setattr)
-
-    result = run_worker(
-        emulator,
-        tmp_path,
-        pipeline,
-        seeded.full_name,
-        settings=engine_settings(emulator.url, engine),
-    )
-
-    assert_only_broken_samples_failed(result.outcomes.values(), broken, seeded.sample_names)
-    assert result.summary is not None
-    assert result.summary.counts == {"failed": len(STEPS), "labeled": 1}
-    for uuid, outcome in result.outcomes.items():
-        expected = "labeled" if outcome["result"] == "labeled" else "failed"
-        assert state_stage(tmp_path, seeded.full_name, uuid) == expected
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_three_samples_in_a_row_failing_on_server_trouble_stop_the_run(
-    engine: str,
-    emulator: Emulator,
-    segments_client: SegmentsClient,
-    pipeline: Pipeline,
-    tmp_path: Path,
-) -> None:
-    seeded = seed_dataset_via_sdk(segments_client, name=f"down-{engine}", n_images=12)
-    emulator.clear_requests()
-    emulator.set_faults(
-        [FaultRule(path="/assets/*", method="POST", error_rate=1.0, error_statuses=(503,))]
-    )
-    settings = engine_settings(emulator.url, engine)
-
-    with pytest.raises(RemoteError, match="stopping: 3 samples in a row failed") as raised:
-        run_worker(emulator, tmp_path, pipeline, seeded.full_name, settings=settings)
-
-    assert "rerun to resume" in str(raised.value)
-    uploads = [r for r in emulator.requests if r.path.startswith("/assets") and r.fault]
-    attempts = settings.remote.retry_attempts
-    # The stop came after three samples (plus those already handed to delivery), not after the
-    # whole dataset.
-    assert len(uploads) <= attempts * (3 + settings.worker.deliver_queue) < attempts * 12
 
 
 def test_push_returns_every_items_outcome_when_one_fails(

@@ -581,7 +581,7 @@ def test_labels_a_person_saves_during_an_overlapped_run_are_left_alone(
 def test_a_run_stopped_by_the_server_resumes_and_writes_every_label_once(
     emulator: Emulator,
     segments_client: SegmentsClient,
-    tiny_models: LoadedModels,
+    pipeline: Pipeline,
     tmp_path: Path,
 ) -> None:
     n = 8
@@ -589,7 +589,6 @@ def test_a_run_stopped_by_the_server_resumes_and_writes_every_label_once(
         emulator, "resume", {f"image_{i}.png": png_bytes(32, 24, seed=i) for i in range(n)}
     )
     seeded_assets = emulator.asset_upload_count()
-    pipeline = Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
     # Every label write fails: after 3 samples in a row fail, the run stops.
     emulator.set_faults([FaultRule(path="/labels/*", method="PUT", error_rate=1.0)])
 

@@ -15,7 +15,6 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.config import PipelineSettings
 from prelabel.formats.overlay import (
     _marks,
@@ -26,10 +25,10 @@ from prelabel.formats.overlay import (
 )
 from prelabel.panoptic import PanopticPrediction, Segment
 from prelabel.taxonomy import Category, build_taxonomy
-from tests.connector_helpers import LABELING_PIPELINE
+from tests.fixtures.images import noise_image
 
 if TYPE_CHECKING:
-    from prelabel.backends.grounded_sam.loading import LoadedModels
+    from prelabel.pipeline.pipeline import Pipeline
 
 ROAD = Category(id=1, name="road", color=(128, 64, 128))
 CAR = Category(id=2, name="car", has_instances=True, color=(0, 0, 142))
@@ -133,9 +132,7 @@ def test_the_legend_lists_every_segment_with_its_colour() -> None:
 
 def test_side_by_side_keeps_the_image_untouched_on_the_left() -> None:
     pred = street()
-    image = Image.fromarray(
-        np.random.default_rng(0).integers(0, 256, (120, 200, 3), dtype=np.uint8)
-    )
+    image = noise_image(200, 120)
 
     shown = preview(image, pred, TAXONOMY, side_by_side=True)
 
@@ -170,17 +167,11 @@ def test_label_preview_draws_annotated_ids_and_leaves_the_rest_unassigned() -> N
     assert exact_color_pixels(legend, category_color(CAR, 0)).sum() == 0  # id 8 has no pixels
 
 
-def test_predict_writes_a_named_preview_per_image(
-    tiny_models: LoadedModels, tmp_path: Path
-) -> None:
+def test_predict_writes_a_named_preview_per_image(pipeline: Pipeline, tmp_path: Path) -> None:
     from prelabel.local import predict_files
-    from prelabel.pipeline.pipeline import Pipeline
 
     photo = tmp_path / "photo.png"
-    Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(
-        photo
-    )
-    pipeline = Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
+    noise_image(48, 32, 3).save(photo)
 
     report = predict_files([photo], pipeline=pipeline, taxonomy=TAXONOMY, out_dir=tmp_path / "out")
 

@@ -23,6 +23,7 @@ from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.config import ModelSettings, PipelineSettings, Settings
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, build_taxonomy
+from tests.fixtures.images import noise_image
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +45,7 @@ METHODS = ["seed", "regions"]
 
 
 def _image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    return noise_image(width, height, seed, high=255)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from prelabel.backends.grounded_sam.detect import build_prompt_chunks
 from prelabel.config import CategoryOptions, PipelineSettings
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, Taxonomy, build_taxonomy
+from tests.fixtures.images import noise_image
 from tests.fixtures.models import category_map
 from tests.fixtures.reference import (
     paint_by_score,
@@ -61,13 +62,8 @@ NMS_OFF = {"nms_iou": 1.0, "cross_category_iou": 1.0, "max_detections": 1000}
 NMS_ON = {"nms_iou": 0.01, "cross_category_iou": 0.2, "max_detections": 12}
 
 
-def _image(width: int, height: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
-
-
 def _images(scenario: str) -> list[Image.Image]:
-    return [_image(w, h, seed) for seed, (w, h) in enumerate(SIZES[scenario])]
+    return [noise_image(w, h, seed, high=255) for seed, (w, h) in enumerate(SIZES[scenario])]
 
 
 def _taxonomy(prompt: str) -> Taxonomy:

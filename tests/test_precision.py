@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -24,6 +23,7 @@ from prelabel.config import ModelDtypes, ModelSettings, PipelineSettings, Settin
 from prelabel.errors import ConfigError
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, build_taxonomy
+from tests.fixtures.images import noise_image
 
 SETTINGS = PipelineSettings(
     box_threshold=0.0, text_threshold=0.0, shrink_kernel=2, min_area=0, max_detections=1
@@ -33,8 +33,7 @@ STUFF = CATEGORIES[1:]
 
 
 def _image() -> Image.Image:
-    pixels = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
+    return noise_image(96, 64, high=255)
 
 
 def test_dtype_is_one_name_or_one_per_model(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +37,8 @@ from tests.connector_helpers import (
     write_config,
 )
 from tests.fixtures.emulator import DEMO_CATEGORIES, seed_dataset_via_sdk
+from tests.fixtures.processes import RunCommand
 
-REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-kill-9-Zt8VbQ3mW1-SECRET"
 GT = "ground-truth"
 HANG = 120.0  # longer than any run; the emulator releases hung requests when it stops
@@ -51,40 +50,23 @@ class Runner:
     def __init__(self, tmp_path: Path, emulator: Emulator, dataset: str, models: Path) -> None:
         self.tmp_path = tmp_path
         self.emulator = emulator
-        self.config = write_config(tmp_path / "config.yaml")
-        self.base = [
-            sys.executable,
-            "-m",
-            "prelabel",
-            "-vv",
-            "run",
-            "--dataset",
-            dataset,
-            "--api-url",
-            emulator.url,
-            "--models",
-            str(models),
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--config",
-            str(self.config),
-            "-q",
-        ]
+        self.command = RunCommand(
+            api_url=emulator.url,
+            dataset=dataset,
+            models=models,
+            state_dir=tmp_path / "state",
+            config=write_config(tmp_path / "config.yaml"),
+            key=KEY,
+            verbose=True,
+        )
         self.runs = 0
 
     def start(self) -> subprocess.Popen[bytes]:
         self.runs += 1
         out = self.tmp_path / f"run{self.runs}"
         out.mkdir()
-        env = {**os.environ, "SEGMENTS_API_KEY": KEY}
         with (out / "stdout.txt").open("wb") as stdout, (out / "stderr.txt").open("wb") as stderr:
-            return subprocess.Popen(
-                [*self.base, "--output-dir", str(out)],
-                cwd=REPO,
-                env=env,
-                stdout=stdout,
-                stderr=stderr,
-            )
+            return self.command.start(out, stdout=stdout, stderr=stderr)
 
     def kill_when(
         self, process: subprocess.Popen[bytes], condition: Callable[[], bool], what: str

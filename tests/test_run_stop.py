@@ -8,10 +8,8 @@ writing each label once. The run is held mid-dataset by a slow image download (e
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,34 +20,10 @@ from prelabel.emulator import Emulator, FaultRule
 from prelabel.run.sync import EXIT_INTERRUPTED
 from tests.connector_helpers import read_report, url_path, write_config
 from tests.fixtures.emulator import EMULATOR_API_KEY, seed_dataset_via_sdk
+from tests.fixtures.processes import RunCommand
 
-REPO = Path(__file__).resolve().parents[1]
 GT = "ground-truth"
 N = 6
-
-
-def _command(
-    emulator: Emulator, tmp_path: Path, dataset: str, models: Path, config: Path
-) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "prelabel",
-        "run",
-        "--dataset",
-        dataset,
-        "--api-url",
-        emulator.url,
-        "--models",
-        str(models),
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--config",
-        str(config),
-        "--output-dir",
-        str(tmp_path / "run1"),
-        "-q",
-    ]
 
 
 def _start_held_at_third_sample(
@@ -61,7 +35,7 @@ def _start_held_at_third_sample(
     name: str,
     hold_s: float,
     engine: str = "sequential",
-) -> tuple[subprocess.Popen[bytes], list[str], list[str]]:
+) -> tuple[subprocess.Popen[bytes], RunCommand, list[str]]:
     """A run whose third sample's image download takes ``hold_s``; returns once the first two
     labels are written and the run has asked the server about the third sample (it is then past
     the engine's stop check for it, whatever the machine's load)."""
@@ -70,11 +44,15 @@ def _start_held_at_third_sample(
     emulator.set_faults([FaultRule(path=url_path(third), method="GET", latency_s=hold_s, times=1)])
     config = write_config(tmp_path / "config.yaml")
     config.write_text(config.read_text() + f"worker:\n  engine: {engine}\n", encoding="utf-8")
-    command = _command(emulator, tmp_path, seeded.full_name, models, config)
-    env = {**os.environ, "SEGMENTS_API_KEY": EMULATOR_API_KEY}
-    process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    command = RunCommand(
+        api_url=emulator.url,
+        dataset=seeded.full_name,
+        models=models,
+        state_dir=tmp_path / "state",
+        config=config,
+        key=EMULATOR_API_KEY,
     )
+    process = command.start(tmp_path / "run1", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
     third_uuid = seeded.sample_uuids[2]
     while len(emulator.label_write_counts()) < 2 or not any(
@@ -87,16 +65,10 @@ def _start_held_at_third_sample(
 
 
 def _rerun_finishes_the_rest_writing_each_label_once(
-    emulator: Emulator, command: list[str], uuids: list[str]
+    emulator: Emulator, command: RunCommand, uuids: list[str]
 ) -> None:
     emulator.clear_faults()
-    rerun = subprocess.run(
-        [*command[:-3], "--output-dir", command[-2] + "-rerun", "-q"],
-        cwd=REPO,
-        env={**os.environ, "SEGMENTS_API_KEY": EMULATOR_API_KEY},
-        capture_output=True,
-        timeout=300,
-    )
+    rerun = command.run(command.state_dir.parent / "run1-rerun", timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
     assert emulator.label_write_counts() == {(u, GT): 1 for u in uuids}
 
@@ -135,7 +107,7 @@ def test_a_signal_finishes_the_samples_in_flight_reports_and_exits_130(
     assert process.returncode == EXIT_INTERRUPTED, stderr[-3000:]
     written = emulator.label_write_counts()
     assert all(count == 1 for count in written.values())
-    report = read_report(Path(command[command.index("--output-dir") + 1]) / "report.json")
+    report = read_report(tmp_path / "run1" / "report.json")
     labeled = [s["sample_uuid"] for s in report["samples"] if s["result"] == "labeled"]
     assert sorted(labeled) == sorted(u for u, _ in written)
     if engine == "sequential":

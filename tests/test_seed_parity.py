@@ -17,14 +17,13 @@ the tiny random models decide which cases can be compared at all:
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.config import PipelineSettings
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, build_taxonomy
+from tests.fixtures.images import noise_image
 from tests.reference.parity import measure
 
 pytestmark = pytest.mark.slow
@@ -45,11 +44,6 @@ CASES = [
 ]
 
 
-def _image(width: int, height: int, seed: int) -> Image.Image:
-    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
-
-
 @pytest.mark.parametrize(("things", "count", "background", "kernel", "w", "h", "seed"), CASES)
 def test_seed_method_agrees_with_the_reference_port(
     tiny_models: object,
@@ -68,7 +62,9 @@ def test_seed_method_agrees_with_the_reference_port(
         Category(i + 1, name) for i, name in enumerate(STUFF[:count])
     ]
     taxonomy = build_taxonomy(categories, {}, settings)
-    result = measure(Pipeline(GroundedSam(tiny_models), settings), _image(w, h, seed), taxonomy)
+    result = measure(
+        Pipeline(GroundedSam(tiny_models), settings), noise_image(w, h, seed, high=255), taxonomy
+    )
 
     assert result.compared > 0 and result.ours_stuff > 0 and result.port_stuff > 0
     assert result.prompted >= 1

@@ -35,6 +35,7 @@ from prelabel.backends.grounded_sam.stuff_seed import (
 from prelabel.config import PipelineSettings
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.taxonomy import Category, build_taxonomy
+from tests.fixtures.images import noise_image
 
 
 def test_running_argmax_matches_a_stacked_argmax_with_ties_to_background() -> None:
@@ -198,8 +199,7 @@ def spied(tiny_models: object) -> tuple[Pipeline, list[list[np.ndarray]]]:
 
 
 def _image() -> Image.Image:
-    pixels = np.random.default_rng(3).integers(0, 255, (64, 96, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
+    return noise_image(96, 64, 3, high=255)
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -20,6 +19,7 @@ from transformers import (
 from prelabel.backends.grounded_sam.tiny import TINY_WORDS, tiny_bert_tokenizer, tiny_clip_tokenizer
 from prelabel.backends.loading import is_tiny_model_dir
 from prelabel.weights.tiny import TINY_SUBDIRS, write_tiny_models
+from tests.fixtures.images import noise_image
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -27,8 +27,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 @pytest.fixture(scope="module")
 def image() -> Image.Image:
-    pixels = np.random.default_rng(0).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
+    return noise_image(640, 480)
 
 
 def load_auto(path: Path, model_cls: type) -> tuple[torch.nn.Module, object]:

@@ -56,12 +56,6 @@ CATEGORY_IDS = [c["id"] for c in DEMO_CATEGORIES]
 GT = "ground-truth"
 
 
-@pytest.fixture(scope="module")
-def pipeline(tiny_models: LoadedModels) -> Pipeline:
-    """Tiny models with thresholds at 0: every image gets some segments."""
-    return Pipeline(GroundedSam(tiny_models), LABELING_PIPELINE)
-
-
 class HookedPipeline(Pipeline):
     """The real pipeline, calling ``before(n)`` before its n-th prediction (0-based): stands in
     for a person acting on the server while the model runs."""

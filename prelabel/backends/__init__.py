@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from prelabel.backends import grounded_sam, layout, sam3
 from prelabel.backends.base import BackendSpec
+from prelabel.backends.layout import local_path, offline_env
 from prelabel.errors import ConfigError
 from prelabel.taxonomy import OptionReader
 
@@ -23,7 +24,15 @@ if TYPE_CHECKING:
     from prelabel.backends.base import Backend
     from prelabel.config import Settings
 
-__all__ = ["BackendSpec", "backend_spec", "load_backend", "model_sources", "option_reader"]
+__all__ = [
+    "BackendSpec",
+    "backend_spec",
+    "load_backend",
+    "local_path",
+    "model_sources",
+    "offline_env",
+    "option_reader",
+]
 
 #: Back-end name -> its package's spec and ``create`` (which imports torch only when called).
 _LOADERS: dict[str, tuple[BackendSpec, Callable[[Settings, Path | None], Backend]]] = {

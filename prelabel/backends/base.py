@@ -19,13 +19,16 @@ sequence driver use it:
   masks whose pixels stuff may not take; it is called on every image and frame.
 - Masks are boolean ``(H, W)`` arrays at the working image's size; category ids are the
   taxonomy's. Neither method may return candidates of categories the taxonomy does not prompt.
+- :meth:`Backend.text_limits` lists each text encoder's token limit with its tokenizer's count;
+  the pipeline cuts every phrase to fit once per taxonomy, before the first image
+  (:mod:`prelabel.pipeline.prompts`), so a back-end never meets a phrase over its limit.
 - A back-end is built once per process and reused for every image; it may hold caches keyed
   by the taxonomy (text embeddings), but no per-image state outside its sessions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -60,12 +63,35 @@ class BackendSpec:
     #: The flat per-category threshold keys it reads (``box_threshold``, ``score_threshold``,
     #: ...); ``prompt`` and ``ignore`` apply to every back-end and are not listed.
     category_options: frozenset[str]
-    #: Its text encoder's token limit per query, if it has one (longer prompt lists are split).
+    #: Its text encoder's token limit per query, if it has one (longer prompt lists are split),
+    #: for readers without the model; the check of each phrase reads the loaded model's own
+    #: limit (:class:`TextLimit`).
     max_text_tokens: int | None = None
 
     def option_reader(self) -> OptionReader:
         """What :func:`~prelabel.taxonomy.build_taxonomy` checks category options against."""
         return OptionReader(backend=self.name, keys=self.category_options)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextLimit:
+    """One loaded text encoder's limit, measured with its own tokenizer.
+
+    A back-end lists one per text encoder (:meth:`Backend.text_limits`) so that every prompt is
+    checked once, before the first image reaches a model (:mod:`prelabel.pipeline.prompts`),
+    instead of failing each image alike.
+    """
+
+    #: The model's title, for the warning that names the category (``"CLIPSeg"``).
+    model: str
+    #: Whether it reads the thing prompts, the stuff prompts, or both.
+    things: bool
+    stuff: bool
+    #: The most tokens one phrase may take, special tokens included.
+    max_tokens: int
+    #: Tokens of one phrase alone as the model reads it (special tokens and any separator
+    #: included), measured without the tokenizer's own "too long" warning.
+    count_tokens: Callable[[str], int]
 
 
 class ImageSession(Protocol):
@@ -94,6 +120,10 @@ class Backend(Protocol):
     @property
     def is_tiny(self) -> bool:
         """True when a tiny random-weight model is in use: its masks are meaningless."""
+        ...
+
+    def text_limits(self) -> tuple[TextLimit, ...]:
+        """Its text encoders' limits (empty when it reads no text or has no limit)."""
         ...
 
     def open_batch(

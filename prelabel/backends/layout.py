@@ -1,16 +1,51 @@
 """Where a back-end's models load from: ``models.<role>`` ids, or ``--models DIR/<role>``.
 
-No torch here: front-ends (the review notebook's saved config) ask where models come from
-without loading them.
+No torch and no huggingface_hub here: front-ends (the review notebook's saved config, the CLI's
+start-up checks) ask where models come from without loading them. The rules of what counts as a
+local folder and when the hub is switched off live here once, so the loader
+(:mod:`prelabel.backends.loading`) and the CLI's check before the run cannot disagree.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from prelabel.config import ModelSettings
 from prelabel.errors import ModelLoadError
+
+#: What a Hugging Face hub id looks like: ``name`` or ``org/name``.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+#: Values of an environment switch that mean "on", as huggingface_hub reads them.
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+#: The variables that switch hub access off.
+_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def local_path(source: str) -> Path | None:
+    """A local path for ``source``, or None when it can only be a hub id.
+
+    Anything that exists on disk, or cannot be a hub id (absolute, ``./``, ``~``, more than one
+    slash), is a path; a missing relative ``a/b`` is ambiguous and is tried as a hub id, with the
+    loader's error message mentioning both readings.
+    """
+    path = Path(source).expanduser()
+    if path.exists() or not _HUB_ID.match(source):
+        return path
+    return None
+
+
+def offline_env() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to a true value now.
+
+    Read from the environment at each call, not at import: a variable set later (a notebook
+    cell, a test's monkeypatch, the CLI's own switch when the hub does not answer) still counts.
+    """
+    return any((os.environ.get(name) or "").strip().upper() in _TRUE for name in _OFFLINE_VARIABLES)
 
 
 def model_sources(

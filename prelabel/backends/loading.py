@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +38,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig
 from transformers.utils import logging as hf_logging
 
-from prelabel.backends.layout import layout_hint
+from prelabel.backends.layout import layout_hint, local_path, offline_env
 from prelabel.config import ModelSettings
 from prelabel.errors import ConfigError, ModelLoadError
 
@@ -63,10 +61,6 @@ MODEL_TITLES = {
 #: What from_pretrained raises for missing files, offline mode, a bad repo id, broken tokenizer
 #: files or an unreadable safetensors file. Only calls into from_pretrained are wrapped with it.
 _LOAD_ERRORS = (OSError, ValueError, RuntimeError, SafetensorError)
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
-
-_TRUE = {"1", "ON", "YES", "TRUE"}
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -192,8 +186,7 @@ def offline_mode() -> bool:
     means a variable set later (a notebook cell, a test's monkeypatch) still avoids the network
     retries, which take about 20 s per file on a machine without a route to the hub.
     """
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return bool(huggingface_hub.constants.HF_HUB_OFFLINE) or env.strip().upper() in _TRUE
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE) or offline_env()
 
 
 def load_pretrained(
@@ -206,7 +199,7 @@ def load_pretrained(
     """
     model_cls, processor_cls = role.model_class, role.processor_class
     title = role.title
-    local = _local_path(source)
+    local = local_path(source)
     if local is not None and not local.is_dir():
         cause = "not a directory" if local.exists() else "no such directory"
         raise ModelLoadError(_missing_message(role, source, local=local, cause=cause))
@@ -251,19 +244,6 @@ def load_pretrained(
         ) from None
     logger.info("%s ready on %s (%s)", title, device, str(dtype).removeprefix("torch."))
     return model, processor
-
-
-def _local_path(source: str) -> Path | None:
-    """A local path for ``source``, or None when it can only be a hub id.
-
-    Anything that exists on disk, or cannot be a hub id (absolute, ``./``, ``~``, more than one
-    slash), is a path; a missing relative ``a/b`` is ambiguous and is tried as a hub id, with the
-    error message mentioning both readings.
-    """
-    path = Path(source).expanduser()
-    if path.exists() or not _HUB_ID.match(source):
-        return path
-    return None
 
 
 def _missing_message(role: ModelRole, source: str, *, local: Path | None, cause: str) -> str:

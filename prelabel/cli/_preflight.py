@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from prelabel.backends import local_path, offline_env
 from prelabel.cli._common import usage_errors
 from prelabel.errors import ModelLoadError
 from prelabel.run.models import PipelineLoader
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 #: How long the hub gets to accept a connection before the machine counts as offline.
 HUB_PROBE_S = 3.0
-_TRUE = {"1", "ON", "YES", "TRUE"}
 
 
 def check_start(settings: Settings, models_dir: Path | None) -> None:
@@ -82,11 +82,11 @@ def check_models(settings: Settings, models_dir: Path | None) -> None:
     hub_ids = {
         role: source
         for role in roles
-        if (source := getattr(settings.models, role, None)) and not _is_local(source)
+        if (source := getattr(settings.models, role, None)) and local_path(source) is None
     }
     if not hub_ids:
         return
-    user_offline = _offline_env()
+    user_offline = offline_env()
     if not user_offline and _hub_answers():
         return
     missing = [f"{role} ({source})" for role, source in hub_ids.items() if not _cached(source)]
@@ -127,18 +127,6 @@ def _check_models_dir(models_dir: Path, roles: tuple[str, ...]) -> None:
     missing = [f"{role}/" for role in roles if not (models_dir / role).is_dir()]
     if missing:
         raise ModelLoadError(f"--models {models_dir} lacks {', '.join(missing)}. {layout}")
-
-
-def _is_local(source: str) -> bool:
-    """A local folder rather than a hub id: it exists, or cannot be ``org/name``."""
-    path = Path(source).expanduser()
-    return path.exists() or source.startswith(("/", ".", "~")) or source.count("/") > 1
-
-
-def _offline_env() -> bool:
-    """Whether HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set."""
-    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    return any((os.environ.get(n) or "").strip().upper() in _TRUE for n in names)
 
 
 def _hub_answers() -> bool:

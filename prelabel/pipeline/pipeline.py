@@ -23,6 +23,7 @@ from prelabel.images import WorkingImage, fit_within
 from prelabel.panoptic import PanopticPrediction
 from prelabel.pipeline.clock import StageClock, Timings
 from prelabel.pipeline.merge import merge_panoptic
+from prelabel.pipeline.prompts import fit_prompts
 from prelabel.taxonomy import Taxonomy
 
 
@@ -32,6 +33,7 @@ class Pipeline:
     def __init__(self, backend: Backend, settings: PipelineSettings) -> None:
         self.backend = backend
         self.settings = settings
+        self._fitted: tuple[Taxonomy, Taxonomy] | None = None
 
     @classmethod
     def load(cls, settings: Settings, models_dir: Path | None = None) -> Pipeline:
@@ -47,6 +49,19 @@ class Pipeline:
         """A stage clock that synchronises the back-end's CUDA device when timing."""
         device = self.backend.device
         return StageClock(timings, cuda=device if device.type == "cuda" else None)
+
+    def fit(self, taxonomy: Taxonomy) -> Taxonomy:
+        """``taxonomy`` with every phrase within its model's text limit
+        (:func:`~prelabel.pipeline.prompts.fit_prompts`), remembered for the last taxonomy: a
+        run asks with the same one for every image, and its warnings come once, before the first
+        image reaches a model.
+
+        Raises:
+            PromptTooLongError: a phrase that cannot be cut to fit (ends the run).
+        """
+        if self._fitted is None or self._fitted[0] != taxonomy:
+            self._fitted = (taxonomy, fit_prompts(taxonomy, self.backend.text_limits()))
+        return self._fitted[1]
 
     def predict(
         self, image: Image.Image, taxonomy: Taxonomy, *, timings: Timings | None = None
@@ -64,6 +79,7 @@ class Pipeline:
     ) -> list[PanopticPrediction]:
         """:meth:`predict` for several images, with the back-end's per-image encoders called
         once for all of them: what keeps a GPU busy. Same results as one image at a time."""
+        taxonomy = self.fit(taxonomy)
         workings = [self.working_image(image) for image in images]
         clock = self.clock(timings)
         sessions = self.backend.open_batch(

@@ -102,6 +102,7 @@ class SequencePipeline:
         ``track`` to the image pipeline's stages. :attr:`tracks` is updated after every frame.
         """
         pipeline = self.pipeline
+        taxonomy = pipeline.fit(taxonomy)
         if tracker is None:
             # Stuff alone needs no tracker (nor SAM 2's weights): its ids are per category.
             tracker = self.new_tracker() if taxonomy.things else _NoTracker()

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from prelabel.backends.base import BackendSpec, ImageSession
+from prelabel.backends.base import BackendSpec, ImageSession, TextLimit
 from prelabel.backends.grounded_sam.coarse import StuffSegmenter
 from prelabel.backends.grounded_sam.detect import ThingDetector
 from prelabel.backends.grounded_sam.loading import LoadedModels
@@ -28,6 +28,7 @@ from prelabel.backends.grounded_sam.segment import ImageEmbedding, SamSegmenter
 from prelabel.backends.grounded_sam.spec import SPEC
 from prelabel.backends.grounded_sam.stuff_regions import regions_stuff
 from prelabel.backends.grounded_sam.stuff_seed import seed_stuff
+from prelabel.backends.loading import MODEL_TITLES
 from prelabel.config import PipelineSettings
 from prelabel.panoptic import MaskCandidate
 from prelabel.pipeline.boxes import Detections
@@ -57,6 +58,26 @@ class GroundedSam:
     @property
     def is_tiny(self) -> bool:
         return self.models.is_tiny
+
+    def text_limits(self) -> tuple[TextLimit, ...]:
+        """Grounding DINO reads the thing phrases (each must fit a query alone; longer prompt
+        lists are split into queries), CLIPSeg the stuff phrases."""
+        return (
+            TextLimit(
+                model=MODEL_TITLES["grounding_dino"],
+                things=True,
+                stuff=False,
+                max_tokens=self.detector.max_tokens,
+                count_tokens=self.detector.count_phrase_tokens,
+            ),
+            TextLimit(
+                model=MODEL_TITLES["clipseg"],
+                things=False,
+                stuff=True,
+                max_tokens=self.stuff.max_tokens,
+                count_tokens=self.stuff.count_tokens,
+            ),
+        )
 
     def open_batch(
         self,

@@ -53,6 +53,13 @@ class StuffSegmenter:
         self.model = model
         self.processor = processor
         self.device = device
+        #: CLIP's text positions (77): a longer phrase makes CLIPSeg raise, not truncate.
+        self.max_tokens = int(model.config.text_config.max_position_embeddings)
+
+    def count_tokens(self, phrase: str) -> int:
+        """Tokens of one phrase with the special tokens, measured without the tokenizer's
+        warning (the prompt check asks about phrases over the limit on purpose)."""
+        return len(self.processor.tokenizer(phrase, verbose=False)["input_ids"])
 
     def probabilities(
         self, image: Image.Image, prompts: Sequence[CategoryPrompt]

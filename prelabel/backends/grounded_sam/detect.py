@@ -163,6 +163,11 @@ class ThingDetector:
         over the limit on purpose, and the tokenizer would warn about each one."""
         return len(self.processor.tokenizer(text, verbose=False)["input_ids"])
 
+    def count_phrase_tokens(self, phrase: str) -> int:
+        """Tokens of a query holding ``phrase`` alone (``"phrase ."``), special tokens included:
+        what must fit :attr:`max_tokens` for the phrase to be read whole."""
+        return self.count_tokens(_append("", phrase))
+
     def prompt_chunks(self, prompts: Sequence[CategoryPrompt]) -> list[PromptChunk]:
         """:func:`build_prompt_chunks` for this model, remembered for the last prompts: a run
         asks for the same taxonomy on every image, and warnings should come once, not per

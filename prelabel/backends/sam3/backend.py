@@ -21,9 +21,10 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from prelabel.backends.base import BackendSpec, ImageSession
+from prelabel.backends.base import BackendSpec, ImageSession, TextLimit
+from prelabel.backends.loading import MODEL_TITLES
 from prelabel.backends.sam3.candidates import StuffQuery, ThingQuery, phrase_table
-from prelabel.backends.sam3.loading import Sam3Models
+from prelabel.backends.sam3.loading import SAM3_SUBDIR, Sam3Models
 from prelabel.backends.sam3.predictor import Sam3Predictor
 from prelabel.backends.sam3.session import Sam3Session, open_sessions
 from prelabel.backends.sam3.spec import SPEC
@@ -58,6 +59,21 @@ class Sam3Backend:
     def encoder_passes(self) -> int:
         """Images through SAM 3's vision encoder so far (one per image, whatever the taxonomy)."""
         return self.predictor.encoder_passes
+
+    def text_limits(self) -> tuple[TextLimit, ...]:
+        """SAM 3's text encoder reads every phrase, thing and stuff, one per prompt."""
+        return (
+            TextLimit(
+                model=MODEL_TITLES[SAM3_SUBDIR],
+                things=True,
+                stuff=True,
+                max_tokens=self.models.text_length,
+                count_tokens=self._count_tokens,
+            ),
+        )
+
+    def _count_tokens(self, phrase: str) -> int:
+        return len(self.models.tokenizer(phrase, verbose=False)["input_ids"])
 
     def open_batch(
         self,
