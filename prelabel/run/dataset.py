@@ -164,7 +164,7 @@ def run_dataset(
     api = SegmentsApi.connect(api_key, settings.remote)
     try:
         info, taxonomy = check_dataset(
-            api, settings, options.dataset, options.labelset, sequences=True
+            api, settings, options.dataset, options.labelset, sequences=True, vectors=True
         )
         steps = steps_for(api, settings, options, info, taxonomy, load_pipeline)
         worker = DatasetWorker(steps, state, expected_samples=info.samples_count)

@@ -29,9 +29,10 @@ from prelabel.run.frame_io import FrameIO
 from prelabel.run.job import Job, RunOptions, UploadedFrame, sequence_label_score
 from prelabel.run.policy import guarded
 from prelabel.run.steps import FrameCallback, Predictor, SampleSteps
+from prelabel.run.vector_steps import VectorSteps
 from prelabel.segments.client import DatasetInfo, SegmentsApi
 from prelabel.segments.samples import load_frame
-from prelabel.segments.statuses import PRELABELED
+from prelabel.segments.statuses import PRELABELED, VECTOR_TASK_TYPES
 from prelabel.segments.upload import PendingLabel, pending_sequence_label, upload_frame
 from prelabel.taxonomy import Taxonomy
 
@@ -193,11 +194,14 @@ def steps_for(
     taxonomy: Taxonomy,
     load_pipeline: Callable[[], Predictor],
 ) -> SampleSteps:
-    """The steps for the dataset's task type: images, or sequences of frames.
+    """The steps for the dataset's task type: images, boxes or polygons, or sequences of
+    frames.
 
     A sequence needs the SAM 2 video model too, which ``load_pipeline`` must offer as its
     ``sequence()`` (:class:`~prelabel.run.models.PipelineLoader` does).
     """
+    if info.task_type in VECTOR_TASK_TYPES:
+        return VectorSteps(api, settings, options, taxonomy, load_pipeline, info=info)
     if not info.is_sequence:
         return SampleSteps(api, settings, options, taxonomy, load_pipeline)
     load_sequence = getattr(load_pipeline, "sequence", None)

@@ -32,6 +32,7 @@ from prelabel.errors import (
     TransientRemoteError,
 )
 from prelabel.formats.sequence_label import Timestamp, label_bitmap_urls, sequence_label_model
+from prelabel.formats.vector_label import vector_label_key
 from prelabel.segments.statuses import PRELABELED, SEQUENCE_TASK_TYPES
 from prelabel.segments.transport import (
     TimeoutAdapter,
@@ -97,8 +98,9 @@ class LabelState:
     status: str | None
     bitmap_url: str | None = None
     #: Every bitmap URL the label points at: one for an image label, one per sequence frame
-    #: (``bitmap_url`` is ``None`` for a sequence label).
+    #: (``bitmap_url`` is None for a sequence); a box/polygon label is told by its content.
     bitmap_urls: tuple[str | None, ...] = ()
+    vector_key: tuple[Any, ...] | None = None
 
 
 class SegmentsApi:
@@ -252,13 +254,13 @@ class SegmentsApi:
             )
         except NotFoundRemoteError:
             return LabelState(status=None)
-        status = str(getattr(label.label_status, "value", label.label_status))
         bitmap = getattr(label.attributes, "segmentation_bitmap", None)
         dumped = label.attributes.model_dump() if label.attributes is not None else None
         return LabelState(
-            status=status,
+            status=str(getattr(label.label_status, "value", label.label_status)),
             bitmap_url=getattr(bitmap, "url", None),
             bitmap_urls=label_bitmap_urls(dumped),
+            vector_key=vector_label_key(dumped),
         )
 
     def label_bitmap(

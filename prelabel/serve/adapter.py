@@ -82,7 +82,9 @@ class WorkerLifecycle:
     def prepare(self, dataset: str) -> None:
         api = self._connect()
         try:
-            info, _ = check_dataset(api, self._settings, dataset, self._labelset, sequences=True)
+            info, _ = check_dataset(
+                api, self._settings, dataset, self._labelset, sequences=True, vectors=True
+            )
         finally:
             api.close()
         if info.is_sequence and not self._pipeline.has_sequence:
@@ -152,7 +154,7 @@ class WorkerLifecycle:
     ) -> RunSummary:
         """One worker run over ``samples``, or over the dataset's listing when None."""
         info, taxonomy = check_dataset(
-            api, self._settings, options.dataset, options.labelset, sequences=True
+            api, self._settings, options.dataset, options.labelset, sequences=True, vectors=True
         )
         # Images or sequences: decided in one place, as for `prelabel run`.
         steps = steps_for(api, self._settings, options, info, taxonomy, self._pipeline)
