@@ -197,6 +197,9 @@ class VectorSettings(FrozenModel):
     #: A ``number`` attribute that receives the detection score, on the categories that
     #: declare it (e.g. ``confidence``); ``None``: no per-object score.
     score_attribute: str | None = None
+    #: What an ``image-vector-sequence`` track is drawn as in each frame (the editor
+    #: interpolates boxes between keyframes, never polygons).
+    sequence_type: Literal["bbox", "polygon"] = "bbox"
 
 
 class RemoteSettings(FrozenModel):

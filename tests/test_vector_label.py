@@ -10,7 +10,9 @@ from prelabel.formats.vector_label import (
     encode_vector_label,
     mask_polygons,
     score_categories,
+    vector_frame,
     vector_label_key,
+    vector_sequence_attributes,
 )
 from prelabel.panoptic import PanopticPrediction, Segment
 
@@ -200,3 +202,24 @@ def test_the_content_key_tells_labels_apart_and_ignores_read_back_extras() -> No
     assert vector_label_key(other) != vector_label_key(label)
     bitmap = {"annotations": [{"id": 1, "category_id": 1}], "segmentation_bitmap": {"url": "u"}}
     assert vector_label_key(bitmap) is None
+
+
+def test_a_sequence_frame_keeps_track_ids_and_one_shape_per_track() -> None:
+    id_map = np.zeros((HEIGHT, WIDTH), np.uint32)
+    id_map[5:15, 5:15] = 7  # track 7 in two parts: only the larger one is kept
+    id_map[30:40, 40:60] = 7
+    id_map[45:55, 10:20] = 9
+    pred = prediction(id_map, {7: (1, True, 0.8), 9: (2, True, 0.5)})
+    frame = vector_frame(pred, "polygon", VectorSettings(), timestamp=1234)
+    assert frame["timestamp"] == 1234 and frame["format_version"] == "0.1"
+    annotations = frame["annotations"]
+    assert [(a["id"], a["track_id"], a["is_keyframe"]) for a in annotations] == [
+        (7, 7, True),
+        (9, 9, True),
+    ]
+    assert_near_rectangle(annotations[0]["points"], 40, 30, 60, 40)
+    boxes = vector_frame(pred, "bbox", VectorSettings())
+    assert "timestamp" not in boxes
+    assert boxes["annotations"][0]["points"] == [[5.0, 5.0], [60.0, 40.0]]
+    label = vector_sequence_attributes([frame, boxes])
+    assert label["format_version"] == "0.2" and len(label["frames"]) == 2

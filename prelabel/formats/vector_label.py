@@ -27,10 +27,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+from segments.typing import ImageSequenceVectorLabelAttributes, ImageVectorLabelAttributes
 from skimage.measure import approximate_polygon, find_contours
 
 from prelabel.config import VectorSettings
 from prelabel.formats.label import label_score
+from prelabel.formats.sequence_label import Timestamp, sequence_label_model
 from prelabel.panoptic import PanopticPrediction, Segment
 
 __all__ = [
@@ -40,7 +42,10 @@ __all__ = [
     "mask_polygons",
     "score_categories",
     "segment_box",
+    "typed_label_attributes",
+    "vector_frame",
     "vector_label_key",
+    "vector_sequence_attributes",
 ]
 
 #: Task type -> the annotation type its labels hold.
@@ -78,13 +83,7 @@ def encode_vector_label(
         raise ValueError(f"unknown annotation type {kind!r}; expected bbox or polygon")
     annotations: list[dict[str, Any]] = []
     for seg in sorted(prediction.segments, key=lambda s: s.id):
-        if kind == "bbox":
-            shapes = [segment_box(seg, prediction.size, settings)] if seg.is_thing else []
-        elif seg.is_thing or settings.stuff == "polygons":
-            shapes = _segment_polygons(prediction, seg, settings)
-        else:
-            shapes = []
-        for points in shapes:
+        for points in _shapes(prediction, seg, kind, settings):
             annotation: dict[str, Any] = {
                 "id": len(annotations) + 1,
                 "category_id": seg.category_id,
@@ -96,6 +95,59 @@ def encode_vector_label(
             annotations.append(annotation)
     attributes = {"format_version": "0.1", "annotations": annotations}
     return EncodedVectorLabel(attributes, label_score(prediction), len(annotations))
+
+
+def vector_frame(
+    prediction: PanopticPrediction,
+    kind: str,
+    settings: VectorSettings,
+    *,
+    scored_categories: frozenset[int] = frozenset(),
+    timestamp: Timestamp = None,
+) -> dict[str, Any]:
+    """One frame of an ``image-vector-sequence`` label (shared/segments-api.md 12.3).
+
+    Segment ids are track ids (:class:`~prelabel.panoptic.FramePrediction`), so each
+    annotation's ``id`` and ``track_id`` are its segment's id. A track has at most one shape
+    per frame: a polygon keeps the mask's largest part only. Every shape is marked
+    ``is_keyframe``: the model produced it, and a non-keyframe shape is the editor's to
+    interpolate (12.3 rule 5). ``timestamp`` is the sample frame's, copied when it has one.
+    """
+    annotations: list[dict[str, Any]] = []
+    for seg in sorted(prediction.segments, key=lambda s: s.id):
+        for points in _shapes(prediction, seg, kind, settings)[:1]:
+            annotation: dict[str, Any] = {
+                "id": seg.id,
+                "track_id": seg.id,
+                "category_id": seg.category_id,
+                "is_keyframe": True,
+                "type": kind,
+                "points": points,
+            }
+            if settings.score_attribute and seg.category_id in scored_categories:
+                annotation["attributes"] = {settings.score_attribute: round(seg.score, 4)}
+            annotations.append(annotation)
+    frame: dict[str, Any] = {"format_version": "0.1", "annotations": annotations}
+    if timestamp is not None:
+        frame["timestamp"] = timestamp
+    return frame
+
+
+def vector_sequence_attributes(frames: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The label attributes of a sequence from its frames (:func:`vector_frame`), in order."""
+    return {"format_version": "0.2", "frames": list(frames)}
+
+
+def _shapes(
+    prediction: PanopticPrediction, seg: Segment, kind: str, settings: VectorSettings
+) -> list[list[Point]]:
+    """A segment's shapes, largest first: its box (things only), or its polygons (things,
+    and stuff unless ``stuff: skip``)."""
+    if kind == "bbox":
+        return [segment_box(seg, prediction.size, settings)] if seg.is_thing else []
+    if seg.is_thing or settings.stuff == "polygons":
+        return _segment_polygons(prediction, seg, settings)
+    return []
 
 
 def segment_box(seg: Segment, size: tuple[int, int], settings: VectorSettings) -> list[Point]:
@@ -213,3 +265,18 @@ def _annotation_key(annotation: Mapping[str, Any]) -> tuple[Any, ...]:
         str(annotation.get("type")),
         tuple(tuple(round(float(v), 3) for v in point) for point in points),
     )
+
+
+def typed_label_attributes(attributes: Mapping[str, Any]) -> Any:
+    """Label attributes as the SDK's typed model where one fits, so that the SDK does not guess
+    among its label models from the JSON's shape (shared/segments-api.md 12.4, 10.3): a box or
+    polygon label as the vector model (image or sequence), a bitmap sequence as the
+    segmentation-sequence model; a bitmap image label stays a dict. Raises pydantic's
+    ValidationError for attributes that fit no model."""
+    if vector_label_key(attributes) is not None:
+        if "frames" in attributes:
+            return ImageSequenceVectorLabelAttributes.model_validate(dict(attributes))
+        return ImageVectorLabelAttributes.model_validate(dict(attributes))
+    if "frames" in attributes:
+        return sequence_label_model(attributes)
+    return dict(attributes)
