@@ -16,13 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from segments import SegmentsClient, SegmentsDataset
 from segments.typing import ImageVectorLabelAttributes
 from segments.utils import export_dataset
 
-from prelabel.backends.grounded_sam.backend import GroundedSam
-from prelabel.backends.grounded_sam.loading import LoadedModels
 from prelabel.config import PipelineSettings, Settings, VectorSettings
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import ConfigError
@@ -37,9 +34,6 @@ from prelabel.state import StateStore
 from tests.connector_helpers import make_settings, read_report, remote_settings
 from tests.fixtures.emulator import EMULATOR_API_KEY
 from tests.fixtures.standins import (
-    BlueMeansSky,
-    BoxesAroundColours,
-    FloodFillSam,
     Scene,
     draw_scene,
 )
@@ -67,25 +61,6 @@ SCENES = [
     Scene(bands=(("road", 0.7, 1.0),), things=(("person", 0.4, 0.3, 0.55, 0.8),)),
     Scene(bands=(("sky", 0.0, 0.5),), things=()),
 ]
-
-
-@pytest.fixture(scope="module")
-def standin_pipeline(tiny_models: LoadedModels) -> Pipeline:
-    """The real pipeline over the stand-in models (and the tiny models' real processors)."""
-    models = LoadedModels(
-        grounding_dino=BoxesAroundColours(
-            tiny_models.grounding_dino_processor, {"person": "person", "car": "car"}
-        ),
-        grounding_dino_processor=tiny_models.grounding_dino_processor,
-        sam=FloodFillSam(tiny_models.sam_processor),
-        sam_processor=tiny_models.sam_processor,
-        clipseg=BlueMeansSky(tiny_models.clipseg_processor, {"sky": "sky", "road": "road"}),
-        clipseg_processor=tiny_models.clipseg_processor,
-        device=torch.device("cpu"),
-        dtypes=dict.fromkeys(("grounding_dino", "sam", "clipseg"), torch.float32),
-        is_tiny=False,
-    )
-    return Pipeline(GroundedSam(models), PipelineSettings())
 
 
 def seed(emulator: Emulator, task_type: str) -> list[str]:

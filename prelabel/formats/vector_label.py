@@ -41,6 +41,7 @@ __all__ = [
     "encode_vector_label",
     "mask_polygons",
     "score_categories",
+    "scored_shapes",
     "segment_box",
     "typed_label_attributes",
     "vector_frame",
@@ -136,6 +137,18 @@ def vector_frame(
 def vector_sequence_attributes(frames: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The label attributes of a sequence from its frames (:func:`vector_frame`), in order."""
     return {"format_version": "0.2", "frames": list(frames)}
+
+
+def scored_shapes(
+    prediction: PanopticPrediction, kind: str, settings: VectorSettings
+) -> list[tuple[dict[str, Any], float]]:
+    """Every shape a label of ``kind`` would hold, with its segment's score (what an
+    evaluation ranks detections by; the label itself has no per-object score)."""
+    return [
+        ({"category_id": seg.category_id, "type": kind, "points": points}, seg.score)
+        for seg in sorted(prediction.segments, key=lambda s: s.id)
+        for points in _shapes(prediction, seg, kind, settings)
+    ]
 
 
 def _shapes(
