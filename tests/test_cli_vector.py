@@ -10,14 +10,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from segments import SegmentsClient
 from segments.typing import ImageVectorLabelAttributes
 
+from prelabel.cli.evaluate import evaluate
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.segments.upload import NO_ASSET
 from prelabel.state import UPLOADED
 from tests.connector_helpers import read_report, write_config
-from tests.fixtures.emulator import DEMO_CATEGORIES, seed_dataset_via_sdk
+from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY, seed_dataset_via_sdk
 from tests.test_cli_run import _restore_log_record_factory, invoke  # noqa: F401
 from tests.test_resume_kill import HANG, KEY, Runner, _stage
 
@@ -141,3 +143,35 @@ def test_kill_9_before_the_label_write_then_rerun_writes_each_label_once(
         for uuid in s:
             assert_valid(client, uuid, "polygon", seeded.image_size)
         client.close()
+
+
+@pytest.mark.usefixtures("_restore_log_record_factory")
+def test_evaluate_scores_a_bboxes_dataset_with_coco_ap(
+    tmp_path: Path,
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The labels a run wrote, accepted by a person as they are: the same models score AP 1
+    on every category they found (the tiny models are deterministic), read-only."""
+    seeded = seed_dataset_via_sdk(segments_client, "boxes", task_type="bboxes")
+    assert invoke(tmp_path, emulator.url, seeded.full_name, models=tiny_models_dir).exit_code == 0
+    for uuid in seeded.sample_uuids:
+        emulator.set_label_status(uuid, GT, "LABELED")
+    monkeypatch.chdir(tmp_path)
+    emulator.clear_requests()
+    args = ["--dataset", seeded.full_name, "--api-url", emulator.url, "--config"]
+    args += [str(tmp_path / "config.yaml"), "--models", str(tiny_models_dir), "-q"]
+
+    result = CliRunner().invoke(evaluate, args, env={"SEGMENTS_API_KEY": EMULATOR_API_KEY})
+
+    assert result.exit_code == 0, result.stderr
+    document = json.loads((tmp_path / "evaluation-jane-boxes.json").read_text())
+    assert document["metric"] == "COCO AP (bbox)" and document["images"] == 3
+    measured = [v for v in document["per_category"].values() if v == v]  # not NaN
+    assert measured and all(v == pytest.approx(1.0) for v in measured)
+    assert document["ap"] == pytest.approx(1.0) and document["failures"] == []
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    assert rows["AP50"] == ["AP50", "100.0"]
+    assert {r.method for r in emulator.requests} == {"GET"}
