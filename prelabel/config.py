@@ -178,6 +178,30 @@ class SequenceSettings(FrozenModel):
     match_iou: float = Field(default=0.5, gt=0, le=1)
 
 
+class VectorSettings(FrozenModel):
+    """How a panoptic map becomes boxes and polygons for ``bboxes`` / ``vector`` datasets.
+
+    See README, "Box and polygon datasets", and shared/segments-api.md section 12.
+    """
+
+    #: Where a thing's box comes from: the detector's box where the back-end gives one (else
+    #: the mask's), or always the tight box around the thing's pixels in the panoptic map.
+    box_source: Literal["mask", "detector"] = "mask"
+    #: Connected parts of a mask smaller than this many pixels get no polygon.
+    min_area: int = Field(default=16, ge=1)
+    #: Douglas-Peucker tolerance in pixels: a polygon's vertices stay within this distance of
+    #: the mask's outline (tens of points per object, not one per boundary pixel).
+    tolerance: float = Field(default=1.0, ge=0)
+    #: Stuff categories (sky, road) as polygons too, or only things.
+    stuff: Literal["polygons", "skip"] = "polygons"
+    #: A ``number`` attribute that receives the detection score, on the categories that
+    #: declare it (e.g. ``confidence``); ``None``: no per-object score.
+    score_attribute: str | None = None
+    #: What an ``image-vector-sequence`` track is drawn as in each frame (the editor
+    #: interpolates boxes between keyframes, never polygons).
+    sequence_type: Literal["bbox", "polygon"] = "bbox"
+
+
 class RemoteSettings(FrozenModel):
     """How prelabel talks to Segments.ai: timeouts, retries, paging, download limits.
 
@@ -235,6 +259,7 @@ class Settings(FrozenModel):
     models: ModelSettings = ModelSettings()
     pipeline: PipelineSettings = PipelineSettings()
     sequence: SequenceSettings = SequenceSettings()
+    vector: VectorSettings = VectorSettings()
     remote: RemoteSettings = RemoteSettings()
     worker: WorkerSettings = WorkerSettings()
     #: Overrides per category name (prompt, thresholds, ignore).

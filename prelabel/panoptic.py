@@ -27,13 +27,18 @@ class MaskCandidate:
     category_id: int
     score: float
     is_thing: bool
+    #: The detector's box ``(x0, y0, x1, y1)`` in the mask's coordinates, where the back-end
+    #: has one; box datasets may write it instead of the mask's tight box.
+    box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
 class Segment:
     """One segment of a panoptic map; ``id`` is its pixel value in the id map.
 
-    ``bbox`` is COCO style ``(x, y, width, height)`` in pixels of the original image.
+    ``bbox`` is COCO style ``(x, y, width, height)`` in pixels of the original image, the
+    tight box of the segment's pixels; ``box`` is the detector's ``(x0, y0, x1, y1)`` in the
+    same pixels where the back-end gave one (``None`` otherwise: stuff, tracked frames).
     """
 
     id: int
@@ -42,6 +47,7 @@ class Segment:
     score: float
     area: int
     bbox: tuple[int, int, int, int]
+    box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ def write_config(
     categories: dict[str, dict[str, Any]] | None = None,
     sequence: dict[str, Any] | None = None,
     backend: str = "grounded_sam",
+    vector: dict[str, Any] | None = None,
     **remote_overrides: Any,
 ) -> Path:
     """A YAML config for ``prelabel run --config`` with fast retries and the given pipeline
@@ -95,6 +96,8 @@ def write_config(
         data["categories"] = categories
     if sequence:
         data["sequence"] = sequence
+    if vector:
+        data["vector"] = vector
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
 

@@ -399,13 +399,14 @@ def test_a_server_down_at_start_as_a_real_process(tmp_path: Path) -> None:
 
 
 def test_a_dataset_with_another_task_type_is_refused(emulator: Emulator, tmp_path: Path) -> None:
-    emulator.create_dataset("jane/boxes", task_type="bboxes", categories=list(DEMO_CATEGORIES))
+    # Keypoints: prelabel writes bitmaps, boxes and polygons, not points.
+    emulator.create_dataset("jane/points", task_type="keypoints", categories=list(DEMO_CATEGORIES))
     url = emulator.add_asset(png_bytes(32, 24, 0), "a.png")
-    emulator.add_image_sample("jane/boxes", "a.png", url)
+    emulator.add_image_sample("jane/points", "a.png", url)
 
-    result = invoke(tmp_path, emulator.url, "jane/boxes")
+    result = invoke(tmp_path, emulator.url, "jane/points")
 
-    assert_one_line_error(result, "'bboxes'", "segmentation-bitmap")
+    assert_one_line_error(result, "'keypoints'", "segmentation-bitmap")
     assert emulator.label_write_counts() == {}
 
 

@@ -198,3 +198,22 @@ def test_a_downscaled_image_comes_back_at_full_size(
     edge = ndimage.maximum_filter(categories, 5) != ndimage.minimum_filter(categories, 5)
     assert edge.mean() < 0.2
     assert np.array_equal(got[~edge], categories[~edge])
+
+
+def test_each_thing_keeps_its_detector_box_at_the_output_size(
+    standin_models: LoadedModels,
+) -> None:
+    """Box datasets may write the detector's box (``vector.box_source: detector``): it is
+    scaled with the map from the 256 x 192 the models saw to the 512 x 384 image."""
+    settings = _settings(max_image_side=256)
+    size = (512, 384)
+    prediction = Pipeline(GroundedSam(standin_models), settings).predict(
+        draw_scene(SCENE, size), _taxonomy(settings)
+    )
+    things = [s for s in prediction.segments if s.is_thing]
+    assert len(things) == len(SCENE.things)
+    got = sorted(s.box for s in things if s.box is not None)
+    want = sorted(tuple(float(v) for v in r[1:]) for r in SCENE.rectangles(size))
+    # Within a pixel of the models' 256 x 192 image: two pixels of the full-size one.
+    np.testing.assert_allclose(np.array(got), np.array(want), rtol=0, atol=2.0)
+    assert all(s.box is None for s in prediction.segments if not s.is_thing)

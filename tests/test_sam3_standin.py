@@ -198,6 +198,10 @@ def test_every_pixel_gets_its_category_and_instance(
         car_ids = {int(ids[far & (want_instance == n)][0]) for n in (1, 2)}
         assert len(car_ids) == 2  # the synonym's duplicates were suppressed, the cars kept apart
         assert sum(s.is_thing for s in prediction.segments) == (3 if person_threshold < 0.9 else 2)
+        # SAM 3's own boxes travel with its things (a bboxes dataset may write them).
+        want_boxes = sorted([*CARS, *([PERSON] if person_threshold < 0.9 else [])])
+        got_boxes = sorted(s.box for s in prediction.segments if s.is_thing and s.box)
+        np.testing.assert_allclose(got_boxes, want_boxes, rtol=0, atol=1.0)
         assert (ids[WHITE[1] + 2 : WHITE[3] - 2, WHITE[0] + 3 : WHITE[2] - 3] == 0).all()
     assert predictor.encoder_passes == 2
     assert predictor.text_passes == 6  # car, automobile, person, sky, unicorn, road: once

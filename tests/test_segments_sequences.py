@@ -92,10 +92,10 @@ def test_front_ends_for_images_only_refuse_a_sequence_dataset_by_name(
 def test_check_dataset_still_refuses_other_task_types(
     api: SegmentsApi, segments_client: SegmentsClient
 ) -> None:
-    segments_client.add_dataset("boxes", task_type="bboxes")
+    segments_client.add_dataset("points", task_type="keypoints")
 
-    with pytest.raises(ConfigError, match=r"'bboxes'.*image-segmentation-sequence"):
-        check_dataset(api, Settings(), "jane/boxes", GT)
+    with pytest.raises(ConfigError, match=r"'keypoints'.*image-segmentation-sequence"):
+        check_dataset(api, Settings(), "jane/points", GT)
 
 
 def test_sample_refs_carry_the_frames(

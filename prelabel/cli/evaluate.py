@@ -237,18 +237,35 @@ def _evaluate_dataset(
     key, settings = key_and_settings(api_key_file, config_path, api_url=api_url, device=device)
     check_api(settings)
 
+    from prelabel.cli._vector_eval import evaluate_vector_command
     from prelabel.evaluate.dataset import HUMAN_LABEL_STATUSES, evaluation_meta
     from prelabel.evaluate.results import format_table, format_tracking, write_result
     from prelabel.evaluate.sequence_dataset import SequenceEvaluation
     from prelabel.segments.client import SegmentsApi
     from prelabel.segments.dataset import check_dataset
+    from prelabel.segments.statuses import VECTOR_TASK_TYPES
 
     with usage_errors():
         api = SegmentsApi.connect(key, settings.remote)
     try:
         with usage_errors():
-            info, taxonomy = check_dataset(api, settings, dataset, labelset, sequences=True)
+            info, taxonomy = check_dataset(
+                api, settings, dataset, labelset, sequences=True, vectors=True
+            )
             check_models(settings, models_dir)
+            if info.task_type in VECTOR_TASK_TYPES:  # boxes and polygons: AP, not PQ
+                out = out_path or default_dataset_result(dataset)
+                return evaluate_vector_command(
+                    api,
+                    info,
+                    taxonomy,
+                    settings,
+                    models_dir,
+                    labelset=labelset,
+                    limit=limit,
+                    out=out,
+                    quiet=quiet,
+                )
             evaluation = _evaluate(
                 api,
                 info.is_sequence,

@@ -126,15 +126,17 @@ def seed_sequence_dataset(
     categories: Sequence[Mapping[str, Any]],
     *,
     timestamps: bool = True,
+    task_type: str = SEQUENCE_TASK_TYPE,
 ) -> SeedResult:
-    """Create ``dataset`` as an ``image-segmentation-sequence`` dataset, one sample per clip.
+    """Create ``dataset`` as an ``image-segmentation-sequence`` dataset (or ``task_type``, e.g.
+    ``image-vector-sequence``), one sample per clip.
 
     Each frame image becomes an asset the emulator serves; a ``None`` frame gets a URL under
     the emulator's asset prefix that nothing was uploaded to (it answers 404). Frames are named
     ``frame_00000``, ... and, with ``timestamps``, carry :func:`frame_timestamp`.
     """
     kept = [category_for_segments(c) for c in categories]
-    emulator.create_dataset(dataset, task_type=SEQUENCE_TASK_TYPE, categories=kept)
+    emulator.create_dataset(dataset, task_type=task_type, categories=kept)
     samples = []
     for name, clip in sequences.items():
         frames = []

@@ -125,7 +125,7 @@ def merge_panoptic(
         seg_id = given[0][index] if given is not None else len(segments) + 1
         taken[window] |= claim
         np.copyto(id_map[window], np.uint32(seg_id), where=claim)
-        segments.append(_segment(seg_id, cand, footprint))
+        segments.append(_segment(seg_id, cand, footprint, (out_w / width, out_h / height)))
 
     if stuff_ids:
         # Stuff under a kept thing is hidden; clear it in place (stuff_map is ours).
@@ -352,8 +352,17 @@ def _footprint(
 
 
 def _segment(
-    seg_id: int, cand: MaskCandidate, footprint: tuple[int, tuple[int, int, int, int]]
+    seg_id: int,
+    cand: MaskCandidate,
+    footprint: tuple[int, tuple[int, int, int, int]],
+    scale: tuple[float, float],
 ) -> Segment:
+    """A kept thing; its detector box (if any) scaled from the working to the output size."""
+    box = None
+    if cand.box is not None:
+        sx, sy = scale
+        x0, y0, x1, y1 = cand.box
+        box = (float(x0) * sx, float(y0) * sy, float(x1) * sx, float(y1) * sy)
     return Segment(
         id=seg_id,
         category_id=cand.category_id,
@@ -361,4 +370,5 @@ def _segment(
         score=float(cand.score),
         area=footprint[0],
         bbox=footprint[1],
+        box=box,
     )

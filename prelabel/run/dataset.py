@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from prelabel.config import Settings
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.job import RunOptions
+from prelabel.run.kinds import steps_for
 from prelabel.run.lifecycle import LocalLifecycle, run_sequential
 from prelabel.run.outcome import SampleOutcome
 from prelabel.run.overlapped import run_overlapped
 from prelabel.run.recorder import Recorder
 from prelabel.run.report import ReportWriter, RunSummary
-from prelabel.run.sequence_steps import steps_for
 from prelabel.run.steps import Predictor, SampleSteps
 from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.dataset import check_dataset
@@ -164,7 +164,7 @@ def run_dataset(
     api = SegmentsApi.connect(api_key, settings.remote)
     try:
         info, taxonomy = check_dataset(
-            api, settings, options.dataset, options.labelset, sequences=True
+            api, settings, options.dataset, options.labelset, sequences=True, vectors=True
         )
         steps = steps_for(api, settings, options, info, taxonomy, load_pipeline)
         worker = DatasetWorker(steps, state, expected_samples=info.samples_count)

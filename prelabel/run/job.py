@@ -13,6 +13,7 @@ from PIL import Image
 
 from prelabel.formats.label import EncodedLabel
 from prelabel.formats.sequence_label import FrameLabel, pooled_score
+from prelabel.formats.vector_label import EncodedVectorLabel
 from prelabel.panoptic import PanopticPrediction
 from prelabel.run.outcome import Result, SampleOutcome
 from prelabel.run.policy import Failure
@@ -93,6 +94,8 @@ class Job:
     image: Image.Image | None = None
     prediction: PanopticPrediction | None = None
     encoded: EncodedLabel | None = None
+    #: A box or polygon label, encoded (:class:`~prelabel.run.vector_steps.VectorSteps`).
+    vector_label: EncodedVectorLabel | None = None
     #: An image sequence's frames whose bitmaps are uploaded, by frame index: from the resume
     #: state, or uploaded by this run's inference (frames stream out as they are predicted).
     frames: dict[int, UploadedFrame] = field(default_factory=dict)
@@ -159,6 +162,7 @@ class Job:
         self.image = None
         self.prediction = None
         self.encoded = None
+        self.vector_label = None
         self.frames = {}
 
     def fail(self, failure: Failure) -> None:

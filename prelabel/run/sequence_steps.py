@@ -20,7 +20,6 @@ from typing import Protocol
 from PIL import Image
 
 from prelabel.config import Settings
-from prelabel.errors import ConfigError
 from prelabel.formats.atomic import write_json
 from prelabel.formats.label import EncodedLabel, encode_label
 from prelabel.formats.sequence_label import frame_label, label_object_count
@@ -29,7 +28,7 @@ from prelabel.run.frame_io import FrameIO
 from prelabel.run.job import Job, RunOptions, UploadedFrame, sequence_label_score
 from prelabel.run.policy import guarded
 from prelabel.run.steps import FrameCallback, Predictor, SampleSteps
-from prelabel.segments.client import DatasetInfo, SegmentsApi
+from prelabel.segments.client import SegmentsApi
 from prelabel.segments.samples import load_frame
 from prelabel.segments.statuses import PRELABELED
 from prelabel.segments.upload import PendingLabel, pending_sequence_label, upload_frame
@@ -183,29 +182,3 @@ class SequenceSteps(SampleSteps):
         }
         write_json(self.options.output_dir / "dry-run" / f"{job.sample.uuid}.json", payload)
         return pending.score
-
-
-def steps_for(
-    api: SegmentsApi,
-    settings: Settings,
-    options: RunOptions,
-    info: DatasetInfo,
-    taxonomy: Taxonomy,
-    load_pipeline: Callable[[], Predictor],
-) -> SampleSteps:
-    """The steps for the dataset's task type: images, or sequences of frames.
-
-    A sequence needs the SAM 2 video model too, which ``load_pipeline`` must offer as its
-    ``sequence()`` (:class:`~prelabel.run.models.PipelineLoader` does).
-    """
-    if not info.is_sequence:
-        return SampleSteps(api, settings, options, taxonomy, load_pipeline)
-    load_sequence = getattr(load_pipeline, "sequence", None)
-    if load_sequence is None:
-        raise ConfigError(
-            f"dataset {options.dataset} is an image sequence; this front-end labels image "
-            "datasets only (use `prelabel run`)"
-        )
-    return SequenceSteps(
-        api, settings, options, taxonomy, load_pipeline, load_sequence_pipeline=load_sequence
-    )

@@ -31,7 +31,8 @@ from prelabel.errors import (
     RemoteError,
     TransientRemoteError,
 )
-from prelabel.formats.sequence_label import Timestamp, label_bitmap_urls, sequence_label_model
+from prelabel.formats.sequence_label import Timestamp, label_bitmap_urls
+from prelabel.formats.vector_label import typed_label_attributes, vector_label_key
 from prelabel.segments.statuses import PRELABELED, SEQUENCE_TASK_TYPES
 from prelabel.segments.transport import (
     TimeoutAdapter,
@@ -97,8 +98,9 @@ class LabelState:
     status: str | None
     bitmap_url: str | None = None
     #: Every bitmap URL the label points at: one for an image label, one per sequence frame
-    #: (``bitmap_url`` is ``None`` for a sequence label).
+    #: (``bitmap_url`` is None for a sequence); a box/polygon label is told by its content.
     bitmap_urls: tuple[str | None, ...] = ()
+    vector_key: tuple[Any, ...] | None = None
 
 
 class SegmentsApi:
@@ -252,13 +254,13 @@ class SegmentsApi:
             )
         except NotFoundRemoteError:
             return LabelState(status=None)
-        status = str(getattr(label.label_status, "value", label.label_status))
         bitmap = getattr(label.attributes, "segmentation_bitmap", None)
         dumped = label.attributes.model_dump() if label.attributes is not None else None
         return LabelState(
-            status=status,
+            status=str(getattr(label.label_status, "value", label.label_status)),
             bitmap_url=getattr(bitmap, "url", None),
             bitmap_urls=label_bitmap_urls(dumped),
+            vector_key=vector_label_key(dumped),
         )
 
     def label_bitmap(
@@ -305,9 +307,9 @@ class SegmentsApi:
     ) -> None:
         """Write a PRELABELED label, one attempt: the caller re-reads the label between
         attempts (see :func:`prelabel.segments.upload.write_label`) so a lost answer never causes a
-        second write. Sequence attributes (with ``frames``) are sent as the SDK's typed model,
-        which skips the SDK's guess among its label models (shared/segments-api.md 10.3)."""
-        typed: Any = sequence_label_model(attributes) if "frames" in attributes else attributes
+        second write. Sequence and vector attributes are sent as the SDK's typed model, which
+        skips the SDK's guess among its label models (shared/segments-api.md 10.3, 12.4)."""
+        typed: Any = typed_label_attributes(attributes)
         classified(
             lambda: self._client.add_label(
                 sample_uuid, labelset, typed, label_status=LabelStatus(PRELABELED), score=score

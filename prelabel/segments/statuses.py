@@ -15,11 +15,16 @@ HUMAN_LABEL_STATUSES = frozenset({"LABELED", "REVIEWED", "VERIFIED"})
 #: Task types whose labels are segmentation bitmaps; anything else cannot take our labels.
 BITMAP_TASK_TYPES = frozenset({"segmentation-bitmap", "segmentation-bitmap-highres"})
 
-#: Task types whose samples are frame sequences, labelled with one segmentation bitmap per frame.
-SEQUENCE_TASK_TYPES = frozenset({"image-segmentation-sequence"})
+#: Task types whose samples are frame sequences, labelled frame by frame (one segmentation
+#: bitmap, or the boxes or polygons, per frame).
+SEQUENCE_TASK_TYPES = frozenset({"image-segmentation-sequence", "image-vector-sequence"})
+
+#: Task types whose labels are boxes or polygons held in the label itself (no bitmap);
+#: shared/segments-api.md section 12.
+VECTOR_TASK_TYPES = frozenset({"bboxes", "vector", "image-vector-sequence"})
 
 #: Every task type prelabel can write labels for.
-LABELABLE_TASK_TYPES = BITMAP_TASK_TYPES | SEQUENCE_TASK_TYPES
+LABELABLE_TASK_TYPES = BITMAP_TASK_TYPES | SEQUENCE_TASK_TYPES | VECTOR_TASK_TYPES
 
 
 def may_write(status: str | None, *, overwrite: bool) -> bool:

@@ -28,6 +28,7 @@ from prelabel.formats.sequence_label import (
     label_bitmap_urls,
     sequence_label_attributes,
 )
+from prelabel.formats.vector_label import vector_label_key
 from prelabel.segments.client import LabelState, SampleRef, SegmentsApi
 from prelabel.segments.statuses import may_write
 from prelabel.segments.transport import retrying
@@ -35,12 +36,17 @@ from prelabel.segments.transport import retrying
 logger = logging.getLogger(__name__)
 
 
+#: The ``asset_url`` of a box or polygon label, which has no asset: its attributes are the
+#: whole label (shared/segments-api.md 12), so "uploading" it only makes it final.
+NO_ASSET = "none:vector-label"
+
+
 @dataclass(frozen=True)
 class PendingLabel:
     """A label ready to write: its asset is uploaded and its attributes are final.
 
     For a sequence, ``asset_url`` is the first frame's bitmap and ``attributes`` hold every
-    frame (:func:`pending_sequence_label`).
+    frame (:func:`pending_sequence_label`); for a box or polygon label it is :data:`NO_ASSET`.
     """
 
     asset_url: str
@@ -122,15 +128,22 @@ def blocking_reason(current: LabelState, pending: PendingLabel, *, overwrite: bo
     """
     if not may_write(current.status, overwrite=True):
         return f"label is {current.status} (a person has worked on it)"
-    if (
-        current.status is not None
-        and current.bitmap_urls
-        and current.bitmap_urls == label_bitmap_urls(pending.attributes)
-    ):
+    if current.status is not None and _is_our_write(current, pending):
         return "already written by prelabel"
     if not may_write(current.status, overwrite=overwrite):
         return "already pre-labeled"
     return None
+
+
+def _is_our_write(current: LabelState, pending: PendingLabel) -> bool:
+    """Whether the label on the server is ``pending``, written by an earlier attempt: by its
+    new bitmap URLs, or for a label without a bitmap by its content (ids, types, points)."""
+    if pending.asset_url == NO_ASSET:
+        key = vector_label_key(pending.attributes)
+        return key is not None and current.vector_key == key
+    return bool(current.bitmap_urls) and current.bitmap_urls == label_bitmap_urls(
+        pending.attributes
+    )
 
 
 def write_label(

@@ -2,7 +2,7 @@
 
 The only module of :mod:`prelabel.serve` that knows the per-sample lifecycle. Each run, a
 webhook batch or a cycle, is the lifecycle's own: the steps for the dataset's kind (images or
-image sequences, :func:`~prelabel.run.sequence_steps.steps_for`, as for ``prelabel run``)
+image sequences, :func:`~prelabel.run.kinds.steps_for`, as for ``prelabel run``)
 scheduled by a :class:`~prelabel.run.dataset.DatasetWorker`, nothing subclassed or overridden.
 A webhook batch hands the worker ``samples``: the queue's uuids, each re-read through the SDK
 (:func:`~prelabel.run.dataset.announced_samples`); a cycle lets it list the dataset, exactly as
@@ -32,9 +32,10 @@ from prelabel.panoptic import FramePrediction, PanopticPrediction, TrackInfo
 from prelabel.progress import NullProgress
 from prelabel.run.dataset import DatasetWorker, announced_samples
 from prelabel.run.job import RunOptions
+from prelabel.run.kinds import steps_for
 from prelabel.run.policy import ends_loop
 from prelabel.run.report import RunSummary
-from prelabel.run.sequence_steps import SequencePredictor, steps_for
+from prelabel.run.sequence_steps import SequencePredictor
 from prelabel.run.steps import Predictor
 from prelabel.run.sync import CycleOptions
 from prelabel.segments.client import SampleRef, SegmentsApi
@@ -82,7 +83,9 @@ class WorkerLifecycle:
     def prepare(self, dataset: str) -> None:
         api = self._connect()
         try:
-            info, _ = check_dataset(api, self._settings, dataset, self._labelset, sequences=True)
+            info, _ = check_dataset(
+                api, self._settings, dataset, self._labelset, sequences=True, vectors=True
+            )
         finally:
             api.close()
         if info.is_sequence and not self._pipeline.has_sequence:
@@ -152,7 +155,7 @@ class WorkerLifecycle:
     ) -> RunSummary:
         """One worker run over ``samples``, or over the dataset's listing when None."""
         info, taxonomy = check_dataset(
-            api, self._settings, options.dataset, options.labelset, sequences=True
+            api, self._settings, options.dataset, options.labelset, sequences=True, vectors=True
         )
         # Images or sequences: decided in one place, as for `prelabel run`.
         steps = steps_for(api, self._settings, options, info, taxonomy, self._pipeline)

@@ -108,8 +108,16 @@ class GroundedSam:
         """SAM masks of detected boxes, as thing candidates in detection order."""
         masks = self.segmenter.segment_boxes(embedding, found.boxes)
         return [
-            MaskCandidate(mask=m, category_id=int(c), score=float(s), is_thing=True)
-            for m, c, s in zip(masks.masks, found.category_ids, found.scores, strict=True)
+            MaskCandidate(
+                mask=m,
+                category_id=int(c),
+                score=float(s),
+                is_thing=True,
+                box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+            )
+            for m, c, s, b in zip(
+                masks.masks, found.category_ids, found.scores, found.boxes, strict=True
+            )
         ]
 
     def stuff_candidates(

@@ -102,7 +102,11 @@ def thing_candidates(
     )
     return [
         MaskCandidate(
-            mask=masks[i], category_id=int(categories[i]), score=float(scores[i]), is_thing=True
+            mask=masks[i],
+            category_id=int(categories[i]),
+            score=float(scores[i]),
+            is_thing=True,
+            box=(float(boxes[i][0]), float(boxes[i][1]), float(boxes[i][2]), float(boxes[i][3])),
         )
         for i in keep
     ]

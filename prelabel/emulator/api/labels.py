@@ -60,6 +60,14 @@ def _score(value: Any) -> float | None:
     return float(value)
 
 
+def category_ids_of(dataset: DatasetRecord) -> frozenset[int]:
+    """The ids of the dataset's categories (vector labels may use only these)."""
+    task_attributes = dataset.fields.get("task_attributes") or {}
+    return frozenset(
+        c["id"] for c in task_attributes.get("categories") or () if isinstance(c.get("id"), int)
+    )
+
+
 def _validated_label_changes(
     dataset: DatasetRecord, body: Mapping[str, Any], partial: bool, sample_frames: int
 ) -> dict[str, Any]:
@@ -74,7 +82,9 @@ def _validated_label_changes(
         changes["label_status"] = status
     if "attributes" in body or not partial:
         attributes = body.get("attributes")
-        check_label_attributes(task_type_of(dataset), attributes, sample_frames)
+        check_label_attributes(
+            task_type_of(dataset), attributes, sample_frames, category_ids_of(dataset)
+        )
         changes["attributes"] = attributes
     if "score" in body or not partial:
         changes["score"] = _score(body.get("score"))

@@ -7,18 +7,27 @@ connector's mistakes visible in tests as the DRF 400 ``{"attributes": ["..."]}``
 server would answer. Refused: a sequence label without ``frames``, with another frame count
 than the sample, with an id twice in a frame, with ``track_id != id``, or with a frame that has
 annotations but no bitmap URL; single-image attributes (sample or label) on a sequence dataset,
-and sequence attributes on an image dataset.
+and sequence attributes on an image dataset. Vector labels: :mod:`.vector_shapes`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from prelabel.emulator.api.validation import require_object
+from prelabel.emulator.api.vector_shapes import (
+    VECTOR_IMAGE_TASK_TYPES,
+    VECTOR_SEQUENCE_TASK_TYPES,
+    VECTOR_TASK_TYPES,
+    check_vector_label,
+)
 from prelabel.emulator.wire import ApiError, field_error
 
 BITMAP_TASK_TYPES = frozenset({"segmentation-bitmap", "segmentation-bitmap-highres"})
-SEQUENCE_TASK_TYPES = frozenset({"image-segmentation-sequence"})
+SEQUENCE_TASK_TYPES = frozenset({"image-segmentation-sequence"}) | VECTOR_SEQUENCE_TASK_TYPES
+#: Image datasets whose samples must not hold ``frames``.
+IMAGE_TASK_TYPES = BITMAP_TASK_TYPES | VECTOR_IMAGE_TASK_TYPES
 
 _MAX_ID = 2**24
 
@@ -38,7 +47,7 @@ def check_sample_attributes(task_type: str, attributes: dict[str, Any]) -> None:
         for index, frame in enumerate(frames):
             if not isinstance(frame, dict) or not isinstance(frame.get("image"), dict):
                 raise _invalid(f"Frame {index} must be an object with an 'image'.")
-    elif task_type in BITMAP_TASK_TYPES and "frames" in attributes:
+    elif task_type in IMAGE_TASK_TYPES and "frames" in attributes:
         raise _invalid("Sequence attributes ('frames') cannot be added to an image dataset.")
 
 
@@ -48,9 +57,14 @@ def frame_count(attributes: dict[str, Any]) -> int:
     return len(frames) if isinstance(frames, list) else 0
 
 
-def check_label_attributes(task_type: str, attributes: Any, sample_frames: int) -> None:
-    """Check a written label's ``attributes`` for the dataset's task type."""
-    if task_type in SEQUENCE_TASK_TYPES:
+def check_label_attributes(
+    task_type: str, attributes: Any, sample_frames: int, category_ids: Collection[int] = ()
+) -> None:
+    """Check a written label's ``attributes`` for the dataset's task type (vector labels also
+    against the dataset's ``category_ids``: :mod:`.vector_shapes`)."""
+    if task_type in VECTOR_TASK_TYPES:
+        check_vector_label(task_type, attributes, sample_frames, category_ids)
+    elif task_type in SEQUENCE_TASK_TYPES:
         _check_sequence_label(attributes, sample_frames)
     elif task_type in BITMAP_TASK_TYPES:
         attributes = require_object(attributes, "attributes")

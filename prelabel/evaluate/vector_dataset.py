@@ -1,0 +1,121 @@
+"""Evaluate the pipeline on a box or polygon dataset's human labels: COCO-style AP.
+
+The image-dataset evaluation (:mod:`prelabel.evaluate.dataset`) with shapes instead of a
+panoptic map: the same samples (labels a person stands behind, :data:`HUMAN_LABEL_STATUSES`),
+read-only, the run's own fetch and infer steps and failure policy; each prediction becomes the
+boxes or polygons a run would write (:func:`~prelabel.formats.vector_label.scored_shapes`,
+ranked by their segment's score) and :func:`~prelabel.evaluate.coco_ap.coco_ap` scores them
+against the person's shapes of the dataset's type, per evaluated category.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prelabel.config import Settings
+from prelabel.evaluate.coco_ap import APResult, ScoredShape, VectorImage, coco_ap
+from prelabel.evaluate.dataset import (
+    HUMAN_LABEL_STATUSES,
+    each_human_label,
+    evaluated_categories,
+    sample_failure,
+)
+from prelabel.formats.vector_label import VECTOR_KINDS, scored_shapes
+from prelabel.progress import NullProgress, Progress
+from prelabel.run.job import Job, RunOptions
+from prelabel.run.outcome import SampleOutcome
+from prelabel.run.policy import guarded
+from prelabel.run.steps import Predictor, SampleSteps
+from prelabel.segments.client import DatasetInfo, SegmentsApi
+from prelabel.taxonomy import Taxonomy
+
+__all__ = ["VectorEvaluation", "evaluate_vector_dataset"]
+
+
+@dataclass(frozen=True)
+class VectorEvaluation:
+    """The AP of one dataset's evaluated samples, and the samples that could not be."""
+
+    result: APResult
+    kind: str
+    not_human_labeled: int = 0
+    failures: tuple[SampleOutcome, ...] = ()
+
+    @property
+    def evaluated(self) -> int:
+        return self.result.images
+
+
+def evaluate_vector_dataset(
+    api: SegmentsApi,
+    pipeline: Predictor,
+    taxonomy: Taxonomy,
+    info: DatasetInfo,
+    *,
+    labelset: str = "ground-truth",
+    limit: int | None = None,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+) -> VectorEvaluation:
+    """Predict on each human-labeled sample of the ``bboxes`` or ``vector`` dataset ``info``
+    and score the shapes against the person's (as :func:`evaluate_dataset` does with PQ)."""
+    settings = settings or Settings()
+    kind = VECTOR_KINDS[info.task_type]
+    options = RunOptions(dataset=info.full_name, labelset=labelset)
+    steps = SampleSteps(api, settings, options, taxonomy, lambda: pipeline)
+    scoring = _Scoring(api, labelset, kind, settings)
+
+    def evaluate_one(job: Job) -> Job:
+        job = guarded(job, scoring.read_label)
+        return guarded(steps.infer(steps.fetch(job)), scoring.score)
+
+    not_human, failures = each_human_label(
+        api,
+        info.full_name,
+        labelset,
+        evaluate_one,
+        limit=limit,
+        scored=lambda: len(scoring.images),
+        progress=progress or NullProgress(),
+        description="evaluate",
+    )
+    categories = [c.id for c in evaluated_categories(taxonomy)]
+    return VectorEvaluation(
+        coco_ap(scoring.images, kind, categories), kind, not_human, tuple(failures)
+    )
+
+
+@dataclass
+class _Scoring:
+    """Reads a sample's human shapes before its (expensive) prediction, then scores it."""
+
+    api: SegmentsApi
+    labelset: str
+    kind: str
+    settings: Settings
+    images: list[VectorImage] = field(default_factory=list)
+    _truth: list[dict[str, Any]] = field(default_factory=list)
+
+    def read_label(self, job: Job) -> None:
+        state = self.api.label_state(job.sample.uuid, self.labelset)
+        if state.status not in HUMAN_LABEL_STATUSES:
+            raise sample_failure(job, f"the label in {self.labelset!r} is no longer a person's")
+        if not state.vector_key:
+            raise sample_failure(job, "the label holds no boxes or polygons")
+        # The label's content: (id, category, type, points) per annotation (one frame).
+        self._truth = [
+            {"category_id": category, "type": kind, "points": [list(p) for p in points]}
+            for _, category, kind, points in state.vector_key[0]
+        ]
+
+    def score(self, job: Job) -> None:
+        if job.prediction is None:
+            raise RuntimeError("score() before infer()")
+        width, height = job.prediction.size
+        predicted = [
+            ScoredShape(shape, score)
+            for shape, score in scored_shapes(job.prediction, self.kind, self.settings.vector)
+        ]
+        self.images.append(VectorImage(width, height, self._truth, predicted))
+        job.finish("evaluated")
