@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,9 @@ from prelabel.config import Settings
 from prelabel.errors import ConfigError, PrelabelError
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.dataset import selected_samples
+from prelabel.run.driver import mark_interrupted
 from prelabel.run.job import Job, RunOptions
+from prelabel.run.lifecycle import collect_finished
 from prelabel.run.recorder import Recorder
 from prelabel.run.report import ReportWriter, RunSummary
 from prelabel.run.steps import Predictor, SampleSteps
@@ -158,9 +160,7 @@ def _drive(
     finally:
         recorder.close()
     if should_stop():
-        summary = recorder.summary
-        summary.interrupted = True
-        summary.remaining = max(len(samples) - sum(summary.counts.values()), 0)
+        mark_interrupted(recorder, len(samples))
     return recorder.summary
 
 
@@ -178,12 +178,7 @@ def _write_and_record(
     writing: set[Future[Job]] = set()
 
     def collect(block: bool) -> None:
-        if not writing:
-            return
-        done, _ = wait(writing, timeout=None if block else 0, return_when=FIRST_COMPLETED)
-        for future in done:
-            writing.discard(future)
-            recorder.record(future.result())
+        collect_finished(writing, recorder.record, block=block)
 
     try:
         for job in jobs:

@@ -13,19 +13,15 @@ the label and never writes over a person's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from functools import partial
-from typing import Protocol
-
-from PIL import Image
 
 from prelabel.config import Settings
 from prelabel.errors import ConfigError
 from prelabel.formats.atomic import write_json
 from prelabel.formats.label import EncodedLabel, encode_label
 from prelabel.formats.sequence_label import frame_label, label_object_count
-from prelabel.panoptic import FramePrediction, TrackInfo
-from prelabel.run.frame_io import FrameIO
+from prelabel.run.frame_io import FrameIO, SequencePredictor, stream_frames
 from prelabel.run.job import Job, RunOptions, UploadedFrame, sequence_label_score
 from prelabel.run.policy import guarded
 from prelabel.run.steps import FrameCallback, Predictor, SampleSteps
@@ -34,19 +30,6 @@ from prelabel.segments.samples import load_frame
 from prelabel.segments.statuses import PRELABELED
 from prelabel.segments.upload import PendingLabel, pending_sequence_label, upload_frame
 from prelabel.taxonomy import Taxonomy
-
-
-class SequencePredictor(Protocol):
-    """:class:`prelabel.pipeline.sequence.SequencePipeline`, typed structurally (no torch).
-
-    ``tracks`` is the track table of the sequence being predicted, as of its last frame.
-    """
-
-    tracks: tuple[TrackInfo, ...]
-
-    def predict_frames(
-        self, frames: Iterable[Image.Image], taxonomy: Taxonomy
-    ) -> Iterator[FramePrediction]: ...
 
 
 class SequenceSteps(SampleSteps):
@@ -77,6 +60,10 @@ class SequenceSteps(SampleSteps):
             self._sequence_pipeline = self._load_sequence_pipeline()
         return self._sequence_pipeline
 
+    def load_models(self) -> object:
+        """The sequence pipeline (SAM 2 and the keyframe back-end), what a sequence needs."""
+        return self.sequence_pipeline
+
     def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
         """Each sequence on its own: a sequence is already many model calls."""
         report = record_frame or (lambda job, index: None)
@@ -98,12 +85,15 @@ class SequenceSteps(SampleSteps):
             threads=worker.deliver_workers,
         )
         with io:
-            images = io.frames(
+            streamed = stream_frames(
+                self.sequence_pipeline,
+                self.taxonomy,
                 lambda index: load_frame(self.api, sample, index, max_pixels=max_pixels),
                 len(sample.frames),
+                io,
             )
-            predictions = self.sequence_pipeline.predict_frames(images, self.taxonomy)
-            for index, predicted in enumerate(predictions):
+            for streamed_frame in streamed:
+                index, predicted = streamed_frame.index, streamed_frame.predicted
                 frame = sample.frames[index]
                 reused = job.frames.get(index)
                 if reused is not None and reused.image_url == frame.image_url:
@@ -131,9 +121,6 @@ class SequenceSteps(SampleSteps):
                 else:  # one all-zero bitmap per size, shared: uploaded in line, once
                     upload()
             io.drain()
-        missing = [i for i in range(len(sample.frames)) if i not in job.frames]
-        if missing:
-            raise RuntimeError(f"the sequence pipeline gave no prediction for frames {missing}")
 
     def _upload_frame(
         self,
