@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import os
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,10 +36,11 @@ from prelabel.formats.overlay import overlay, preview
 from prelabel.panoptic import PanopticPrediction
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.progress import Progress
+from prelabel.run.driver import drive
 from prelabel.run.job import Job, RunOptions
 from prelabel.run.outcome import SampleOutcome
 from prelabel.run.recorder import Recorder
-from prelabel.run.steps import SampleSteps
+from prelabel.run.steps import FrameCallback, SampleSteps, UploadCallback
 from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.dataset import check_dataset
 from prelabel.segments.samples import select_samples
@@ -309,36 +311,57 @@ class ReviewSession:
         down (the failure policy's transient stop), the items not yet tried are returned as
         failed with that reason.
         """
+        items = list(items)
         steps = self._steps(overwrite_prelabels=overwrite_prelabels)
-        recorder = Recorder(self.state, steps.options, self.settings.worker)
         outcomes: list[SampleOutcome] = []
-        stopped: str | None = None
+        recorder = Recorder(
+            self.state, steps.options, self.settings.worker, on_outcome=outcomes.append
+        )
         try:
-            for item in items:
-                if stopped is not None:
-                    job = Job(item.sample)
-                    job.finish("failed", reason=f"not pushed: {stopped}", record_state=False)
-                    assert job.outcome is not None
-                    outcomes.append(job.outcome)
-                    continue
-                job = recorder.admit(item.sample)
-                if not job.finished:
-                    # What the reviewer accepted, not what an earlier run may have uploaded.
-                    job.pending, job.segments, job.prediction = None, None, item.prediction
-                job = steps.deliver(job, recorder.record_upload)
-                try:
-                    outcomes.append(recorder.record(job))
-                except RemoteError as exc:
-                    assert job.outcome is not None
-                    outcomes.append(job.outcome)
-                    stopped = str(exc)
-        finally:
-            recorder.close()  # frees the leases, also on a run-wide error
+            drive([item.sample for item in items], _Accepted(steps, items), recorder)
+        except RemoteError as exc:  # the transient stop: the server stays down
+            for item in items[len(outcomes) :]:
+                job = Job(item.sample)
+                job.finish("failed", reason=f"not pushed: {exc}", record_state=False)
+                assert job.outcome is not None
+                outcomes.append(job.outcome)
         return outcomes
 
     def close(self) -> None:
         self.state.close()
         self.api.close()
+
+
+class _Accepted:
+    """The unit of a push: the reviewer's accepted predictions instead of the model's, each
+    delivered by the run's steps (upload, re-read, safe write). Nothing is fetched or
+    predicted; the driver admits each sample (lease, resume record) and records it."""
+
+    def __init__(self, steps: SampleSteps, items: Sequence[ReviewItem]) -> None:
+        self.steps = steps
+        self._accepted: dict[str, deque[PanopticPrediction]] = {}
+        for item in items:
+            self._accepted.setdefault(item.sample.uuid, deque()).append(item.prediction)
+
+    def load_models(self) -> object:
+        return None  # the predictions are the reviewer's
+
+    def check(self, job: Job) -> Job:
+        return job  # the write re-reads the label right before writing
+
+    def fetch(self, job: Job) -> Job:
+        return job
+
+    def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
+        for job in jobs:
+            accepted = self._accepted[job.sample.uuid].popleft()
+            if not job.finished:
+                # What the reviewer accepted, not what an earlier run may have uploaded.
+                job.pending, job.segments, job.prediction = None, None, accepted
+        return jobs
+
+    def deliver(self, job: Job, record_upload: UploadCallback) -> Job:
+        return self.steps.deliver(job, record_upload)
 
 
 def _validated(current: M, changes: Mapping[str, object]) -> M:

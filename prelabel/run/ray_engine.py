@@ -43,12 +43,15 @@ from prelabel.errors import ConfigError, PrelabelError
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.dataset import selected_samples
 from prelabel.run.driver import mark_interrupted
+from prelabel.run.frame_io import SequencePredictor
 from prelabel.run.job import Job, RunOptions
 from prelabel.run.lifecycle import collect_finished
+from prelabel.run.models import pipeline_loader
 from prelabel.run.recorder import Recorder
 from prelabel.run.report import ReportWriter, RunSummary
+from prelabel.run.sequence_steps import steps_for
 from prelabel.run.steps import Predictor, SampleSteps
-from prelabel.segments.client import SampleRef, SegmentsApi
+from prelabel.segments.client import DatasetInfo, SampleRef, SegmentsApi
 from prelabel.segments.dataset import check_dataset
 from prelabel.state import StateStore
 from prelabel.taxonomy import Taxonomy
@@ -103,11 +106,23 @@ def run_on_ray(
     ray = _ray()
     api = SegmentsApi.connect(api_key, settings.remote)
     try:
-        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
+        info, taxonomy = check_dataset(
+            api, settings, options.dataset, options.labelset, sequences=True
+        )
         samples = list(selected_samples(api, options))
-        steps = SampleSteps(api, settings, options, taxonomy, _no_model)  # the label writes
+        # The label writes, on the driver: an image's or a sequence's (steps_for).
+        steps = steps_for(api, settings, options, info, taxonomy, _NoModel())
         summary = _drive(
-            ray, steps, samples, api_key, ray_options, state, models_dir, progress, should_stop
+            ray,
+            steps,
+            info,
+            samples,
+            api_key,
+            ray_options,
+            state,
+            models_dir,
+            progress,
+            should_stop,
         )
     finally:
         api.close()
@@ -117,6 +132,7 @@ def run_on_ray(
 def _drive(
     ray: Any,
     steps: SampleSteps,
+    info: DatasetInfo,
     samples: list[SampleRef],
     api_key: str,
     ray_options: RayOptions,
@@ -153,9 +169,8 @@ def _drive(
             else:
                 rows.append(_row(job))
         if rows:
-            pools = _run_pools(
-                ray, rows, api_key, settings, options, ray_options, taxonomy, models_dir
-            )
+            setup = _ActorSetup(api_key, settings.model_dump_json(), options, taxonomy, info)
+            pools = _run_pools(ray, rows, setup, settings, ray_options, models_dir)
             _write_and_record(pools, steps, recorder, settings.worker.deliver_workers, should_stop)
     finally:
         recorder.close()
@@ -199,22 +214,21 @@ def _write_and_record(
 def _run_pools(
     ray: Any,
     rows: list[dict[str, bytes]],
-    api_key: str,
+    setup: _ActorSetup,
     settings: Settings,
-    options: RunOptions,
     ray_options: RayOptions,
-    taxonomy: Taxonomy,
     models_dir: Path | None,
 ) -> Iterator[Job]:
-    """The two actor pools over ``rows``; yields each delivered job as it finishes."""
+    """The two actor pools over ``rows``; yields each delivered job as it finishes.
+
+    The key travels to the actors inside Ray (``setup``, a constructor argument); it is never
+    logged there either, but anyone with access to the cluster's object store could read it:
+    run on a cluster you control.
+    """
     from ray.data import ActorPoolStrategy
 
     if not ray.is_initialized():
         ray.init(address=ray_options.address, log_to_driver=False)
-    # The key travels to the actors inside Ray (as constructor arguments); it is never logged
-    # there either, but anyone with access to the cluster's object store could read it: run on
-    # a cluster you control.
-    setup = _ActorSetup(api_key, settings.model_dump_json(), options, taxonomy)
     gpus = ray_options.gpus_per_worker
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -284,32 +298,34 @@ class _ActorSetup:
     settings_json: str
     options: RunOptions
     taxonomy: Taxonomy
+    #: The dataset: its task type picks image or sequence steps.
+    info: DatasetInfo
 
     def steps(self, load: Callable[[], Predictor]) -> SampleSteps:
-        """The run's steps on this actor, over its own connection."""
+        """The run's steps on this actor, over its own connection; for a sequence dataset
+        ``load`` offers ``sequence()`` too (:func:`~prelabel.run.sequence_steps.steps_for`)."""
         settings = Settings.model_validate_json(self.settings_json)
         api = SegmentsApi.connect(self.api_key, settings.remote)
-        return SampleSteps(api, settings, self.options, self.taxonomy, load)
+        return steps_for(api, settings, self.options, self.info, self.taxonomy, load)
 
 
 class _Predict:
     """Prediction actor: one pipeline per actor, loaded in the constructor."""
 
     def __init__(self, setup: _ActorSetup, models_dir: str, torch_threads: int) -> None:
-        from prelabel.backends import load_backend
-        from prelabel.pipeline.pipeline import Pipeline
-
         if torch_threads:
             import torch
 
             torch.set_num_threads(torch_threads)
         settings = Settings.model_validate_json(setup.settings_json)
-        backend = load_backend(settings, Path(models_dir) if models_dir else None)
-        pipeline = Pipeline(backend, settings.pipeline)
-        self.steps = setup.steps(lambda: pipeline)
+        loader = pipeline_loader(settings, Path(models_dir) if models_dir else None)
+        self.steps = setup.steps(loader)
+        self.steps.load_models()
         _note_pid("predict")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
+        # A sequence's frames are uploaded while predicted (they stream); they travel back in
+        # the job (job.frames), and its label is built from them by the upload actor.
         steps = self.steps
         jobs = steps.infer_batch([steps.fetch(steps.check(job)) for job in _jobs(batch)])
         return _batch([steps.encode(job) for job in jobs])
@@ -319,7 +335,7 @@ class _Deliver:
     """Upload actor: the bitmap upload (the driver writes the label)."""
 
     def __init__(self, setup: _ActorSetup) -> None:
-        self.steps = setup.steps(_no_model)
+        self.steps = setup.steps(_NoModel())
         _note_pid("deliver")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
@@ -328,8 +344,15 @@ class _Deliver:
         return _batch([self.steps.upload(job) for job in _jobs(batch)])
 
 
-def _no_model() -> Predictor:
-    raise RuntimeError("an upload actor does not load models")
+class _NoModel:
+    """The loader of the steps that never predict (the upload actors, the driver's label
+    writes): a call is a bug, not a sample's problem."""
+
+    def __call__(self) -> Predictor:
+        raise RuntimeError("an upload actor does not load models")
+
+    def sequence(self) -> SequencePredictor:
+        raise RuntimeError("an upload actor does not load models")
 
 
 def _note_pid(role: str) -> None:
