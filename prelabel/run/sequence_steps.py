@@ -13,7 +13,7 @@ the label and never writes over a person's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 from prelabel.config import Settings
@@ -21,6 +21,7 @@ from prelabel.errors import ConfigError
 from prelabel.formats.atomic import write_json
 from prelabel.formats.label import EncodedLabel, encode_label
 from prelabel.formats.sequence_label import frame_label, label_object_count
+from prelabel.panoptic import PanopticPrediction
 from prelabel.run.frame_io import FrameIO, SequencePredictor, stream_frames
 from prelabel.run.job import Job, RunOptions, UploadedFrame, sequence_label_score
 from prelabel.run.policy import guarded
@@ -76,15 +77,9 @@ class SequenceSteps(SampleSteps):
     def _stream(self, job: Job, record_frame: FrameCallback) -> None:
         if job.pending is not None or job.finished:
             return
-        sample, worker = job.sample, self.settings.worker
+        sample = job.sample
         max_pixels = self.settings.pipeline.max_image_pixels
-        empty_urls: dict[tuple[int, int], str] = {}
-        io = FrameIO(
-            overlapped=worker.engine == "overlapped",
-            in_flight=worker.deliver_queue,
-            threads=worker.deliver_workers,
-        )
-        with io:
+        with self._frame_io() as io:
             streamed = stream_frames(
                 self.sequence_pipeline,
                 self.taxonomy,
@@ -92,35 +87,59 @@ class SequenceSteps(SampleSteps):
                 len(sample.frames),
                 io,
             )
-            for streamed_frame in streamed:
-                index, predicted = streamed_frame.index, streamed_frame.predicted
-                frame = sample.frames[index]
-                reused = job.frames.get(index)
-                if reused is not None and reused.image_url == frame.image_url:
-                    continue
-                encoded = encode_label(predicted.prediction)
-                if self.options.dry_run:
-                    url = self._save_dry_run_frame(job, index, encoded.png)
-                    label = frame_label(encoded, url, frame.timestamp)
-                    job.frames[index] = UploadedFrame(
-                        label, encoded.score, frame.image_url, encoded.area
-                    )
-                    continue
+            frames = ((frame.index, frame.predicted.prediction) for frame in streamed)
+            self._put_frames(job, frames, io, record_frame)
 
-                upload = partial(
-                    self._upload_frame,
-                    job,
-                    index,
-                    encoded,
-                    predicted.prediction.size,
-                    empty_urls,
-                    record_frame,
+    def put_frames(
+        self,
+        job: Job,
+        predictions: Iterable[tuple[int, PanopticPrediction]],
+        record_frame: FrameCallback,
+    ) -> None:
+        """Upload (or with ``dry_run`` save) the given frame predictions, each reported to
+        ``record_frame``: the review push's accepted frames, which need no model."""
+        with self._frame_io() as io:
+            self._put_frames(job, predictions, io, record_frame)
+
+    def _frame_io(self) -> FrameIO:
+        worker = self.settings.worker
+        return FrameIO(
+            overlapped=worker.engine == "overlapped",
+            in_flight=worker.deliver_queue,
+            threads=worker.deliver_workers,
+        )
+
+    def _put_frames(
+        self,
+        job: Job,
+        predictions: Iterable[tuple[int, PanopticPrediction]],
+        io: FrameIO,
+        record_frame: FrameCallback,
+    ) -> None:
+        """Each frame's bitmap up behind the model (``io``), unless an earlier run's record of
+        the same frame image is reused; waits for every upload."""
+        empty_urls: dict[tuple[int, int], str] = {}
+        for index, prediction in predictions:
+            frame = job.sample.frames[index]
+            reused = job.frames.get(index)
+            if reused is not None and reused.image_url == frame.image_url:
+                continue
+            encoded = encode_label(prediction)
+            if self.options.dry_run:
+                url = self._save_dry_run_frame(job, index, encoded.png)
+                label = frame_label(encoded, url, frame.timestamp)
+                job.frames[index] = UploadedFrame(
+                    label, encoded.score, frame.image_url, encoded.area
                 )
-                if encoded.annotations:
-                    io.upload(upload)
-                else:  # one all-zero bitmap per size, shared: uploaded in line, once
-                    upload()
-            io.drain()
+                continue
+            upload = partial(
+                self._upload_frame, job, index, encoded, prediction.size, empty_urls, record_frame
+            )
+            if encoded.annotations:
+                io.upload(upload)
+            else:  # one all-zero bitmap per size, shared: uploaded in line, once
+                upload()
+        io.drain()
 
     def _upload_frame(
         self,
