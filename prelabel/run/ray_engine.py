@@ -8,7 +8,10 @@ The Ray engine is a scheduler over the same lifecycle as the local engines
    Samples whose bitmap an earlier run uploaded carry it along in their job.
 2. ``_Predict``, an actor pool with one model copy per actor (loaded once, in the actor's
    constructor), runs the check, fetch, infer (``predict_batch`` on ``batch_size`` samples)
-   and encode steps. ``--workers`` actors, ``--gpus-per-worker`` each.
+   and encode steps. ``--workers`` actors, ``--gpus-per-worker`` each. The steps are the
+   dataset's (:func:`~prelabel.run.sequence_steps.steps_for`): on an image-sequence dataset a
+   sequence's frames stream through SAM 2 and their bitmaps upload as they are predicted;
+   they travel back in the job and the upload actor builds the label from them.
 3. ``_Deliver``, a second pool of CPU actors, runs the deliver step's upload (the bitmap) and
    reports it back in the returned job.
 4. The driver records the upload (workers share no disk, so only the driver keeps state),
