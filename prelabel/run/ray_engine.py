@@ -1,7 +1,8 @@
 """Scale a run past one GPU on Ray Data: ``prelabel run --engine ray``.
 
 The Ray engine is a scheduler over the same lifecycle as the local engines
-(:mod:`prelabel.run.lifecycle`); only where each stage runs differs:
+(:mod:`prelabel.run.lifecycle`), on the same driver (:func:`~prelabel.run.driver.drive`); only
+where each stage runs differs:
 
 1. The driver connects, checks the dataset, lists the samples and *admits* each one through the
    run's :class:`~prelabel.run.recorder.Recorder` (leases, resume records), as locally.
@@ -15,10 +16,10 @@ The Ray engine is a scheduler over the same lifecycle as the local engines
 3. ``_Deliver``, a second pool of CPU actors, runs the deliver step's upload (the bitmap) and
    reports it back in the returned job.
 4. The driver records the upload (workers share no disk, so only the driver keeps state),
-   *then* writes the label (:meth:`~prelabel.run.steps.SampleSteps.write`, in a small thread
-   pool: re-read the label right before writing, never over a person's label, not again when
-   our bitmap is already there), the order :meth:`~prelabel.run.steps.SampleSteps.deliver`
-   keeps locally: a run killed between the two finds the bitmap in its state and reuses it.
+   *then* writes the label: the lifecycle's deliver stage, as locally, whose upload is done
+   (:meth:`~prelabel.run.steps.SampleSteps.deliver`, in a small thread pool: re-read the label
+   right before writing, never over a person's label, not again when our bitmap is already
+   there); a run killed between the two finds the bitmap in its state and reuses it.
    Then it records each job (state, report, progress, the policy's stops).
 
 Jobs cross machines pickled in a one-column row: they are plain dataclasses. Every step runs
@@ -45,10 +46,10 @@ from prelabel.config import Settings
 from prelabel.errors import ConfigError, PrelabelError
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.dataset import selected_samples
-from prelabel.run.driver import mark_interrupted
+from prelabel.run.driver import drive
 from prelabel.run.frame_io import SequencePredictor
 from prelabel.run.job import Job, RunOptions
-from prelabel.run.lifecycle import collect_finished
+from prelabel.run.lifecycle import Lifecycle, collect_finished
 from prelabel.run.models import pipeline_loader
 from prelabel.run.recorder import Recorder
 from prelabel.run.report import ReportWriter, RunSummary
@@ -115,101 +116,83 @@ def run_on_ray(
         samples = list(selected_samples(api, options))
         # The label writes, on the driver: an image's or a sequence's (steps_for).
         steps = steps_for(api, settings, options, info, taxonomy, _NoModel())
-        summary = _drive(
-            ray,
-            steps,
-            info,
+        report = ReportWriter(
+            options.output_dir / "report.json",
+            {
+                "dataset": options.dataset,
+                "labelset": options.labelset,
+                "dry_run": options.dry_run,
+                "engine": "ray",
+            },
+        )
+        recorder = Recorder(
+            state, options, settings.worker, report=report, progress=progress or NullProgress()
+        )
+        setup = _ActorSetup(api_key, settings.model_dump_json(), options, taxonomy, info)
+        engine = _RayEngine(ray, setup, settings, ray_options, models_dir)
+        return drive(
             samples,
-            api_key,
-            ray_options,
-            state,
-            models_dir,
-            progress,
-            should_stop,
+            steps,
+            recorder,
+            engine,
+            should_stop=should_stop,
+            expected=len(samples),
+            description="pre-label (ray)",
         )
     finally:
         api.close()
-    return summary
 
 
-def _drive(
-    ray: Any,
-    steps: SampleSteps,
-    info: DatasetInfo,
-    samples: list[SampleRef],
-    api_key: str,
-    ray_options: RayOptions,
-    state: StateStore,
-    models_dir: Path | None,
-    progress: Progress | None,
-    should_stop: Callable[[], bool],
-) -> RunSummary:
-    """Admit, run the pools, record each upload, write each label, record each outcome."""
-    settings, options, taxonomy = steps.settings, steps.options, steps.taxonomy
-    report = ReportWriter(
-        options.output_dir / "report.json",
-        {
-            "dataset": options.dataset,
-            "labelset": options.labelset,
-            "dry_run": options.dry_run,
-            "engine": "ray",
-        },
-    )
-    recorder = Recorder(
-        state,
-        options,
-        settings.worker,
-        report=report,
-        progress=progress or NullProgress(),
-    )
-    recorder.progress.start(len(samples), "pre-label (ray)")
-    try:
+@dataclass
+class _RayEngine:
+    """The Ray engine as the driver sees it (:data:`~prelabel.run.lifecycle.Engine`): it
+    schedules the lifecycle's stages; the remote ones run in the actor pools."""
+
+    ray: Any
+    setup: _ActorSetup
+    settings: Settings
+    ray_options: RayOptions
+    models_dir: Path | None
+
+    def __call__(
+        self, lifecycle: Lifecycle, samples: Iterable[SampleRef], should_stop: Callable[[], bool]
+    ) -> None:
+        """Admit every sample here, run the pools on the rest, and deliver each job that comes
+        back here: its upload is recorded, then its label written (``lifecycle.deliver``, the
+        local order: the actors uploaded already), then it is recorded."""
         rows = []
         for sample in samples:
-            job = recorder.admit(sample)
+            job = lifecycle.begin(sample)
             if job.finished:
-                recorder.record(job)
+                lifecycle.record(job)
             else:
                 rows.append(_row(job))
         if rows:
-            setup = _ActorSetup(api_key, settings.model_dump_json(), options, taxonomy, info)
-            pools = _run_pools(ray, rows, setup, settings, ray_options, models_dir)
-            _write_and_record(pools, steps, recorder, settings.worker.deliver_workers, should_stop)
-    finally:
-        recorder.close()
-    if should_stop():
-        mark_interrupted(recorder, len(samples))
-    return recorder.summary
+            pools = _run_pools(
+                self.ray, rows, self.setup, self.settings, self.ray_options, self.models_dir
+            )
+            _deliver_and_record(pools, lifecycle, self.settings.worker.deliver_workers, should_stop)
 
 
-def _write_and_record(
-    jobs: Iterable[Job],
-    steps: SampleSteps,
-    recorder: Recorder,
-    writers: int,
-    should_stop: Callable[[], bool],
+def _deliver_and_record(
+    jobs: Iterable[Job], lifecycle: Lifecycle, writers: int, should_stop: Callable[[], bool]
 ) -> None:
     """For each job back from the pools: record its upload, then write its label (a pool of
-    ``writers`` threads), then record it, on this thread. Writes in flight finish on a stop
-    or a run-wide error, so none is cut in half."""
+    ``writers`` threads), then record it, on this thread. Once ``should_stop()`` is true no
+    further job is taken from the pools; writes in flight finish on a stop or a run-wide
+    error, so none is cut in half."""
     pool = ThreadPoolExecutor(max(writers, 1), thread_name_prefix="prelabel-write")
     writing: set[Future[Job]] = set()
-
-    def collect(block: bool) -> None:
-        collect_finished(writing, recorder.record, block=block)
-
     try:
         for job in jobs:
-            if job.uploaded and not job.finished:
-                recorder.record_upload(job)  # before the label refers to it
             while len(writing) >= 2 * max(writers, 1):
-                collect(block=True)
-            writing.add(pool.submit(steps.write, job))
-            collect(block=False)
+                collect_finished(writing, lifecycle.record, block=True)
+            writing.add(pool.submit(lifecycle.deliver, job))
+            collect_finished(writing, lifecycle.record, block=False)
             if should_stop():
                 break
         while writing:
-            collect(block=True)
+            collect_finished(writing, lifecycle.record, block=True)
     finally:
         pool.shutdown(wait=True)
 
