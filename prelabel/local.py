@@ -5,14 +5,15 @@ imports), the annotations and score beside it (``labels/<name>.json``) and a pre
 (``overlays/<name>.png``: the overlay with names, and a legend of every segment); for the run a
 COCO-panoptic export (``panoptic/`` + ``panoptic.json``) and ``report.json`` with every image's
 outcome, in the schema ``prelabel run`` writes (:class:`~prelabel.run.report.ReportWriter`). A
-bad image is recorded with its reason and the run goes on.
+bad image is recorded with its reason and the run goes on. Files go through the one driver
+(:func:`~prelabel.run.driver.drive`) as samples of a run do: the unit is :class:`FileSteps`,
+the sink a recorder without state.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from prelabel.formats.atomic import write_json
@@ -22,36 +23,28 @@ from prelabel.formats.overlay import preview
 from prelabel.images import decode_image
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.progress import NullProgress, Progress
+from prelabel.run.driver import drive
+from prelabel.run.job import Job
+from prelabel.run.lifecycle import Unit
 from prelabel.run.outcome import SampleOutcome
-from prelabel.run.policy import Failure, guarded
-from prelabel.run.report import ReportWriter
+from prelabel.run.policy import guarded
+from prelabel.run.recorder import Recorder
+from prelabel.run.report import ReportWriter, RunSummary
+from prelabel.run.steps import FrameCallback, UploadCallback
 from prelabel.segments.client import SampleRef
 from prelabel.taxonomy import Taxonomy
 
 
-@dataclass
-class FileJob:
-    """One image file through the policy's :func:`guarded`, as a sample is in a run."""
-
-    sample: SampleRef
-    outcome: SampleOutcome | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.outcome is not None
-
-    def fail(self, failure: Failure) -> None:
-        self.outcome = SampleOutcome(
-            self.sample.uuid, self.sample.name, "failed", reason=failure.reason
-        )
-
-
 @dataclass(frozen=True)
 class LocalReport:
-    """Every file's outcome; ``sample_uuid`` of a local outcome is the file's path."""
+    """Every file's outcome; ``sample_uuid`` of a local outcome is the file's path.
+
+    ``summary`` says whether a signal stopped it and how many files were left then.
+    """
 
     outcomes: tuple[SampleOutcome, ...]
     out_dir: Path
+    summary: RunSummary = field(default_factory=RunSummary)
 
     @property
     def failed(self) -> list[SampleOutcome]:
@@ -69,74 +62,110 @@ def predict_files(
     taxonomy: Taxonomy,
     out_dir: Path,
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> LocalReport:
     """Predict every image file and write the outputs described in the module docstring.
 
     A file that fails is recorded with its reason (the failure policy of a run: prelabel's
-    errors by message, anything unexpected by type and message) and the rest goes on.
+    errors by message, anything unexpected by type and message) and the rest goes on. Once
+    ``should_stop()`` is true no new file starts (the one in flight is finished).
     """
-    progress = progress or NullProgress()
     for sub in ("bitmaps", "labels", "overlays"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     writer = CocoPanopticWriter(out_dir, taxonomy)
     try:
-        outcomes = run_each(
+        return drive_files(
             paths,
-            lambda path, name: _Predict(path, pipeline, taxonomy, out_dir, writer),
-            progress,
-            "predict",
+            FileSteps(pipeline, taxonomy, out_dir, writer),
+            out_dir=out_dir,
+            command="predict",
+            description="predict",
+            progress=progress,
+            should_stop=should_stop,
         )
     finally:
         writer.close()
-    report = LocalReport(outcomes=tuple(outcomes), out_dir=out_dir)
-    ReportWriter(out_dir / "report.json", {"command": "predict"}).write_all(outcomes)
-    return report
 
 
-def run_each(
+def drive_files(
     paths: Sequence[Path],
-    step_for: Callable[[Path, str], Callable[[FileJob], None]],
-    progress: Progress,
+    unit: Unit,
+    *,
+    out_dir: Path,
+    command: str,
     description: str,
-) -> list[SampleOutcome]:
-    """Each path (named by :func:`unique_names`) through its step under the run's failure
-    policy, with a progress bar; every path gets an outcome, failed or not."""
-    outcomes = []
-    progress.start(len(paths), description)
-    try:
-        for path, name in zip(paths, unique_names(paths), strict=True):
-            job = FileJob(SampleRef(str(path), name, image_url=None, label_status=None))
-            outcome = guarded(job, step_for(path, name)).outcome
-            assert outcome is not None
-            outcomes.append(outcome)
-            progress.advance()
-            progress.note(failed=sum(o.result == "failed" for o in outcomes))
-    finally:
-        progress.close()
-    return outcomes
+    progress: Progress | None,
+    should_stop: Callable[[], bool],
+) -> LocalReport:
+    """Each path (named by :func:`unique_names`) through ``unit`` on the one driver, with a
+    progress bar and ``report.json``; every path started gets an outcome, failed or not."""
+    outcomes: list[SampleOutcome] = []
+    recorder = Recorder.outcomes_only(
+        report=ReportWriter(out_dir / "report.json", {"command": command}),
+        progress=progress or NullProgress(),
+        on_outcome=outcomes.append,
+    )
+    samples = [
+        SampleRef(str(path), name, image_url=None, label_status=None)
+        for path, name in zip(paths, unique_names(paths), strict=True)
+    ]
+    summary = drive(
+        samples,
+        unit,
+        recorder,
+        should_stop=should_stop,
+        expected=len(samples),
+        description=description,
+    )
+    return LocalReport(outcomes=tuple(outcomes), out_dir=out_dir, summary=summary)
 
 
-@dataclass(frozen=True)
-class _Predict:
-    """The work on one file: decode, predict, encode, write its outputs."""
+class FileSteps:
+    """The unit of ``prelabel predict``: an image file decoded, predicted and its outputs
+    written (bitmap, annotations, preview, COCO-panoptic entry) in the deliver step."""
 
-    path: Path
-    pipeline: Pipeline
-    taxonomy: Taxonomy
-    out_dir: Path
-    writer: CocoPanopticWriter
+    def __init__(
+        self, pipeline: Pipeline, taxonomy: Taxonomy, out_dir: Path, writer: CocoPanopticWriter
+    ) -> None:
+        self.pipeline = pipeline
+        self.taxonomy = taxonomy
+        self.out_dir = out_dir
+        self.writer = writer
 
-    def __call__(self, job: FileJob) -> None:
-        start = time.perf_counter()
+    def load_models(self) -> object:
+        return self.pipeline  # loaded by the caller
+
+    def check(self, job: Job) -> Job:
+        return job  # a local file has no label that could change meanwhile
+
+    def fetch(self, job: Job) -> Job:
+        return guarded(job, self._decode)
+
+    def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
+        return [guarded(job, self._predict, in_model=True) for job in jobs]
+
+    def deliver(self, job: Job, record_upload: UploadCallback) -> Job:
+        return guarded(job, self._write)
+
+    def _decode(self, job: Job) -> None:
+        max_pixels = self.pipeline.settings.max_image_pixels
+        job.image = decode_image(Path(job.sample.uuid), max_pixels=max_pixels)
+
+    def _predict(self, job: Job) -> None:
+        if job.image is not None:  # kept: the preview draws on it
+            job.prediction = self.pipeline.predict(job.image, self.taxonomy)
+
+    def _write(self, job: Job) -> None:
+        image, prediction = job.image, job.prediction
+        if image is None or prediction is None:
+            raise RuntimeError("deliver() before infer()")
         name, out_dir = job.sample.name, self.out_dir
-        image = decode_image(self.path, max_pixels=self.pipeline.settings.max_image_pixels)
-        prediction = self.pipeline.predict(image, self.taxonomy)
         encoded = encode_label(prediction)
         (out_dir / "bitmaps" / f"{name}.png").write_bytes(encoded.png)
         write_json(
             out_dir / "labels" / f"{name}.json",
             {
-                "image": str(self.path),
+                "image": job.sample.uuid,
                 "annotations": encoded.annotations,
                 "score": encoded.score,
                 "segments": [asdict(s) for s in prediction.segments],
@@ -147,14 +176,8 @@ class _Predict:
         )
         shown.save(out_dir / "overlays" / f"{name}.png")
         self.writer.add(f"{name}.png", prediction)
-        job.outcome = SampleOutcome(
-            job.sample.uuid,
-            name,
-            "predicted",
-            segments=len(prediction.segments),
-            score=encoded.score,
-            seconds=round(time.perf_counter() - start, 3),
-        )
+        job.segments = len(prediction.segments)
+        job.finish("predicted", score=encoded.score)
 
 
 def unique_names(paths: Sequence[Path]) -> list[str]:

@@ -36,13 +36,14 @@ from segments import SegmentsClient
 from prelabel.emulator import Emulator, FaultRule
 from prelabel.errors import ConfigError
 from prelabel.run.job import RunOptions
-from prelabel.state import StateStore
+from prelabel.state import LABELED, StateStore
 from tests.connector_helpers import (
     SAM3_PIPELINE,
     assert_valid_prelabel,
     make_settings,
     requests_matching,
     state_record,
+    state_stage,
     wait_for,
     write_config,
 )
@@ -127,10 +128,10 @@ def predict_in_process(
     options = RunOptions(dataset=seeded.full_name, output_dir=tmp_path)
     api = SegmentsApi.connect(EMULATOR_API_KEY, settings.remote)
     try:
-        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
+        info, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
     finally:
         api.close()
-    setup = _ActorSetup(EMULATOR_API_KEY, settings.model_dump_json(), options, taxonomy)
+    setup = _ActorSetup(EMULATOR_API_KEY, settings.model_dump_json(), options, taxonomy, info)
     image_url = client.get_sample(uuid).attributes.image.url
     sample = SampleRef(uuid, seeded.sample_names[0], image_url, None)
     predicted = _Predict(setup, models_dir=str(models_dir), torch_threads=1)(
@@ -149,7 +150,7 @@ def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
     batch runs again on another actor, and uploads again. Here both runs of the stage are
     called in-process, and each job they return goes through the driver's label write: the
     label is written once, with the first upload's bitmap."""
-    from prelabel.run.ray_engine import _Deliver, _jobs, _no_model
+    from prelabel.run.ray_engine import _Deliver, _jobs, _NoModel
     from prelabel.run.steps import SampleSteps
 
     seeded, setup, predicted = predict_in_process(
@@ -160,7 +161,7 @@ def test_a_retried_delivery_finds_its_earlier_write_and_does_not_write_again(
     [first] = _jobs(_Deliver(setup)(predicted))
     [retried] = _jobs(_Deliver(setup)(predicted))
     assert first.uploaded and retried.uploaded and first.outcome is None  # not written yet
-    driver = setup.steps(_no_model)
+    driver = setup.steps(_NoModel())
     try:
         first, retried = driver.write(first), driver.write(retried)
     finally:
@@ -249,6 +250,43 @@ def test_a_dry_run_on_ray_writes_nothing_and_the_driver_saves_what_it_would_uplo
         assert (tmp_path / "out" / "dry-run" / f"{uuid}.png").stat().st_size > 0
 
 
+def test_an_image_sequence_dataset_is_labeled_on_ray_and_a_rerun_has_nothing_to_do(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tmp_path: Path,
+    ray_runner: Callable[..., RayRun],
+) -> None:
+    """The actors build the dataset's steps (``steps_for``): a sequence's frames stream through
+    SAM 2 on the prediction actor, the driver records the label built from them, then writes
+    it. The labels obey the sequence rules ``prelabel run`` is held to locally."""
+    from prelabel.config import SequenceSettings
+    from prelabel.emulator.sequences import moving_shapes, seed_sequence_dataset
+    from tests.test_run_sequences import assert_valid_sequence_prelabel
+
+    clips = {
+        "walk": list(moving_shapes(3, seed=1)),
+        "quiet": list(moving_shapes(3, seed=3, empty_frames={1})),
+    }
+    dataset = "jane/ray-clips"
+    uuids = seed_sequence_dataset(emulator, dataset, clips, DEMO_CATEGORIES).sample_uuids
+    settings = make_settings(emulator.url).model_copy(
+        update={"sequence": SequenceSettings(keyframe_interval=2)}
+    )
+    one_actor = ray_options(workers=1, cpus_per_worker=1.0, upload_workers=1)
+
+    run = ray_runner(dataset, settings=settings, options=one_actor)
+
+    assert {o["result"] for o in run.outcomes.values()} == {"labeled"}, run.outcomes
+    assert set(run.outcomes) == set(uuids)
+    for name, uuid in zip(clips, uuids, strict=True):
+        assert_valid_sequence_prelabel(segments_client, uuid, clips[name])
+        assert state_stage(tmp_path, dataset, uuid) == LABELED
+    assert emulator.label_write_counts() == {(u, GT): 1 for u in uuids}
+    rerun = ray_runner(dataset, settings=settings, options=one_actor, output_dir="rerun")
+    assert rerun.summary.counts == {}
+    assert emulator.label_write_counts() == {(u, GT): 1 for u in uuids}
+
+
 def test_the_ray_stages_predict_and_upload_with_the_sam3_backend(
     emulator: Emulator,
     segments_client: SegmentsClient,
@@ -258,7 +296,7 @@ def test_the_ray_stages_predict_and_upload_with_the_sam3_backend(
     """``models.backend: sam3`` through the Ray engine's stages (the actor setup a worker gets,
     the prediction actor's own loading, the upload actor, the driver's label write), called
     in-process as above."""
-    from prelabel.run.ray_engine import _Deliver, _jobs, _no_model
+    from prelabel.run.ray_engine import _Deliver, _jobs, _NoModel
 
     settings = make_settings(emulator.url, pipeline=SAM3_PIPELINE, backend="sam3")
     seeded, setup, predicted = predict_in_process(
@@ -268,7 +306,7 @@ def test_the_ray_stages_predict_and_upload_with_the_sam3_backend(
 
     [uploaded] = _jobs(_Deliver(setup)(predicted))
     assert uploaded.uploaded and uploaded.outcome is None  # the driver writes the label
-    driver = setup.steps(_no_model)
+    driver = setup.steps(_NoModel())
     try:
         done = driver.write(uploaded)
     finally:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -366,14 +366,23 @@ def load_cli_settings(
         return with_overrides(load_settings(config_path), api_url=api_url, device=device)
 
 
-def exit_interrupted(summary: RunSummary) -> None:
-    """After the summary of a run stopped by a signal: say how to finish, exit 130."""
-    from prelabel.run.sync import EXIT_INTERRUPTED
-
+def exit_interrupted(
+    summary: RunSummary, then: str = "rerun the same command to finish the remaining {left}"
+) -> None:
+    """After the summary of a command stopped by a signal (the driver's stop: the samples in
+    flight finished, no new one started): say how to finish, exit 130. ``then`` says it,
+    ``{left}`` being the number of samples left ("samples" when not known)."""
     if not summary.interrupted:
         return
     left = "samples" if summary.remaining is None else str(summary.remaining)
-    click.echo(f"interrupted: rerun the same command to finish the remaining {left}", err=True)
+    exit_stopped(then.format(left=left))
+
+
+def exit_stopped(then: str) -> NoReturn:
+    """``interrupted: THEN`` on stderr and exit 130: every command a signal stopped ends so."""
+    from prelabel.run.sync import EXIT_INTERRUPTED
+
+    click.echo("interrupted: " + then, err=True)
     sys.exit(EXIT_INTERRUPTED)
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from prelabel.cli._common import exit_stopped
 from prelabel.config import Settings
 from prelabel.errors import ConfigError
 from prelabel.formats.atomic import atomic_file
@@ -32,6 +34,7 @@ def evaluate_vector_command(
     limit: int | None,
     out: Path,
     quiet: bool,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Load the models, evaluate, print the AP table, write ``out``; exit 1 when samples
     failed (they are left out of the scores and listed under ``failures``)."""
@@ -54,6 +57,7 @@ def evaluate_vector_command(
         limit=limit,
         settings=settings,
         progress=TqdmProgress(disable=quiet),
+        should_stop=should_stop,
     )
     document: dict[str, Any] = {
         "dataset": info.full_name,
@@ -61,6 +65,7 @@ def evaluate_vector_command(
         "metric": f"COCO AP ({evaluation.kind})",
         **evaluation.result.as_dict(),
         "not_human_labeled": evaluation.not_human_labeled,
+        "interrupted": evaluation.interrupted,
         "failures": [
             {"sample_uuid": f.sample_uuid, "sample_name": f.sample_name, "reason": f.reason}
             for f in evaluation.failures
@@ -77,6 +82,11 @@ def evaluate_vector_command(
     if evaluation.failures:
         click.echo(f"{len(evaluation.failures)} samples could not be evaluated", err=True)
     click.echo(f"wrote {out}", err=True)
+    if evaluation.interrupted:
+        exit_stopped(
+            f"the scores cover the {evaluation.evaluated} samples evaluated; rerun the same "
+            "command to evaluate them all (it starts over)"
+        )
     if evaluation.failures:
         sys.exit(1)
 

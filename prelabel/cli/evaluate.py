@@ -23,6 +23,7 @@ from prelabel.cli._common import (
     config_option,
     dataset_name,
     device_option,
+    exit_stopped,
     key_and_settings,
     models_option,
     quiet_option,
@@ -130,7 +131,10 @@ def evaluate(
     listed under "failures" in the JSON, and the rest goes on.
 
     Exit code 0 on success, 1 when some dataset samples could not be evaluated (the scores
-    cover the others), 2 for usage, config, key or model problems and unusable exports.
+    cover the others), 2 for usage, config, key or model problems and unusable exports,
+    130 when --dataset mode is stopped by Ctrl-C or SIGTERM (the sample in flight is
+    finished, the scores of the samples done are printed and written, marked
+    "interrupted"; a second Ctrl-C stops at once).
 
     \b
     Example:
@@ -241,6 +245,7 @@ def _evaluate_dataset(
     from prelabel.evaluate.dataset import HUMAN_LABEL_STATUSES, evaluation_meta
     from prelabel.evaluate.results import format_table, format_tracking, write_result
     from prelabel.evaluate.sequence_dataset import SequenceEvaluation
+    from prelabel.run.sync import StopSignal
     from prelabel.segments.client import SegmentsApi
     from prelabel.segments.dataset import check_dataset
     from prelabel.segments.statuses import VECTOR_TASK_TYPES
@@ -248,7 +253,7 @@ def _evaluate_dataset(
     with usage_errors():
         api = SegmentsApi.connect(key, settings.remote)
     try:
-        with usage_errors():
+        with StopSignal(hard_second=True).installed() as stop, usage_errors():
             info, taxonomy = check_dataset(
                 api, settings, dataset, labelset, sequences=True, vectors=True
             )
@@ -265,6 +270,7 @@ def _evaluate_dataset(
                     limit=limit,
                     out=out,
                     quiet=quiet,
+                    should_stop=stop.is_set,
                 )
             evaluation = _evaluate(
                 api,
@@ -276,6 +282,7 @@ def _evaluate_dataset(
                 dataset=dataset,
                 labelset=labelset,
                 limit=limit,
+                should_stop=stop.is_set,
             )
             meta = evaluation_meta(
                 evaluation,
@@ -306,6 +313,11 @@ def _evaluate_dataset(
             err=True,
         )
     click.echo(f"wrote {out}", err=True)
+    if evaluation.interrupted:
+        exit_stopped(
+            f"the scores cover the {evaluation.evaluated} samples evaluated; rerun the same "
+            "command to evaluate them all (it starts over)"
+        )
     if evaluation.failures:
         sys.exit(1)
 

@@ -13,6 +13,7 @@ from prelabel.cli._common import (
     UsageFailure,
     config_option,
     device_option,
+    exit_interrupted,
     load_cli_settings,
     models_option,
     output_dir_option,
@@ -66,7 +67,8 @@ def predict(
     (annotations, score, segments) and overlays/NAME.png (preview); for the run a
     COCO-panoptic export (panoptic/ and panoptic.json) and report.json. An image that
     cannot be read is reported with its reason and the run goes on; the exit code is 1
-    when any image failed.
+    when any image failed, 130 when stopped by Ctrl-C or SIGTERM (the image in flight is
+    finished and report.json lists what was done; a second Ctrl-C stops at once).
 
     \b
     Example:
@@ -80,6 +82,7 @@ def predict(
     from prelabel.local import predict_files
     from prelabel.pipeline.pipeline import Pipeline
     from prelabel.progress import TqdmProgress
+    from prelabel.run.sync import StopSignal
     from prelabel.taxonomy import build_taxonomy, load_categories_file
 
     settings = load_cli_settings(config_path, device=device)
@@ -102,13 +105,15 @@ def predict(
         if not files:
             raise UsageFailure(f"no image files found in {', '.join(map(str, paths))}")
         pipeline = Pipeline(load_backend(settings, models_dir), settings.pipeline)
-    report = predict_files(
-        files,
-        pipeline=pipeline,
-        taxonomy=taxonomy,
-        out_dir=out_dir,
-        progress=TqdmProgress(disable=quiet),
-    )
+    with StopSignal(hard_second=True).installed() as stop, usage_errors():
+        report = predict_files(
+            files,
+            pipeline=pipeline,
+            taxonomy=taxonomy,
+            out_dir=out_dir,
+            progress=TqdmProgress(disable=quiet),
+            should_stop=stop.is_set,
+        )
     _finish(report, "images", out_dir)
 
 
@@ -123,6 +128,7 @@ def _predict_sequences(
     from prelabel.local_sequences import predict_sequences
     from prelabel.progress import TqdmProgress
     from prelabel.run.models import pipeline_loader
+    from prelabel.run.sync import StopSignal
 
     with usage_errors():
         folders = [p for p in paths if p.is_dir()]
@@ -130,24 +136,32 @@ def _predict_sequences(
             files = ", ".join(str(p) for p in paths if not p.is_dir())
             raise UsageFailure(f"--sequence takes folders of frames; not a folder: {files}")
         pipeline = pipeline_loader(settings, models_dir).sequence()
-    report = predict_sequences(
-        folders,
-        pipeline=pipeline,
-        taxonomy=taxonomy,
-        out_dir=out_dir,
-        max_pixels=settings.pipeline.max_image_pixels,
-        progress=TqdmProgress(disable=quiet),
-    )
+    with StopSignal(hard_second=True).installed() as stop, usage_errors():
+        report = predict_sequences(
+            folders,
+            pipeline=pipeline,
+            taxonomy=taxonomy,
+            out_dir=out_dir,
+            max_pixels=settings.pipeline.max_image_pixels,
+            progress=TqdmProgress(disable=quiet),
+            should_stop=stop.is_set,
+        )
     _finish(report, "sequences", out_dir)
 
 
 def _finish(report: LocalReport, what: str, out_dir: Path) -> None:
-    """Name every failure, count the rest, exit 1 when anything failed."""
+    """Name every failure, count the rest; exit 130 when a signal stopped it (predict keeps
+    no resume state: a rerun predicts every file again), else 1 when anything failed."""
     for failure in report.failed:
         click.echo(f"failed: {failure.sample_uuid}: {failure.reason}", err=True)
     click.echo(
         f"{len(report.succeeded)} of {len(report.outcomes)} {what} pre-labeled -> {out_dir}",
         err=True,
+    )
+    exit_interrupted(
+        report.summary,
+        f"{{left}} {what} not predicted; rerun the same command to predict every one "
+        "(it starts over)",
     )
     if report.failed:
         sys.exit(1)

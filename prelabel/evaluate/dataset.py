@@ -22,13 +22,16 @@ already labeled and score the predictions against those labels with :mod:`prelab
   stops at once, as do several samples in a row failing on server trouble (the server is down,
   and a PQ over whatever got through would mislead) and the first samples all failing with one
   model error (the run policy's :class:`~prelabel.run.policy.RunStop`).
+* **One driver**: samples go through :func:`~prelabel.run.driver.drive` as a run's do; the
+  unit (:class:`ImageScoring`) scores where a run uploads, the sink is a recorder without
+  state. A signal (SIGINT, SIGTERM) lets the sample in flight finish and ends the evaluation.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Set
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Set
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,11 +43,15 @@ from prelabel.errors import RemoteError, SampleError
 from prelabel.evaluate.pq import VOID, PanopticFrame, PQAccumulator, PQResult, frame_from_prediction
 from prelabel.formats.bitmap import decode_bitmap
 from prelabel.progress import NullProgress, Progress
+from prelabel.run.driver import drive
 from prelabel.run.job import Job, RunOptions
+from prelabel.run.lifecycle import Unit
 from prelabel.run.outcome import SampleOutcome
-from prelabel.run.policy import RunStop, guarded
-from prelabel.run.steps import Predictor, SampleSteps
-from prelabel.segments.client import SegmentsApi
+from prelabel.run.policy import guarded
+from prelabel.run.recorder import Recorder
+from prelabel.run.report import RunSummary
+from prelabel.run.steps import FrameCallback, Predictor, SampleSteps, UploadCallback
+from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.statuses import HUMAN_LABEL_STATUSES
 from prelabel.taxonomy import Category, Taxonomy
 
@@ -77,6 +84,8 @@ class DatasetEvaluation:
     failures: tuple[SampleOutcome, ...] = ()
     voided_segments: int = 0
     unannotated_pixels: int = 0
+    #: A signal stopped it: the scores cover the samples finished before.
+    interrupted: bool = False
 
     @property
     def pq(self) -> PQResult:
@@ -95,6 +104,7 @@ class DatasetEvaluation:
                 "failed": len(self.failures),
                 "not_human_labeled": self.not_human_labeled,
             },
+            "interrupted": self.interrupted,
             "ground_truth_voided": {
                 "segments_of_unevaluated_categories": self.voided_segments,
                 "pixels_without_annotation": self.unannotated_pixels,
@@ -157,135 +167,159 @@ def evaluate_dataset(
     limit: int | None = None,
     settings: Settings | None = None,
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> DatasetEvaluation:
     """Predict on each human-labeled sample of ``dataset`` and score against its label.
 
     Samples are taken in the listing's order (oldest first); ``limit`` caps how many
     human-labeled samples are attempted (failures included), so a quick look at a large
     dataset stays quick. The image is fetched and predicted by the run's own steps
-    (:class:`~prelabel.run.steps.SampleSteps`, with ``settings``' decoding guard), and
-    failures follow the run's policy (:mod:`prelabel.run.policy`).
+    (:class:`~prelabel.run.steps.SampleSteps`, with ``settings``' decoding guard), on the
+    run's driver (:func:`~prelabel.run.driver.drive`), and failures follow the run's policy
+    (:mod:`prelabel.run.policy`). Once ``should_stop()`` is true no new sample starts; the
+    scores cover the samples finished (``interrupted`` says so).
 
     Raises:
         AuthError: the key was refused.
         RemoteError: the samples cannot be listed, or the server stays unreachable.
         ModelLoadError: the models cannot run at all.
     """
-    progress = progress or NullProgress()
     options = RunOptions(dataset=dataset, labelset=labelset)
     steps = SampleSteps(api, settings or Settings(), options, taxonomy, lambda: pipeline)
     categories = evaluated_categories(taxonomy)
-    scoring = _Scoring(PQAccumulator(categories), frozenset(c.id for c in categories))
-
-    def evaluate_one(job: Job) -> Job:
-        job = guarded(job, lambda j: scoring.read_label(api, labelset, j))
-        job = guarded(steps.fetch(job), scoring.decode_label)
-        return guarded(steps.infer(job), scoring.score)
-
-    scoring.not_human_labeled, failures = each_human_label(
-        api,
-        dataset,
-        labelset,
-        evaluate_one,
-        limit=limit,
-        scored=lambda: scoring.accumulator.images,
-        progress=progress,
-        description="evaluate",
-    )
+    scoring = ImageScoring(steps, PQAccumulator(categories), frozenset(c.id for c in categories))
+    selection = HumanLabeled(api, dataset, labelset, limit)
+    failures, summary = score_each(selection, scoring, progress, "evaluate", should_stop)
     return DatasetEvaluation(
         result=scoring.accumulator.result(),
-        not_human_labeled=scoring.not_human_labeled,
+        not_human_labeled=selection.not_human_labeled,
         failures=tuple(failures),
         voided_segments=scoring.voided_segments,
         unannotated_pixels=scoring.unannotated_pixels,
+        interrupted=summary.interrupted,
     )
 
 
-def each_human_label(
-    api: SegmentsApi,
-    dataset: str,
-    labelset: str,
-    evaluate_one: Callable[[Job], Job],
-    *,
-    limit: int | None,
-    scored: Callable[[], int],
-    progress: Progress,
-    description: str,
-) -> tuple[int, list[SampleOutcome]]:
-    """Every human-labeled sample through ``evaluate_one`` (which runs its steps under the
-    policy), up to ``limit`` attempted; returns how many listed samples were not human-labeled
-    and the failures. Server trouble on several samples in a row stops it (RemoteError)."""
-    stop, not_human = RunStop(), 0
-    failures: list[SampleOutcome] = []
-    progress.start(limit, description)
-    try:
-        for sample in api.iter_samples(dataset, labelset):
-            if sample.label_status not in HUMAN_LABEL_STATUSES:
-                not_human += 1
-                continue
-            if limit is not None and scored() + len(failures) >= limit:
-                break
-            job = evaluate_one(Job(sample))
-            assert job.outcome is not None
-            if job.outcome.result == "failed":
-                failures.append(job.outcome)
-                progress.note(failed=len(failures))
-            progress.advance()
-            stop.observe(job.outcome, model_error=job.model_error)
-    finally:
-        stop.close()  # logs model errors held back while the first samples were watched
-        progress.close()
-    return not_human, failures
-
-
 @dataclass
-class _Scoring:
-    """The evaluation's steps around the run's fetch and infer, and their tallies.
+class HumanLabeled:
+    """The samples an evaluation scores: those with a human label (:data:`HUMAN_LABEL_STATUSES`),
+    in the listing's order, up to ``limit``; counts the listed samples it passed over."""
+
+    api: SegmentsApi
+    dataset: str
+    labelset: str
+    limit: int | None
+    not_human_labeled: int = 0
+
+    def __iter__(self) -> Iterator[SampleRef]:
+        taken = 0
+        for sample in self.api.iter_samples(self.dataset, self.labelset):
+            if sample.label_status not in HUMAN_LABEL_STATUSES:
+                self.not_human_labeled += 1
+                continue
+            if self.limit is not None and taken >= self.limit:
+                return
+            taken += 1
+            yield sample
+
+
+def score_each(
+    samples: HumanLabeled,
+    unit: Unit,
+    progress: Progress | None,
+    description: str,
+    should_stop: Callable[[], bool],
+) -> tuple[list[SampleOutcome], RunSummary]:
+    """Every human-labeled sample through ``unit`` on the run's driver, one at a time (the
+    scores add up in order), with no state: returns the failures and the summary. Server
+    trouble on several samples in a row stops it (RemoteError), as does the first samples all
+    failing in the model (the run policy's stops)."""
+    failures: list[SampleOutcome] = []
+
+    def note(outcome: SampleOutcome) -> None:
+        if outcome.result == "failed":
+            failures.append(outcome)
+
+    recorder = Recorder.outcomes_only(progress=progress or NullProgress(), on_outcome=note)
+    summary = drive(
+        samples,
+        unit,
+        recorder,
+        should_stop=should_stop,
+        expected=samples.limit,
+        description=description,
+    )
+    return failures, summary
+
+
+class ImageScoring:
+    """The unit of an image evaluation: the run's fetch and infer, around reading the label
+    (check), decoding it (after fetch) and scoring (deliver); and their tallies.
 
     The label is read and decoded before the (expensive) prediction, so a broken label costs
-    no model time; nothing is counted for a sample that fails. One sample at a time: the
-    current sample's label waits in ``_png`` / ``_truth`` between the steps.
+    no model time; nothing is counted for a sample that fails. The label of a sample in
+    flight waits in ``_labels`` / ``_truths`` between the steps.
     """
 
-    accumulator: PQAccumulator
-    evaluated: frozenset[int]
-    not_human_labeled: int = 0
-    voided_segments: int = 0
-    unannotated_pixels: int = 0
-    _png: bytes = b""
-    _annotations: dict[int, int] = field(default_factory=dict)
-    _truth: tuple[PanopticFrame, int, int] | None = None
+    def __init__(
+        self, steps: SampleSteps, accumulator: PQAccumulator, evaluated: frozenset[int]
+    ) -> None:
+        self.steps = steps
+        self.accumulator = accumulator
+        self.evaluated = evaluated
+        self.voided_segments = 0
+        self.unannotated_pixels = 0
+        self._labels: dict[str, tuple[dict[int, int], bytes]] = {}
+        self._truths: dict[str, tuple[PanopticFrame, int, int]] = {}
 
-    def read_label(self, api: SegmentsApi, labelset: str, job: Job) -> None:
-        self._truth = None
+    def load_models(self) -> object:
+        return self.steps.load_models()
+
+    def check(self, job: Job) -> Job:
+        return guarded(job, self._read_label)
+
+    def fetch(self, job: Job) -> Job:
+        return guarded(self.steps.fetch(job), self._decode_label)
+
+    def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
+        return self.steps.infer_batch(jobs)
+
+    def deliver(self, job: Job, record_upload: UploadCallback) -> Job:
+        self._labels.pop(job.sample.uuid, None)
+        return guarded(job, self._score)
+
+    def _read_label(self, job: Job) -> None:
+        labelset, api = self.steps.options.labelset, self.steps.api
         label = api.label_bitmap(job.sample.uuid, labelset)
         if label is None:
             raise sample_failure(
                 job, f"the label in {labelset!r} is gone (deleted since the listing)"
             )
-        self._annotations, bitmap_url = label
+        annotations, bitmap_url = label
         if not bitmap_url:
             raise sample_failure(job, "the label has no segmentation bitmap")
         try:
-            self._png = api.download(bitmap_url)
+            self._labels[job.sample.uuid] = annotations, api.download(bitmap_url)
         except RemoteError as exc:
             # As for images (segments.samples.load_image): a refused or missing asset is this
             # sample's problem, not the API key's.
             raise sample_failure(job, f"label bitmap download failed: {exc}") from None
 
-    def decode_label(self, job: Job) -> None:
+    def _decode_label(self, job: Job) -> None:
         if job.image is None:
             raise RuntimeError("decode_label() before fetch()")
+        annotations, png = self._labels.pop(job.sample.uuid)
         try:
-            id_map = decode_bitmap(self._png, job.image.size)
+            id_map = decode_bitmap(png, job.image.size)
         except ValueError as exc:
             raise sample_failure(job, str(exc)) from None
-        self._truth = ground_truth_frame(id_map, self._annotations, self.evaluated)
+        self._truths[job.sample.uuid] = ground_truth_frame(id_map, annotations, self.evaluated)
 
-    def score(self, job: Job) -> None:
-        if job.prediction is None or self._truth is None:
+    def _score(self, job: Job) -> None:
+        truth = self._truths.pop(job.sample.uuid, None)
+        if job.prediction is None or truth is None:
             raise RuntimeError("score() before infer()")
-        ground_truth, voided, unannotated = self._truth
+        ground_truth, voided, unannotated = truth
         self.accumulator.add(frame_from_prediction(job.prediction), ground_truth)
         self.voided_segments += voided
         self.unannotated_pixels += unannotated

@@ -13,24 +13,27 @@ frames), and STQ, whose association part AQ sees whether an object kept its id.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from prelabel.config import Settings
 from prelabel.errors import RemoteError
 from prelabel.evaluate.dataset import (
-    each_human_label,
+    HumanLabeled,
     evaluated_categories,
     ground_truth_frame,
     sample_failure,
+    score_each,
 )
 from prelabel.evaluate.pq import PQResult, frame_from_prediction
 from prelabel.evaluate.sequence import SequenceResult, STQAccumulator, ground_truth_id_map
-from prelabel.progress import NullProgress, Progress
+from prelabel.progress import Progress
+from prelabel.run.frame_io import FrameIO, SequencePredictor, stream_frames
 from prelabel.run.job import Job
 from prelabel.run.outcome import SampleOutcome
 from prelabel.run.policy import guarded
-from prelabel.run.sequence_steps import SequencePredictor
+from prelabel.run.steps import FrameCallback, UploadCallback
 from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.samples import load_frame
 from prelabel.taxonomy import Taxonomy
@@ -48,6 +51,8 @@ class SequenceEvaluation:
     failures: tuple[SampleOutcome, ...] = ()
     voided_segments: int = 0
     unannotated_pixels: int = 0
+    #: A signal stopped it: the scores cover the sequences finished before.
+    interrupted: bool = False
 
     @property
     def pq(self) -> PQResult:
@@ -69,6 +74,7 @@ class SequenceEvaluation:
                 "failed": len(self.failures),
                 "not_human_labeled": self.not_human_labeled,
             },
+            "interrupted": self.interrupted,
             "tracking": {
                 "metric": "STQ (Weber et al. 2021): sqrt(AQ * SQ)",
                 "stq": result.stq,
@@ -98,63 +104,76 @@ def evaluate_sequence_dataset(
     limit: int | None = None,
     settings: Settings | None = None,
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> SequenceEvaluation:
-    """Predict every human-labeled sequence of ``dataset`` and score it frame by frame.
+    """Predict every human-labeled sequence of ``dataset`` and score it frame by frame, on the
+    run's driver (as :func:`~prelabel.evaluate.dataset.evaluate_dataset`).
 
     Raises:
         AuthError: the key was refused.
         RemoteError: the samples cannot be listed, or the server stays unreachable.
         ModelLoadError: the models cannot run at all.
     """
-    progress = progress or NullProgress()
-    max_pixels = (settings or Settings()).pipeline.max_image_pixels
     categories = evaluated_categories(taxonomy)
-    scoring = _SequenceScoring(
+    scoring = SequenceScoring(
         api,
         pipeline,
         taxonomy,
         labelset,
-        max_pixels,
+        settings or Settings(),
         STQAccumulator(categories),
         frozenset(c.id for c in categories),
     )
-    not_human, failures = each_human_label(
-        api,
-        dataset,
-        labelset,
-        lambda job: guarded(job, scoring.score),
-        limit=limit,
-        scored=lambda: scoring.sequences,
-        progress=progress,
-        description="evaluate sequences",
-    )
+    selection = HumanLabeled(api, dataset, labelset, limit)
+    failures, summary = score_each(selection, scoring, progress, "evaluate sequences", should_stop)
     return SequenceEvaluation(
         result=scoring.accumulator.result(),
         sequences=scoring.sequences,
-        not_human_labeled=not_human,
+        not_human_labeled=selection.not_human_labeled,
         failures=tuple(failures),
         voided_segments=scoring.voided_segments,
         unannotated_pixels=scoring.unannotated_pixels,
+        interrupted=summary.interrupted,
     )
 
 
 @dataclass
-class _SequenceScoring:
-    """One sequence at a time into the accumulator; a failed one is rolled back."""
+class SequenceScoring:
+    """The unit of a sequence evaluation: the label's frames read (check), the sequence's
+    frames streamed through the pipeline (:func:`~prelabel.run.frame_io.stream_frames`) and
+    each scored as it comes out (infer); a sequence that fails half-way is rolled back."""
 
     api: SegmentsApi
     pipeline: SequencePredictor
     taxonomy: Taxonomy
     labelset: str
-    max_pixels: int
+    settings: Settings
     accumulator: STQAccumulator
     #: Ids of the evaluated categories; ground truth of any other is VOID.
     evaluated: frozenset[int]
     sequences: int = 0
     voided_segments: int = 0
     unannotated_pixels: int = 0
+    #: The label of each sequence in flight, by sample uuid (check -> infer).
+    _labels: dict[str, list[tuple[dict[int, int], str | None]]] = field(default_factory=dict)
 
-    def score(self, job: Job) -> None:
+    def load_models(self) -> object:
+        return self.pipeline  # loaded by the caller
+
+    def check(self, job: Job) -> Job:
+        return guarded(job, self._read_label)
+
+    def fetch(self, job: Job) -> Job:
+        return job  # frames are read while predicting
+
+    def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
+        return [guarded(job, self._score, in_model=True) for job in jobs]
+
+    def deliver(self, job: Job, record_upload: UploadCallback) -> Job:
+        self._labels.pop(job.sample.uuid, None)
+        return guarded(job, lambda j: j.finish("evaluated"))
+
+    def _read_label(self, job: Job) -> None:
         sample = job.sample
         label = self.api.label_frames(sample.uuid, self.labelset)
         if label is None:
@@ -165,30 +184,44 @@ class _SequenceScoring:
             raise sample_failure(
                 job, f"the label has {len(label)} frames, the sample {len(sample.frames)}"
             )
+        self._labels[sample.uuid] = label
+
+    def _score(self, job: Job) -> None:
+        label = self._labels[job.sample.uuid]
         before = copy.deepcopy(self.accumulator), self.voided_segments, self.unannotated_pixels
         try:
-            self._score_frames(job, sample, label)
+            self._score_frames(job, job.sample, label)
         except BaseException:
             self.accumulator, self.voided_segments, self.unannotated_pixels = before
             raise
         self.accumulator.end_sequence()
         self.sequences += 1
-        job.finish("evaluated")
 
     def _score_frames(
         self, job: Job, sample: SampleRef, label: list[tuple[dict[int, int], str | None]]
     ) -> None:
-        images = (
-            load_frame(self.api, sample, i, max_pixels=self.max_pixels)
-            for i in range(len(sample.frames))
+        max_pixels, worker = self.settings.pipeline.max_image_pixels, self.settings.worker
+        io = FrameIO(
+            overlapped=worker.engine == "overlapped",
+            in_flight=worker.deliver_queue,
+            threads=worker.deliver_workers,
         )
-        for index, predicted in enumerate(self.pipeline.predict_frames(images, self.taxonomy)):
-            annotations, url = label[index]
-            try:
-                id_map = ground_truth_id_map(self.api, url, predicted.prediction.size)
-            except (RemoteError, ValueError) as exc:
-                raise sample_failure(job, f"frame {index}: label bitmap: {exc}") from None
-            truth, voided, unannotated = ground_truth_frame(id_map, annotations, self.evaluated)
-            self.accumulator.add_frame(frame_from_prediction(predicted.prediction), truth)
-            self.voided_segments += voided
-            self.unannotated_pixels += unannotated
+        with io:
+            frames = stream_frames(
+                self.pipeline,
+                self.taxonomy,
+                lambda index: load_frame(self.api, sample, index, max_pixels=max_pixels),
+                len(sample.frames),
+                io,
+            )
+            for frame in frames:
+                prediction = frame.predicted.prediction
+                annotations, url = label[frame.index]
+                try:
+                    id_map = ground_truth_id_map(self.api, url, prediction.size)
+                except (RemoteError, ValueError) as exc:
+                    raise sample_failure(job, f"frame {frame.index}: label bitmap: {exc}") from None
+                truth, voided, unannotated = ground_truth_frame(id_map, annotations, self.evaluated)
+                self.accumulator.add_frame(frame_from_prediction(prediction), truth)
+                self.voided_segments += voided
+                self.unannotated_pixels += unannotated

@@ -10,6 +10,7 @@ against the person's shapes of the dataset's type, per evaluated category.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,16 +18,17 @@ from prelabel.config import Settings
 from prelabel.evaluate.coco_ap import APResult, ScoredShape, VectorImage, coco_ap
 from prelabel.evaluate.dataset import (
     HUMAN_LABEL_STATUSES,
-    each_human_label,
+    HumanLabeled,
     evaluated_categories,
     sample_failure,
+    score_each,
 )
 from prelabel.formats.vector_label import VECTOR_KINDS, scored_shapes
-from prelabel.progress import NullProgress, Progress
+from prelabel.progress import Progress
 from prelabel.run.job import Job, RunOptions
 from prelabel.run.outcome import SampleOutcome
 from prelabel.run.policy import guarded
-from prelabel.run.steps import Predictor, SampleSteps
+from prelabel.run.steps import FrameCallback, Predictor, SampleSteps, UploadCallback
 from prelabel.segments.client import DatasetInfo, SegmentsApi
 from prelabel.taxonomy import Taxonomy
 
@@ -41,6 +43,8 @@ class VectorEvaluation:
     kind: str
     not_human_labeled: int = 0
     failures: tuple[SampleOutcome, ...] = ()
+    #: A stop signal ended it early: the scores cover the samples finished.
+    interrupted: bool = False
 
     @property
     def evaluated(self) -> int:
@@ -57,54 +61,63 @@ def evaluate_vector_dataset(
     limit: int | None = None,
     settings: Settings | None = None,
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> VectorEvaluation:
     """Predict on each human-labeled sample of the ``bboxes`` or ``vector`` dataset ``info``
-    and score the shapes against the person's (as :func:`evaluate_dataset` does with PQ)."""
+    and score the shapes against the person's (as :func:`evaluate_dataset` does with PQ), on
+    the run's driver: the same selection, failure policy and stop."""
     settings = settings or Settings()
     kind = VECTOR_KINDS[info.task_type]
     options = RunOptions(dataset=info.full_name, labelset=labelset)
     steps = SampleSteps(api, settings, options, taxonomy, lambda: pipeline)
-    scoring = _Scoring(api, labelset, kind, settings)
-
-    def evaluate_one(job: Job) -> Job:
-        job = guarded(job, scoring.read_label)
-        return guarded(steps.infer(steps.fetch(job)), scoring.score)
-
-    not_human, failures = each_human_label(
-        api,
-        info.full_name,
-        labelset,
-        evaluate_one,
-        limit=limit,
-        scored=lambda: len(scoring.images),
-        progress=progress or NullProgress(),
-        description="evaluate",
-    )
+    scoring = _Scoring(steps, kind, settings)
+    selection = HumanLabeled(api, info.full_name, labelset, limit)
+    failures, summary = score_each(selection, scoring, progress, "evaluate", should_stop)
     categories = [c.id for c in evaluated_categories(taxonomy)]
     return VectorEvaluation(
-        coco_ap(scoring.images, kind, categories), kind, not_human, tuple(failures)
+        coco_ap(scoring.images, kind, categories),
+        kind,
+        selection.not_human_labeled,
+        tuple(failures),
+        summary.interrupted,
     )
 
 
 @dataclass
 class _Scoring:
-    """Reads a sample's human shapes before its (expensive) prediction, then scores it."""
+    """The unit of a box/polygon evaluation: the run's fetch and infer, around reading the
+    person's shapes (check, before the expensive prediction) and scoring them (deliver)."""
 
-    api: SegmentsApi
-    labelset: str
+    steps: SampleSteps
     kind: str
     settings: Settings
     images: list[VectorImage] = field(default_factory=list)
-    _truth: list[dict[str, Any]] = field(default_factory=list)
+    _truths: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def load_models(self) -> object:
+        return self.steps.load_models()
+
+    def check(self, job: Job) -> Job:
+        return guarded(job, self.read_label)
+
+    def fetch(self, job: Job) -> Job:
+        return self.steps.fetch(job)
+
+    def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
+        return self.steps.infer_batch(jobs)
+
+    def deliver(self, job: Job, record_upload: UploadCallback) -> Job:
+        return guarded(job, self.score)
 
     def read_label(self, job: Job) -> None:
-        state = self.api.label_state(job.sample.uuid, self.labelset)
+        labelset = self.steps.options.labelset
+        state = self.steps.api.label_state(job.sample.uuid, labelset)
         if state.status not in HUMAN_LABEL_STATUSES:
-            raise sample_failure(job, f"the label in {self.labelset!r} is no longer a person's")
+            raise sample_failure(job, f"the label in {labelset!r} is no longer a person's")
         if not state.vector_key:
             raise sample_failure(job, "the label holds no boxes or polygons")
         # The label's content: (id, category, type, points) per annotation (one frame).
-        self._truth = [
+        self._truths[job.sample.uuid] = [
             {"category_id": category, "type": kind, "points": [list(p) for p in points]}
             for _, category, kind, points in state.vector_key[0]
         ]
@@ -117,5 +130,6 @@ class _Scoring:
             ScoredShape(shape, score)
             for shape, score in scored_shapes(job.prediction, self.kind, self.settings.vector)
         ]
-        self.images.append(VectorImage(width, height, self._truth, predicted))
+        truth = self._truths.pop(job.sample.uuid)
+        self.images.append(VectorImage(width, height, truth, predicted))
         job.finish("evaluated")

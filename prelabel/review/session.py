@@ -35,9 +35,14 @@ from prelabel.formats.overlay import overlay, preview
 from prelabel.panoptic import PanopticPrediction
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.progress import Progress
+from prelabel.review.push import Accepted, AcceptedPredictions
+from prelabel.review.sequences import SequenceReviewItem, predict_sequence
+from prelabel.run.driver import drive
+from prelabel.run.frame_io import SequencePredictor
 from prelabel.run.job import Job, RunOptions
 from prelabel.run.outcome import SampleOutcome
 from prelabel.run.recorder import Recorder
+from prelabel.run.sequence_steps import SequenceSteps
 from prelabel.run.steps import SampleSteps
 from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.dataset import check_dataset
@@ -131,7 +136,9 @@ class ReviewSession:
         if pipeline is not None:  # what it predicts with is where tuning starts from
             self.settings = self.settings.model_copy(update={"pipeline": pipeline.settings})
         self.options = RunOptions(dataset=dataset, labelset=labelset)
-        self.info, self.taxonomy = check_dataset(api, self.settings, dataset, labelset)
+        self.info, self.taxonomy = check_dataset(
+            api, self.settings, dataset, labelset, sequences=True
+        )
         self.category_options: dict[str, CategoryOptions] = dict(self.settings.categories)
         if pipeline is None:
             pipeline = Pipeline(load_backend(self.settings, models_dir), self.settings.pipeline)
@@ -139,6 +146,8 @@ class ReviewSession:
         self.models_dir = models_dir
         self.state = StateStore.in_dir(state_dir)
         self._initial_taxonomy = self.taxonomy
+        #: The sequence pipeline over :attr:`pipeline`, rebuilt when tuning replaces it.
+        self._sequence: tuple[Pipeline, SequencePredictor] | None = None
 
     @classmethod
     def connect(
@@ -272,17 +281,45 @@ class ReviewSession:
         )
 
     def _steps(self, *, overwrite_prelabels: bool = False) -> SampleSteps:
-        """The run's steps with the current (tuned) taxonomy and pipeline."""
+        """The run's steps (an image's or a sequence's) with the current (tuned) taxonomy and
+        pipeline."""
         options = replace(self.options, overwrite_prelabels=overwrite_prelabels)
         settings = self.settings.model_copy(update={"pipeline": self.pipeline.settings})
+        if self.info.is_sequence:
+            return SequenceSteps(
+                self.api,
+                settings,
+                options,
+                self.taxonomy,
+                lambda: self.pipeline,
+                load_sequence_pipeline=self.sequence_pipeline,
+            )
         return SampleSteps(self.api, settings, options, self.taxonomy, lambda: self.pipeline)
 
+    def sequence_pipeline(self) -> SequencePredictor:
+        """The SAM 2 tracker over the session's (tuned) pipeline, for a sequence dataset."""
+        if self._sequence is None or self._sequence[0] is not self.pipeline:
+            from prelabel.pipeline.sequence import SequencePipeline
+
+            settings = self.tuned_settings()
+            self._sequence = (
+                self.pipeline,
+                SequencePipeline(self.pipeline, settings, self.models_dir),
+            )
+        return self._sequence[1]
+
     def predict(self, sample: SampleRef) -> ReviewItem:
-        """Download and predict one sample, through the same steps as ``prelabel run``.
+        """Download and predict one image sample, through the same steps as ``prelabel run``
+        (a sequence dataset's samples: :meth:`predict_sequence`).
 
         Raises:
             SampleError: the sample failed (its image cannot be read, ...), with the reason.
+            ConfigError: the dataset is an image-sequence dataset.
         """
+        if self.info.is_sequence:
+            raise ConfigError(
+                f"{self.options.dataset} is an image-sequence dataset: use predict_sequence()"
+            )
         steps = self._steps()
         job = steps.fetch(Job(sample))
         image = job.image
@@ -296,8 +333,21 @@ class ReviewSession:
             sample=sample, image=image, prediction=job.prediction, taxonomy=self.taxonomy
         )
 
+    def predict_sequence(self, sample: SampleRef) -> SequenceReviewItem:
+        """Download and predict every frame of a sequence sample, as ``prelabel run`` does
+        (SAM 2 tracks objects across frames; see :mod:`prelabel.review.sequences`).
+
+        Raises:
+            SampleError: the sequence failed (a frame cannot be read, ...), with the reason.
+        """
+        pipeline, max_pixels = self.sequence_pipeline(), self.pipeline.settings.max_image_pixels
+        return predict_sequence(self.api, pipeline, self.taxonomy, sample, max_pixels=max_pixels)
+
     def push(
-        self, items: Iterable[ReviewItem], *, overwrite_prelabels: bool = False
+        self,
+        items: Iterable[ReviewItem | SequenceReviewItem],
+        *,
+        overwrite_prelabels: bool = False,
     ) -> list[SampleOutcome]:
         """Upload accepted predictions as PRELABELED labels, safely (see
         :mod:`prelabel.segments.upload`), and return every item's outcome.
@@ -309,36 +359,32 @@ class ReviewSession:
         down (the failure policy's transient stop), the items not yet tried are returned as
         failed with that reason.
         """
+        items = list(items)
         steps = self._steps(overwrite_prelabels=overwrite_prelabels)
-        recorder = Recorder(self.state, steps.options, self.settings.worker)
         outcomes: list[SampleOutcome] = []
-        stopped: str | None = None
+        recorder = Recorder(
+            self.state, steps.options, self.settings.worker, on_outcome=outcomes.append
+        )
         try:
-            for item in items:
-                if stopped is not None:
-                    job = Job(item.sample)
-                    job.finish("failed", reason=f"not pushed: {stopped}", record_state=False)
-                    assert job.outcome is not None
-                    outcomes.append(job.outcome)
-                    continue
-                job = recorder.admit(item.sample)
-                if not job.finished:
-                    # What the reviewer accepted, not what an earlier run may have uploaded.
-                    job.pending, job.segments, job.prediction = None, None, item.prediction
-                job = steps.deliver(job, recorder.record_upload)
-                try:
-                    outcomes.append(recorder.record(job))
-                except RemoteError as exc:
-                    assert job.outcome is not None
-                    outcomes.append(job.outcome)
-                    stopped = str(exc)
-        finally:
-            recorder.close()  # frees the leases, also on a run-wide error
+            accepted = AcceptedPredictions(steps, [_accepted(item) for item in items])
+            drive([item.sample for item in items], accepted, recorder)
+        except RemoteError as exc:  # the transient stop: the server stays down
+            for item in items[len(outcomes) :]:
+                job = Job(item.sample)
+                job.finish("failed", reason=f"not pushed: {exc}", record_state=False)
+                assert job.outcome is not None
+                outcomes.append(job.outcome)
         return outcomes
 
     def close(self) -> None:
         self.state.close()
         self.api.close()
+
+
+def _accepted(item: ReviewItem | SequenceReviewItem) -> tuple[SampleRef, Accepted]:
+    if isinstance(item, SequenceReviewItem):
+        return item.sample, item.predictions
+    return item.sample, item.prediction
 
 
 def _validated(current: M, changes: Mapping[str, object]) -> M:

@@ -12,11 +12,10 @@ from collections.abc import Callable, Iterable, Iterator
 
 from prelabel.config import Settings
 from prelabel.progress import NullProgress, Progress
+from prelabel.run.driver import drive, local_engine
 from prelabel.run.job import RunOptions
 from prelabel.run.kinds import steps_for
-from prelabel.run.lifecycle import LocalLifecycle, run_sequential
 from prelabel.run.outcome import SampleOutcome
-from prelabel.run.overlapped import run_overlapped
 from prelabel.run.recorder import Recorder
 from prelabel.run.report import ReportWriter, RunSummary
 from prelabel.run.steps import Predictor, SampleSteps
@@ -118,32 +117,18 @@ class DatasetWorker:
         """
         stop = should_stop or (lambda: False)
         recorder = self.recorder(progress)
-        recorder.progress.start(self.options.limit or self._expected, "pre-label")
-        lifecycle = LocalLifecycle(self.steps, recorder)
         if samples is None:
             samples = selected_samples(
                 self.api, self.options, on_passed=recorder.passed, should_stop=stop
             )
-        try:
-            if self.settings.worker.engine == "sequential":
-                run_sequential(lifecycle, samples, stop)
-            else:
-                run_overlapped(lifecycle, samples, self.settings.worker, stop)
-        finally:
-            recorder.close()
-        if stop():
-            _mark_interrupted(recorder, self.options.limit or self._expected)
-        return recorder.summary
-
-
-def _mark_interrupted(recorder: Recorder, expected: int | None) -> None:
-    """A stopped run: what is left is what was expected less what was recorded or passed
-    (samples fetched ahead and abandoned count as left: nothing of theirs was written)."""
-    summary = recorder.summary
-    summary.interrupted = True
-    if expected is not None:
-        done = sum(summary.counts.values()) + recorder.passed_count
-        summary.remaining = max(expected - done, 0)
+        return drive(
+            samples,
+            self.steps,
+            recorder,
+            local_engine(self.settings.worker),
+            should_stop=stop,
+            expected=self.options.limit or self._expected,
+        )
 
 
 def run_dataset(

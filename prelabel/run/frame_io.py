@@ -6,17 +6,81 @@ in line they leave the model idle for as long as the requests take. With ``overl
 ``overlapped`` engine) one frame is read ahead and up to ``in_flight`` uploads run behind the
 model on ``threads`` threads; memory stays at two decoded frames plus ``in_flight`` PNGs,
 whatever the sequence's length. ``benchmarks/sequence_throughput.py`` measures both ways.
+
+:func:`stream_frames` is the one loop of frames through the sequence pipeline, for every
+front-end: ``run`` (upload each frame), ``predict --sequence`` (write each frame's files) and
+``evaluate`` (score each frame).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Protocol, TypeVar
+
+from PIL import Image
+
+from prelabel.panoptic import FramePrediction, TrackInfo
+from prelabel.taxonomy import Taxonomy
 
 T = TypeVar("T")
+
+
+class SequencePredictor(Protocol):
+    """:class:`prelabel.pipeline.sequence.SequencePipeline`, typed structurally (no torch).
+
+    ``tracks`` is the track table of the sequence being predicted, as of its last frame.
+    """
+
+    tracks: tuple[TrackInfo, ...]
+
+    def predict_frames(
+        self, frames: Iterable[Image.Image], taxonomy: Taxonomy
+    ) -> Iterator[FramePrediction]: ...
+
+
+@dataclass(frozen=True)
+class StreamedFrame:
+    """One frame out of the sequence pipeline, with the image it was predicted from."""
+
+    index: int
+    image: Image.Image
+    predicted: FramePrediction
+
+
+def stream_frames(
+    pipeline: SequencePredictor,
+    taxonomy: Taxonomy,
+    load: Callable[[int], Image.Image],
+    count: int,
+    io: FrameIO,
+) -> Iterator[StreamedFrame]:
+    """Frames ``load(0)`` .. ``load(count - 1)`` through the pipeline, each prediction with its
+    image, in order, read ahead by ``io``. Each image is held only until its prediction comes
+    out (the pipeline may read a few frames ahead), so memory does not grow with the sequence.
+
+    Raises:
+        RuntimeError: the pipeline gave fewer predictions than frames.
+    """
+    shown: deque[Image.Image] = deque()
+
+    def kept(images: Iterator[Image.Image]) -> Iterator[Image.Image]:
+        for image in images:
+            shown.append(image)
+            yield image
+
+    produced = 0
+    for index, predicted in enumerate(
+        pipeline.predict_frames(kept(io.frames(load, count)), taxonomy)
+    ):
+        produced = index + 1
+        yield StreamedFrame(index, shown.popleft(), predicted)
+    if produced < count:
+        missing = list(range(produced, count))
+        raise RuntimeError(f"the sequence pipeline gave no prediction for frames {missing}")
 
 
 class FrameIO:

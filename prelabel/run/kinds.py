@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 from prelabel.config import Settings
 from prelabel.errors import ConfigError
+from prelabel.run.frame_io import SequencePredictor
 from prelabel.run.job import RunOptions
-from prelabel.run.sequence_steps import SequencePredictor, SequenceSteps
+from prelabel.run.sequence_steps import SequenceSteps
 from prelabel.run.steps import Predictor, SampleSteps
 from prelabel.run.vector_steps import VectorSequenceSteps, VectorSteps
 from prelabel.segments.client import DatasetInfo, SegmentsApi

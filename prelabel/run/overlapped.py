@@ -21,11 +21,11 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from prelabel.config import WorkerSettings
 from prelabel.run.job import Job
-from prelabel.run.lifecycle import Lifecycle
+from prelabel.run.lifecycle import Lifecycle, collect_finished
 from prelabel.segments.client import SampleRef
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,7 @@ def run_overlapped(
             fetching.append(fetch_pool.submit(begin_and_fetch, sample))
 
     def collect(block: bool) -> None:
-        if not delivering:
-            return
-        done, _ = wait(delivering, timeout=None if block else 0, return_when=FIRST_COMPLETED)
-        for future in done:
-            delivering.discard(future)
-            lifecycle.record(future.result())
+        collect_finished(delivering, lifecycle.record, block=block)
 
     try:
         refill()

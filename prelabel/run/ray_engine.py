@@ -1,21 +1,25 @@
 """Scale a run past one GPU on Ray Data: ``prelabel run --engine ray``.
 
 The Ray engine is a scheduler over the same lifecycle as the local engines
-(:mod:`prelabel.run.lifecycle`); only where each stage runs differs:
+(:mod:`prelabel.run.lifecycle`), on the same driver (:func:`~prelabel.run.driver.drive`); only
+where each stage runs differs:
 
 1. The driver connects, checks the dataset, lists the samples and *admits* each one through the
    run's :class:`~prelabel.run.recorder.Recorder` (leases, resume records), as locally.
    Samples whose bitmap an earlier run uploaded carry it along in their job.
 2. ``_Predict``, an actor pool with one model copy per actor (loaded once, in the actor's
    constructor), runs the check, fetch, infer (``predict_batch`` on ``batch_size`` samples)
-   and encode steps. ``--workers`` actors, ``--gpus-per-worker`` each.
+   and encode steps. ``--workers`` actors, ``--gpus-per-worker`` each. The steps are the
+   dataset's (:func:`~prelabel.run.sequence_steps.steps_for`): on an image-sequence dataset a
+   sequence's frames stream through SAM 2 and their bitmaps upload as they are predicted;
+   they travel back in the job and the upload actor builds the label from them.
 3. ``_Deliver``, a second pool of CPU actors, runs the deliver step's upload (the bitmap) and
    reports it back in the returned job.
 4. The driver records the upload (workers share no disk, so only the driver keeps state),
-   *then* writes the label (:meth:`~prelabel.run.steps.SampleSteps.write`, in a small thread
-   pool: re-read the label right before writing, never over a person's label, not again when
-   our bitmap is already there), the order :meth:`~prelabel.run.steps.SampleSteps.deliver`
-   keeps locally: a run killed between the two finds the bitmap in its state and reuses it.
+   *then* writes the label: the lifecycle's deliver stage, as locally, whose upload is done
+   (:meth:`~prelabel.run.steps.SampleSteps.deliver`, in a small thread pool: re-read the label
+   right before writing, never over a person's label, not again when our bitmap is already
+   there); a run killed between the two finds the bitmap in its state and reuses it.
    Then it records each job (state, report, progress, the policy's stops).
 
 Jobs cross machines pickled in a one-column row: they are plain dataclasses. Every step runs
@@ -33,7 +37,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +46,16 @@ from prelabel.config import Settings
 from prelabel.errors import ConfigError, PrelabelError
 from prelabel.progress import NullProgress, Progress
 from prelabel.run.dataset import selected_samples
+from prelabel.run.driver import drive
+from prelabel.run.frame_io import SequencePredictor
 from prelabel.run.job import Job, RunOptions
+from prelabel.run.kinds import steps_for
+from prelabel.run.lifecycle import Lifecycle, collect_finished
+from prelabel.run.models import pipeline_loader
 from prelabel.run.recorder import Recorder
 from prelabel.run.report import ReportWriter, RunSummary
 from prelabel.run.steps import Predictor, SampleSteps
-from prelabel.segments.client import SampleRef, SegmentsApi
+from prelabel.segments.client import DatasetInfo, SampleRef, SegmentsApi
 from prelabel.segments.dataset import check_dataset
 from prelabel.state import StateStore
 from prelabel.taxonomy import Taxonomy
@@ -101,102 +110,89 @@ def run_on_ray(
     ray = _ray()
     api = SegmentsApi.connect(api_key, settings.remote)
     try:
-        _, taxonomy = check_dataset(api, settings, options.dataset, options.labelset)
+        info, taxonomy = check_dataset(
+            api, settings, options.dataset, options.labelset, sequences=True
+        )
         samples = list(selected_samples(api, options))
-        steps = SampleSteps(api, settings, options, taxonomy, _no_model)  # the label writes
-        summary = _drive(
-            ray, steps, samples, api_key, ray_options, state, models_dir, progress, should_stop
+        # The label writes, on the driver: an image's or a sequence's (steps_for).
+        steps = steps_for(api, settings, options, info, taxonomy, _NoModel())
+        report = ReportWriter(
+            options.output_dir / "report.json",
+            {
+                "dataset": options.dataset,
+                "labelset": options.labelset,
+                "dry_run": options.dry_run,
+                "engine": "ray",
+            },
+        )
+        recorder = Recorder(
+            state, options, settings.worker, report=report, progress=progress or NullProgress()
+        )
+        setup = _ActorSetup(api_key, settings.model_dump_json(), options, taxonomy, info)
+        engine = _RayEngine(ray, setup, settings, ray_options, models_dir)
+        return drive(
+            samples,
+            steps,
+            recorder,
+            engine,
+            should_stop=should_stop,
+            expected=len(samples),
+            description="pre-label (ray)",
         )
     finally:
         api.close()
-    return summary
 
 
-def _drive(
-    ray: Any,
-    steps: SampleSteps,
-    samples: list[SampleRef],
-    api_key: str,
-    ray_options: RayOptions,
-    state: StateStore,
-    models_dir: Path | None,
-    progress: Progress | None,
-    should_stop: Callable[[], bool],
-) -> RunSummary:
-    """Admit, run the pools, record each upload, write each label, record each outcome."""
-    settings, options, taxonomy = steps.settings, steps.options, steps.taxonomy
-    report = ReportWriter(
-        options.output_dir / "report.json",
-        {
-            "dataset": options.dataset,
-            "labelset": options.labelset,
-            "dry_run": options.dry_run,
-            "engine": "ray",
-        },
-    )
-    recorder = Recorder(
-        state,
-        options,
-        settings.worker,
-        report=report,
-        progress=progress or NullProgress(),
-    )
-    recorder.progress.start(len(samples), "pre-label (ray)")
-    try:
+@dataclass
+class _RayEngine:
+    """The Ray engine as the driver sees it (:data:`~prelabel.run.lifecycle.Engine`): it
+    schedules the lifecycle's stages; the remote ones run in the actor pools."""
+
+    ray: Any
+    setup: _ActorSetup
+    settings: Settings
+    ray_options: RayOptions
+    models_dir: Path | None
+
+    def __call__(
+        self, lifecycle: Lifecycle, samples: Iterable[SampleRef], should_stop: Callable[[], bool]
+    ) -> None:
+        """Admit every sample here, run the pools on the rest, and deliver each job that comes
+        back here: its upload is recorded, then its label written (``lifecycle.deliver``, the
+        local order: the actors uploaded already), then it is recorded."""
         rows = []
         for sample in samples:
-            job = recorder.admit(sample)
+            job = lifecycle.begin(sample)
             if job.finished:
-                recorder.record(job)
+                lifecycle.record(job)
             else:
                 rows.append(_row(job))
         if rows:
             pools = _run_pools(
-                ray, rows, api_key, settings, options, ray_options, taxonomy, models_dir
+                self.ray, rows, self.setup, self.settings, self.ray_options, self.models_dir
             )
-            _write_and_record(pools, steps, recorder, settings.worker.deliver_workers, should_stop)
-    finally:
-        recorder.close()
-    if should_stop():
-        summary = recorder.summary
-        summary.interrupted = True
-        summary.remaining = max(len(samples) - sum(summary.counts.values()), 0)
-    return recorder.summary
+            _deliver_and_record(pools, lifecycle, self.settings.worker.deliver_workers, should_stop)
 
 
-def _write_and_record(
-    jobs: Iterable[Job],
-    steps: SampleSteps,
-    recorder: Recorder,
-    writers: int,
-    should_stop: Callable[[], bool],
+def _deliver_and_record(
+    jobs: Iterable[Job], lifecycle: Lifecycle, writers: int, should_stop: Callable[[], bool]
 ) -> None:
     """For each job back from the pools: record its upload, then write its label (a pool of
-    ``writers`` threads), then record it, on this thread. Writes in flight finish on a stop
-    or a run-wide error, so none is cut in half."""
+    ``writers`` threads), then record it, on this thread. Once ``should_stop()`` is true no
+    further job is taken from the pools; writes in flight finish on a stop or a run-wide
+    error, so none is cut in half."""
     pool = ThreadPoolExecutor(max(writers, 1), thread_name_prefix="prelabel-write")
     writing: set[Future[Job]] = set()
-
-    def collect(block: bool) -> None:
-        if not writing:
-            return
-        done, _ = wait(writing, timeout=None if block else 0, return_when=FIRST_COMPLETED)
-        for future in done:
-            writing.discard(future)
-            recorder.record(future.result())
-
     try:
         for job in jobs:
-            if job.uploaded and not job.finished:
-                recorder.record_upload(job)  # before the label refers to it
             while len(writing) >= 2 * max(writers, 1):
-                collect(block=True)
-            writing.add(pool.submit(steps.write, job))
-            collect(block=False)
+                collect_finished(writing, lifecycle.record, block=True)
+            writing.add(pool.submit(lifecycle.deliver, job))
+            collect_finished(writing, lifecycle.record, block=False)
             if should_stop():
                 break
         while writing:
-            collect(block=True)
+            collect_finished(writing, lifecycle.record, block=True)
     finally:
         pool.shutdown(wait=True)
 
@@ -204,22 +200,21 @@ def _write_and_record(
 def _run_pools(
     ray: Any,
     rows: list[dict[str, bytes]],
-    api_key: str,
+    setup: _ActorSetup,
     settings: Settings,
-    options: RunOptions,
     ray_options: RayOptions,
-    taxonomy: Taxonomy,
     models_dir: Path | None,
 ) -> Iterator[Job]:
-    """The two actor pools over ``rows``; yields each delivered job as it finishes."""
+    """The two actor pools over ``rows``; yields each delivered job as it finishes.
+
+    The key travels to the actors inside Ray (``setup``, a constructor argument); it is never
+    logged there either, but anyone with access to the cluster's object store could read it:
+    run on a cluster you control.
+    """
     from ray.data import ActorPoolStrategy
 
     if not ray.is_initialized():
         ray.init(address=ray_options.address, log_to_driver=False)
-    # The key travels to the actors inside Ray (as constructor arguments); it is never logged
-    # there either, but anyone with access to the cluster's object store could read it: run on
-    # a cluster you control.
-    setup = _ActorSetup(api_key, settings.model_dump_json(), options, taxonomy)
     gpus = ray_options.gpus_per_worker
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -289,32 +284,34 @@ class _ActorSetup:
     settings_json: str
     options: RunOptions
     taxonomy: Taxonomy
+    #: The dataset: its task type picks image or sequence steps.
+    info: DatasetInfo
 
     def steps(self, load: Callable[[], Predictor]) -> SampleSteps:
-        """The run's steps on this actor, over its own connection."""
+        """The run's steps on this actor, over its own connection; for a sequence dataset
+        ``load`` offers ``sequence()`` too (:func:`~prelabel.run.sequence_steps.steps_for`)."""
         settings = Settings.model_validate_json(self.settings_json)
         api = SegmentsApi.connect(self.api_key, settings.remote)
-        return SampleSteps(api, settings, self.options, self.taxonomy, load)
+        return steps_for(api, settings, self.options, self.info, self.taxonomy, load)
 
 
 class _Predict:
     """Prediction actor: one pipeline per actor, loaded in the constructor."""
 
     def __init__(self, setup: _ActorSetup, models_dir: str, torch_threads: int) -> None:
-        from prelabel.backends import load_backend
-        from prelabel.pipeline.pipeline import Pipeline
-
         if torch_threads:
             import torch
 
             torch.set_num_threads(torch_threads)
         settings = Settings.model_validate_json(setup.settings_json)
-        backend = load_backend(settings, Path(models_dir) if models_dir else None)
-        pipeline = Pipeline(backend, settings.pipeline)
-        self.steps = setup.steps(lambda: pipeline)
+        loader = pipeline_loader(settings, Path(models_dir) if models_dir else None)
+        self.steps = setup.steps(loader)
+        self.steps.load_models()
         _note_pid("predict")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
+        # A sequence's frames are uploaded while predicted (they stream); they travel back in
+        # the job (job.frames), and its label is built from them by the upload actor.
         steps = self.steps
         jobs = steps.infer_batch([steps.fetch(steps.check(job)) for job in _jobs(batch)])
         return _batch([steps.encode(job) for job in jobs])
@@ -324,7 +321,7 @@ class _Deliver:
     """Upload actor: the bitmap upload (the driver writes the label)."""
 
     def __init__(self, setup: _ActorSetup) -> None:
-        self.steps = setup.steps(_no_model)
+        self.steps = setup.steps(_NoModel())
         _note_pid("deliver")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
@@ -333,8 +330,15 @@ class _Deliver:
         return _batch([self.steps.upload(job) for job in _jobs(batch)])
 
 
-def _no_model() -> Predictor:
-    raise RuntimeError("an upload actor does not load models")
+class _NoModel:
+    """The loader of the steps that never predict (the upload actors, the driver's label
+    writes): a call is a bug, not a sample's problem."""
+
+    def __call__(self) -> Predictor:
+        raise RuntimeError("an upload actor does not load models")
+
+    def sequence(self) -> SequencePredictor:
+        raise RuntimeError("an upload actor does not load models")
 
 
 def _note_pid(role: str) -> None:

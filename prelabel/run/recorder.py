@@ -61,6 +61,26 @@ class Recorder:
         #: Listed samples that needed nothing (see :meth:`passed`).
         self.passed_count = 0
 
+    @classmethod
+    def outcomes_only(
+        cls,
+        *,
+        report: ReportWriter | None = None,
+        progress: Progress | None = None,
+        on_outcome: Callable[[SampleOutcome], None] | None = None,
+    ) -> Recorder:
+        """A recorder with no state and no leases: ``predict`` and ``evaluate``, which write
+        nothing to a dataset, keep only the summary, the report, the progress bar and the
+        policy's stops."""
+        return cls(
+            None,
+            RunOptions(dataset="", dry_run=True),
+            WorkerSettings(),
+            report=report,
+            progress=progress,
+            on_outcome=on_outcome,
+        )
+
     def admit(self, sample: SampleRef) -> Job:
         """Take the sample's lease and consult its resume record.
 

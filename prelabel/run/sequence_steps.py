@@ -13,18 +13,15 @@ the label and never writes over a person's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Protocol
-
-from PIL import Image
 
 from prelabel.config import Settings
 from prelabel.formats.atomic import write_json
 from prelabel.formats.label import EncodedLabel, encode_label
 from prelabel.formats.sequence_label import frame_label, label_object_count
-from prelabel.panoptic import FramePrediction, TrackInfo
-from prelabel.run.frame_io import FrameIO
+from prelabel.panoptic import PanopticPrediction
+from prelabel.run.frame_io import FrameIO, SequencePredictor, stream_frames
 from prelabel.run.job import Job, RunOptions, UploadedFrame, sequence_label_score
 from prelabel.run.policy import guarded
 from prelabel.run.steps import FrameCallback, Predictor, SampleSteps
@@ -33,19 +30,6 @@ from prelabel.segments.samples import load_frame
 from prelabel.segments.statuses import PRELABELED
 from prelabel.segments.upload import PendingLabel, pending_sequence_label, upload_frame
 from prelabel.taxonomy import Taxonomy
-
-
-class SequencePredictor(Protocol):
-    """:class:`prelabel.pipeline.sequence.SequencePipeline`, typed structurally (no torch).
-
-    ``tracks`` is the track table of the sequence being predicted, as of its last frame.
-    """
-
-    tracks: tuple[TrackInfo, ...]
-
-    def predict_frames(
-        self, frames: Iterable[Image.Image], taxonomy: Taxonomy
-    ) -> Iterator[FramePrediction]: ...
 
 
 class SequenceSteps(SampleSteps):
@@ -76,6 +60,10 @@ class SequenceSteps(SampleSteps):
             self._sequence_pipeline = self._load_sequence_pipeline()
         return self._sequence_pipeline
 
+    def load_models(self) -> object:
+        """The sequence pipeline (SAM 2 and the keyframe back-end), what a sequence needs."""
+        return self.sequence_pipeline
+
     def infer_batch(self, jobs: list[Job], record_frame: FrameCallback | None = None) -> list[Job]:
         """Each sequence on its own: a sequence is already many model calls."""
         report = record_frame or (lambda job, index: None)
@@ -88,51 +76,69 @@ class SequenceSteps(SampleSteps):
     def _stream(self, job: Job, record_frame: FrameCallback) -> None:
         if job.pending is not None or job.finished:
             return
-        sample, worker = job.sample, self.settings.worker
+        sample = job.sample
         max_pixels = self.settings.pipeline.max_image_pixels
-        empty_urls: dict[tuple[int, int], str] = {}
-        io = FrameIO(
+        with self._frame_io() as io:
+            streamed = stream_frames(
+                self.sequence_pipeline,
+                self.taxonomy,
+                lambda index: load_frame(self.api, sample, index, max_pixels=max_pixels),
+                len(sample.frames),
+                io,
+            )
+            frames = ((frame.index, frame.predicted.prediction) for frame in streamed)
+            self._put_frames(job, frames, io, record_frame)
+
+    def put_frames(
+        self,
+        job: Job,
+        predictions: Iterable[tuple[int, PanopticPrediction]],
+        record_frame: FrameCallback,
+    ) -> None:
+        """Upload (or with ``dry_run`` save) the given frame predictions, each reported to
+        ``record_frame``: the review push's accepted frames, which need no model."""
+        with self._frame_io() as io:
+            self._put_frames(job, predictions, io, record_frame)
+
+    def _frame_io(self) -> FrameIO:
+        worker = self.settings.worker
+        return FrameIO(
             overlapped=worker.engine == "overlapped",
             in_flight=worker.deliver_queue,
             threads=worker.deliver_workers,
         )
-        with io:
-            images = io.frames(
-                lambda index: load_frame(self.api, sample, index, max_pixels=max_pixels),
-                len(sample.frames),
-            )
-            predictions = self.sequence_pipeline.predict_frames(images, self.taxonomy)
-            for index, predicted in enumerate(predictions):
-                frame = sample.frames[index]
-                reused = job.frames.get(index)
-                if reused is not None and reused.image_url == frame.image_url:
-                    continue
-                encoded = encode_label(predicted.prediction)
-                if self.options.dry_run:
-                    url = self._save_dry_run_frame(job, index, encoded.png)
-                    label = frame_label(encoded, url, frame.timestamp)
-                    job.frames[index] = UploadedFrame(
-                        label, encoded.score, frame.image_url, encoded.area
-                    )
-                    continue
 
-                upload = partial(
-                    self._upload_frame,
-                    job,
-                    index,
-                    encoded,
-                    predicted.prediction.size,
-                    empty_urls,
-                    record_frame,
+    def _put_frames(
+        self,
+        job: Job,
+        predictions: Iterable[tuple[int, PanopticPrediction]],
+        io: FrameIO,
+        record_frame: FrameCallback,
+    ) -> None:
+        """Each frame's bitmap up behind the model (``io``), unless an earlier run's record of
+        the same frame image is reused; waits for every upload."""
+        empty_urls: dict[tuple[int, int], str] = {}
+        for index, prediction in predictions:
+            frame = job.sample.frames[index]
+            reused = job.frames.get(index)
+            if reused is not None and reused.image_url == frame.image_url:
+                continue
+            encoded = encode_label(prediction)
+            if self.options.dry_run:
+                url = self._save_dry_run_frame(job, index, encoded.png)
+                label = frame_label(encoded, url, frame.timestamp)
+                job.frames[index] = UploadedFrame(
+                    label, encoded.score, frame.image_url, encoded.area
                 )
-                if encoded.annotations:
-                    io.upload(upload)
-                else:  # one all-zero bitmap per size, shared: uploaded in line, once
-                    upload()
-            io.drain()
-        missing = [i for i in range(len(sample.frames)) if i not in job.frames]
-        if missing:
-            raise RuntimeError(f"the sequence pipeline gave no prediction for frames {missing}")
+                continue
+            upload = partial(
+                self._upload_frame, job, index, encoded, prediction.size, empty_urls, record_frame
+            )
+            if encoded.annotations:
+                io.upload(upload)
+            else:  # one all-zero bitmap per size, shared: uploaded in line, once
+                upload()
+        io.drain()
 
     def _upload_frame(
         self,

@@ -34,9 +34,9 @@ from prelabel.formats.vector_label import (
     vector_frame,
     vector_sequence_attributes,
 )
-from prelabel.run.frame_io import FrameIO
+from prelabel.run.frame_io import FrameIO, SequencePredictor
 from prelabel.run.job import Job, RunOptions
-from prelabel.run.sequence_steps import SequencePredictor, SequenceSteps
+from prelabel.run.sequence_steps import SequenceSteps
 from prelabel.run.steps import FrameCallback, Predictor, SampleSteps
 from prelabel.segments.client import DatasetInfo, SegmentsApi
 from prelabel.segments.samples import load_frame

@@ -44,7 +44,7 @@ def check_dataset(
     if info.is_sequence and not sequences:
         raise ConfigError(
             f"dataset {dataset} is an image sequence ({info.task_type}); this command labels "
-            "image datasets only: use `prelabel run` or `prelabel sync` (local engine)"
+            "image datasets only: use `prelabel run`, `prelabel sync` or `prelabel serve`"
         )
     if info.labelsets and labelset not in info.labelsets:
         raise ConfigError(

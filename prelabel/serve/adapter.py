@@ -31,11 +31,11 @@ from prelabel.errors import ConfigError
 from prelabel.panoptic import FramePrediction, PanopticPrediction, TrackInfo
 from prelabel.progress import NullProgress
 from prelabel.run.dataset import DatasetWorker, announced_samples
+from prelabel.run.frame_io import SequencePredictor
 from prelabel.run.job import RunOptions
 from prelabel.run.kinds import steps_for
 from prelabel.run.policy import ends_loop
 from prelabel.run.report import RunSummary
-from prelabel.run.sequence_steps import SequencePredictor
 from prelabel.run.steps import Predictor
 from prelabel.run.sync import CycleOptions
 from prelabel.segments.client import SampleRef, SegmentsApi
@@ -240,7 +240,7 @@ class _TimedPipeline:
 
 
 class _SerialSequencePipeline:
-    """A :class:`~prelabel.run.sequence_steps.SequencePredictor` whose streams take turns with
+    """A :class:`~prelabel.run.frame_io.SequencePredictor` whose streams take turns with
     every other model call (the lock is held from a sequence's first frame to its last)."""
 
     def __init__(self, pipeline: SequencePredictor, lock: threading.RLock) -> None:
