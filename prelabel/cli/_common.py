@@ -386,6 +386,14 @@ def exit_stopped(then: str) -> NoReturn:
     sys.exit(EXIT_INTERRUPTED)
 
 
+def exit_evaluation_stopped(evaluated: int) -> NoReturn:
+    """How every evaluation a signal stopped ends: its scores are partial, and it starts over."""
+    exit_stopped(
+        f"the scores cover the {evaluated} samples evaluated; rerun the same "
+        "command to evaluate them all (it starts over)"
+    )
+
+
 def print_summary(summary: RunSummary) -> None:
     """A small table on stderr: results, then reasons by count."""
     rows = [(result, "", count) for result, count in sorted(summary.counts.items())]

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from prelabel.cli._common import exit_stopped
+from prelabel.cli._common import exit_evaluation_stopped
 from prelabel.config import Settings
 from prelabel.errors import ConfigError
 from prelabel.formats.atomic import atomic_file
@@ -83,10 +83,7 @@ def evaluate_vector_command(
         click.echo(f"{len(evaluation.failures)} samples could not be evaluated", err=True)
     click.echo(f"wrote {out}", err=True)
     if evaluation.interrupted:
-        exit_stopped(
-            f"the scores cover the {evaluation.evaluated} samples evaluated; rerun the same "
-            "command to evaluate them all (it starts over)"
-        )
+        exit_evaluation_stopped(evaluation.evaluated)
     if evaluation.failures:
         sys.exit(1)
 

@@ -23,7 +23,7 @@ from prelabel.cli._common import (
     config_option,
     dataset_name,
     device_option,
-    exit_stopped,
+    exit_evaluation_stopped,
     key_and_settings,
     models_option,
     quiet_option,
@@ -314,10 +314,7 @@ def _evaluate_dataset(
         )
     click.echo(f"wrote {out}", err=True)
     if evaluation.interrupted:
-        exit_stopped(
-            f"the scores cover the {evaluation.evaluated} samples evaluated; rerun the same "
-            "command to evaluate them all (it starts over)"
-        )
+        exit_evaluation_stopped(evaluation.evaluated)
     if evaluation.failures:
         sys.exit(1)
 
