@@ -267,6 +267,8 @@ class TenRegions(_StandIn):
         super().__init__(ledger)
         self.maps = region_maps(phrases)
         self.clip = SimpleNamespace(get_image_features=self._image_features)
+        # CLIP's text positions, which the pipeline's prompt check reads as the real model's.
+        self.config = SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=77))
 
     def _image_features(self, pixel_values: torch.Tensor, **_: Any) -> Any:
         with self.ledger.in_model():
