@@ -4,8 +4,11 @@ Per image it writes the Segments bitmap (``bitmaps/<name>.png``, the RGBA id enc
 imports), the annotations and score beside it (``labels/<name>.json``) and a preview
 (``overlays/<name>.png``: the overlay with names, and a legend of every segment); for the run a
 COCO-panoptic export (``panoptic/`` + ``panoptic.json``) and ``report.json`` with every image's
-outcome, in the schema ``prelabel run`` writes (:class:`~prelabel.run.report.ReportWriter`). A
-bad image is recorded with its reason and the run goes on. Files go through the one driver
+outcome, in the schema ``prelabel run`` writes (:class:`~prelabel.run.report.ReportWriter`).
+With ``label_format`` ``bboxes`` or ``vector`` (:class:`VectorFileSteps`) ``labels/<name>.json``
+is the box or polygon label instead, the preview outlines the shapes and the run's export is
+COCO-instance (``instances.json``); there is no bitmap. A bad image is recorded with its reason
+and the run goes on. Files go through the one driver
 (:func:`~prelabel.run.driver.drive`) as samples of a run do: the unit is :class:`FileSteps`,
 the sink a recorder without state.
 """
@@ -16,10 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from prelabel.config import VectorSettings
 from prelabel.formats.atomic import write_json
+from prelabel.formats.coco_instances import CocoInstancesWriter
 from prelabel.formats.coco_panoptic import CocoPanopticWriter
 from prelabel.formats.label import encode_label
 from prelabel.formats.overlay import preview
+from prelabel.formats.shape_overlay import shapes_preview
+from prelabel.formats.vector_label import VECTOR_KINDS, encode_vector_label, segment_shapes
 from prelabel.images import decode_image
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.progress import NullProgress, Progress
@@ -55,6 +62,10 @@ class LocalReport:
         return [o for o in self.outcomes if o.result != "failed"]
 
 
+#: ``prelabel predict --format``: what each image's label is.
+LABEL_FORMATS = ("bitmap", "bboxes", "vector")
+
+
 def predict_files(
     paths: Sequence[Path],
     *,
@@ -63,13 +74,28 @@ def predict_files(
     out_dir: Path,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    label_format: str = "bitmap",
+    vector: VectorSettings | None = None,
 ) -> LocalReport:
     """Predict every image file and write the outputs described in the module docstring.
 
-    A file that fails is recorded with its reason (the failure policy of a run: prelabel's
-    errors by message, anything unexpected by type and message) and the rest goes on. Once
-    ``should_stop()`` is true no new file starts (the one in flight is finished).
+    ``label_format`` ``bboxes`` or ``vector`` writes the label a box or polygon dataset takes
+    instead (:class:`VectorFileSteps`, shapes per ``vector``). A file that fails is recorded
+    with its reason (the failure policy of a run: prelabel's errors by message, anything
+    unexpected by type and message) and the rest goes on. Once ``should_stop()`` is true no new
+    file starts (the one in flight is finished).
     """
+    if label_format not in LABEL_FORMATS:
+        raise ValueError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
+    if label_format != "bitmap":
+        return _predict_vector_files(
+            paths,
+            VectorFileSteps(
+                pipeline, taxonomy, out_dir, VECTOR_KINDS[label_format], vector or VectorSettings()
+            ),
+            progress=progress,
+            should_stop=should_stop,
+        )
     for sub in ("bitmaps", "labels", "overlays"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     writer = CocoPanopticWriter(out_dir, taxonomy)
@@ -85,6 +111,31 @@ def predict_files(
         )
     finally:
         writer.close()
+
+
+def _predict_vector_files(
+    paths: Sequence[Path],
+    steps: VectorFileSteps,
+    *,
+    progress: Progress | None,
+    should_stop: Callable[[], bool],
+) -> LocalReport:
+    """:func:`predict_files` for boxes or polygons; ``instances.json`` is written whatever
+    happens, so the images done before a stop or a crash are exported."""
+    for sub in ("labels", "overlays"):
+        (steps.out_dir / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        return drive_files(
+            paths,
+            steps,
+            out_dir=steps.out_dir,
+            command="predict",
+            description="predict",
+            progress=progress,
+            should_stop=should_stop,
+        )
+    finally:
+        steps.instances.close()
 
 
 def drive_files(
@@ -125,7 +176,11 @@ class FileSteps:
     written (bitmap, annotations, preview, COCO-panoptic entry) in the deliver step."""
 
     def __init__(
-        self, pipeline: Pipeline, taxonomy: Taxonomy, out_dir: Path, writer: CocoPanopticWriter
+        self,
+        pipeline: Pipeline,
+        taxonomy: Taxonomy,
+        out_dir: Path,
+        writer: CocoPanopticWriter | None,
     ) -> None:
         self.pipeline = pipeline
         self.taxonomy = taxonomy
@@ -175,8 +230,56 @@ class FileSteps:
             image, prediction, self.taxonomy, title=f"{name}: score {encoded.score:.2f}"
         )
         shown.save(out_dir / "overlays" / f"{name}.png")
-        self.writer.add(f"{name}.png", prediction)
+        if self.writer is not None:
+            self.writer.add(f"{name}.png", prediction)
         job.segments = len(prediction.segments)
+        job.finish("predicted", score=encoded.score)
+
+
+class VectorFileSteps(FileSteps):
+    """:class:`FileSteps` writing a box or polygon label per image: ``labels/<name>.json`` is
+    the label attributes a ``bboxes`` or ``vector`` dataset takes (shared/segments-api.md
+    12.2, the encoder ``prelabel run`` writes with), the preview outlines each shape, and
+    every shape goes into the run's ``instances.json`` with its detection score.
+
+    No dataset declares a score attribute here, so ``vector.score_attribute``, when set, is
+    given to every category's annotations.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        taxonomy: Taxonomy,
+        out_dir: Path,
+        kind: str,
+        vector: VectorSettings,
+    ) -> None:
+        super().__init__(pipeline, taxonomy, out_dir, None)
+        self.kind = kind
+        self.vector = vector
+        self.instances = CocoInstancesWriter(out_dir / "instances.json", taxonomy, kind)
+        self.scored = frozenset(cat.id for cat in taxonomy.categories)
+
+    def _write(self, job: Job) -> None:
+        image, prediction = job.image, job.prediction
+        if image is None or prediction is None:
+            raise RuntimeError("deliver() before infer()")
+        name, out_dir = job.sample.name, self.out_dir
+        shapes = segment_shapes(prediction, self.kind, self.vector)
+        encoded = encode_vector_label(
+            prediction, self.kind, self.vector, scored_categories=self.scored, shapes=shapes
+        )
+        write_json(out_dir / "labels" / f"{name}.json", encoded.attributes)
+        title = f"{name}: score {encoded.score:.2f}"
+        shown = shapes_preview(image, prediction, shapes, self.kind, self.taxonomy, title=title)
+        shown.save(out_dir / "overlays" / f"{name}.png")
+        self.instances.add(
+            job.sample.uuid,
+            prediction.size,
+            encoded.attributes["annotations"],
+            [seg.score for seg, _ in shapes],
+        )
+        job.segments = encoded.objects
         job.finish("predicted", score=encoded.score)
 
 

@@ -407,3 +407,40 @@ def test_engine_ray_without_ray_installed_is_a_one_line_error(
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: the ray engine needs Ray: pip install 'prelabel[ray]'"
     )
+
+
+def test_box_and_polygon_datasets_are_labeled_on_ray_and_a_rerun_has_nothing_to_do(
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tmp_path: Path,
+    ray_runner: Callable[..., RayRun],
+) -> None:
+    """On a ``bboxes`` dataset and an ``image-vector-sequence`` one the actors build the vector
+    steps (``steps_for``); the encoded label travels back in the job, nothing is uploaded, and
+    the driver writes it once. The labels obey section 12 as ``prelabel run``'s do locally."""
+    from prelabel.emulator.sequences import moving_shapes, seed_sequence_dataset
+    from tests.test_run_vector import seed, valid_annotations
+    from tests.test_run_vector_sequences import assert_valid_vector_sequence
+
+    one_actor = ray_options(workers=1, cpus_per_worker=1.0, upload_workers=1)
+    images = seed(emulator, "bboxes")
+    clips = {"walk": list(moving_shapes(3, seed=12))}
+    [clip] = seed_sequence_dataset(
+        emulator, "jane/ray-tracks", clips, DEMO_CATEGORIES, task_type="image-vector-sequence"
+    ).sample_uuids
+    settings = make_settings(emulator.url)
+
+    for dataset, uuids in (("jane/bboxes", images), ("jane/ray-tracks", [clip])):
+        out = dataset.replace("/", "-")
+        run = ray_runner(dataset, settings=settings, options=one_actor, output_dir=out)
+        assert {o["result"] for o in run.outcomes.values()} == {"labeled"}, run.outcomes
+        assert set(run.outcomes) == set(uuids)
+        again = ray_runner(dataset, settings=settings, options=one_actor, output_dir=f"{out}-2")
+        assert again.summary.counts == {}
+    for uuid in images:
+        valid_annotations(segments_client, uuid, "bbox")
+    frames = assert_valid_vector_sequence(segments_client, clip, clips["walk"], "bbox")
+    assert any(frames), "no box in any frame"
+    assert emulator.label_write_counts() == {(u, GT): 1 for u in [*images, clip]}
+    # No bitmap travelled: nothing was uploaded as an asset during the runs.
+    assert not requests_matching(emulator, "POST", "/assets")

@@ -26,7 +26,7 @@ from prelabel.emulator.sequences import (
     seed_sequence_dataset,
 )
 from tests.connector_helpers import read_report, write_config
-from tests.fixtures.emulator import DEMO_CATEGORIES
+from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY
 from tests.test_cli_run import _restore_log_record_factory, invoke  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -159,3 +159,52 @@ def test_a_persons_vector_sequence_label_is_never_written_over(
     assert emulator.get_label(human)["attributes"] == mine
     assert emulator.label_write_counts() == {(open_, GT): 1}
     assert_valid_vector_sequence(segments_client, open_, clips["open"], "bbox")
+
+
+@pytest.mark.usefixtures("persistent_sam2")
+def test_evaluate_scores_every_frame_of_a_box_sequence_as_an_image(
+    tmp_path: Path,
+    emulator: Emulator,
+    segments_client: SegmentsClient,
+    tiny_models_dir: Path,
+) -> None:
+    """Known answer: a person accepts the labels a run wrote (LABELED); the same models
+    predict the same boxes again, so AP is 1 over every frame of every sequence, and the
+    evaluation writes nothing. A sequence without a person's label is not evaluated."""
+    import json
+
+    from click.testing import CliRunner
+
+    from prelabel.cli.evaluate import evaluate
+
+    clips = {"walk": list(moving_shapes(4, seed=12)), "other": list(moving_shapes(3, seed=3))}
+    seeded = seed_sequence_dataset(
+        emulator, DATASET, clips, DEMO_CATEGORIES, task_type="image-vector-sequence"
+    )
+    config = write_config(tmp_path / "config.yaml", sequence=SEQUENCE)
+    ran = invoke(tmp_path, emulator.url, DATASET, models=tiny_models_dir, config=config)
+    assert ran.exit_code == 0, ran.output
+    walk, other = seeded.sample_uuids
+    frames = assert_valid_vector_sequence(segments_client, walk, clips["walk"], "bbox")
+    assert sum(len(f) for f in frames) >= 4, frames
+    emulator.set_label_status(walk, GT, "LABELED")
+    writes = emulator.label_write_counts()
+    out = tmp_path / "ap.json"
+
+    result = CliRunner().invoke(
+        evaluate,
+        [
+            *("--dataset", DATASET, "--api-url", emulator.url, "--config", str(config)),
+            *("--models", str(tiny_models_dir), "--out", str(out), "-q"),
+        ],
+        env={"SEGMENTS_API_KEY": EMULATOR_API_KEY},
+    )
+
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert document["metric"] == "COCO AP (bbox)"
+    assert document["images"] == len(clips["walk"])  # every frame, of the labeled one only
+    assert document["not_human_labeled"] == 1 and document["failures"] == []
+    assert document["ap"] == pytest.approx(1.0) and document["ap50"] == pytest.approx(1.0)
+    assert emulator.label_write_counts() == writes  # read-only
+    assert emulator.get_label(other)["label_status"] == "PRELABELED"  # type: ignore[index]

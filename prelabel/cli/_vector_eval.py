@@ -38,27 +38,38 @@ def evaluate_vector_command(
 ) -> None:
     """Load the models, evaluate, print the AP table, write ``out``; exit 1 when samples
     failed (they are left out of the scores and listed under ``failures``)."""
-    if info.is_sequence:
-        raise ConfigError(
-            f"dataset {info.full_name} is an image-vector-sequence; evaluate scores bboxes "
-            "and vector datasets, not their sequences, yet"
-        )
-    from prelabel.evaluate.vector_dataset import evaluate_vector_dataset
+    from prelabel.evaluate.vector_dataset import (
+        evaluate_vector_dataset,
+        evaluate_vector_sequence_dataset,
+    )
     from prelabel.progress import TqdmProgress
     from prelabel.run.models import pipeline_loader
 
-    pipeline = pipeline_loader(settings, models_dir)()
-    evaluation = evaluate_vector_dataset(
-        api,
-        pipeline,
-        taxonomy,
-        info,
-        labelset=labelset,
-        limit=limit,
-        settings=settings,
-        progress=TqdmProgress(disable=quiet),
-        should_stop=should_stop,
-    )
+    loader = pipeline_loader(settings, models_dir)
+    if info.is_sequence:  # every frame an image of the AP
+        evaluation = evaluate_vector_sequence_dataset(
+            api,
+            loader.sequence(),
+            taxonomy,
+            info,
+            labelset=labelset,
+            limit=limit,
+            settings=settings,
+            progress=TqdmProgress(disable=quiet),
+            should_stop=should_stop,
+        )
+    else:
+        evaluation = evaluate_vector_dataset(
+            api,
+            loader(),
+            taxonomy,
+            info,
+            labelset=labelset,
+            limit=limit,
+            settings=settings,
+            progress=TqdmProgress(disable=quiet),
+            should_stop=should_stop,
+        )
     document: dict[str, Any] = {
         "dataset": info.full_name,
         "labelset": labelset,

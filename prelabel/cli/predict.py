@@ -47,6 +47,16 @@ if TYPE_CHECKING:
     "sequences). Writes OUT/NAME/bitmaps, labels, overlays (colours follow the track) and "
     "tracks.json per folder.",
 )
+@click.option(
+    "--format",
+    "label_format",
+    type=click.Choice(["bitmap", "bboxes", "vector"]),
+    default="bitmap",
+    show_default=True,
+    help="What each image's label is: a Segments bitmap, or the label JSON of a `bboxes` "
+    "(one box per object) or `vector` (polygons) dataset, with a COCO-instance export "
+    "instances.json instead of panoptic.json (see README, Box and polygon datasets).",
+)
 @models_option
 @config_option
 @device_option
@@ -56,6 +66,7 @@ def predict(
     categories_path: Path,
     output_dir: Path,
     sequence: bool,
+    label_format: str,
     models_dir: Path | None,
     config_path: Path | None,
     device: str | None,
@@ -65,7 +76,9 @@ def predict(
 
     Writes per image bitmaps/NAME.png (Segments RGBA id bitmap), labels/NAME.json
     (annotations, score, segments) and overlays/NAME.png (preview); for the run a
-    COCO-panoptic export (panoptic/ and panoptic.json) and report.json. An image that
+    COCO-panoptic export (panoptic/ and panoptic.json) and report.json. With --format
+    bboxes or vector, labels/NAME.json is the box or polygon label instead, overlays outline
+    the shapes, and the export is COCO-instance (instances.json, a score per object). An image that
     cannot be read is reported with its reason and the run goes on; the exit code is 1
     when any image failed, 130 when stopped by Ctrl-C or SIGTERM (the image in flight is
     finished and report.json lists what was done; a second Ctrl-C stops at once).
@@ -85,6 +98,11 @@ def predict(
     from prelabel.run.sync import StopSignal
     from prelabel.taxonomy import build_taxonomy, load_categories_file
 
+    if sequence and label_format != "bitmap":
+        raise UsageFailure(
+            f"--format {label_format} takes image files; --sequence writes bitmaps only "
+            "(box and polygon sequences: `prelabel run` on an image-vector-sequence dataset)"
+        )
     settings = load_cli_settings(config_path, device=device)
     with usage_errors():
         check_models(settings, models_dir)
@@ -113,6 +131,8 @@ def predict(
             out_dir=out_dir,
             progress=TqdmProgress(disable=quiet),
             should_stop=stop.is_set,
+            label_format=label_format,
+            vector=settings.vector,
         )
     _finish(report, "images", out_dir)
 

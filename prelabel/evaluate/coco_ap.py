@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from prelabel.formats.coco_instances import coco_shape
+
 __all__ = ["APResult", "ScoredShape", "VectorImage", "coco_ap"]
 
 
@@ -107,30 +109,12 @@ def _coco_json(
         truth["images"].append({"id": image_id, "width": image.width, "height": image.height})
         for annotation in image.truth:
             if annotation.get("type") == kind:
-                entry = _coco_shape(annotation, kind)
+                entry = coco_shape(annotation, kind)
                 entry.update(id=len(truth["annotations"]) + 1, image_id=image_id, iscrowd=0)
                 truth["annotations"].append(entry)
         for shape in image.predicted:
             if shape.annotation.get("type") == kind:
-                entry = _coco_shape(shape.annotation, kind)
+                entry = coco_shape(shape.annotation, kind)
                 entry.update(image_id=image_id, score=float(shape.score))
                 detections.append(entry)
     return truth, detections
-
-
-def _coco_shape(annotation: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """``category_id``, ``bbox``, ``area`` (and ``segmentation`` for a polygon)."""
-    points = np.asarray(annotation["points"], dtype=float)
-    x0, y0 = points.min(axis=0)
-    x1, y1 = points.max(axis=0)
-    entry: dict[str, Any] = {
-        "category_id": int(annotation["category_id"]),
-        "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-    }
-    if kind == "bbox":
-        entry["area"] = float((x1 - x0) * (y1 - y0))
-    else:
-        xs, ys = points[:, 0], points[:, 1]
-        entry["area"] = float(abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))) / 2)
-        entry["segmentation"] = [points.ravel().tolist()]
-    return entry

@@ -20,7 +20,7 @@ corners at ``x0`` and ``x1``, like the mask's COCO box.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "score_categories",
     "scored_shapes",
     "segment_box",
+    "segment_shapes",
     "typed_label_attributes",
     "vector_frame",
     "vector_label_key",
@@ -73,29 +74,47 @@ def encode_vector_label(
     settings: VectorSettings,
     *,
     scored_categories: frozenset[int] = frozenset(),
+    shapes: Sequence[tuple[Segment, list[Point]]] | None = None,
 ) -> EncodedVectorLabel:
     """The label of one image for annotation type ``kind`` (``"bbox"`` or ``"polygon"``).
 
     ``scored_categories`` are the category ids that declare ``settings.score_attribute`` as a
     ``number`` attribute (:func:`score_categories`); their annotations carry the segment's
-    score there. The label score is the bitmap label's (:func:`label_score`).
+    score there. The label score is the bitmap label's (:func:`label_score`). ``shapes`` are
+    :func:`segment_shapes`' answer when the caller already has it (annotation ``i + 1`` is
+    shape ``i``), so a caller that also draws or exports them traces each outline once.
     """
     if kind not in VECTOR_KINDS.values():
         raise ValueError(f"unknown annotation type {kind!r}; expected bbox or polygon")
+    if shapes is None:
+        shapes = segment_shapes(prediction, kind, settings)
     annotations: list[dict[str, Any]] = []
-    for seg in sorted(prediction.segments, key=lambda s: s.id):
-        for points in _shapes(prediction, seg, kind, settings):
-            annotation: dict[str, Any] = {
-                "id": len(annotations) + 1,
-                "category_id": seg.category_id,
-                "type": kind,
-                "points": points,
-            }
-            if settings.score_attribute and seg.category_id in scored_categories:
-                annotation["attributes"] = {settings.score_attribute: round(seg.score, 4)}
-            annotations.append(annotation)
+    for seg, points in shapes:
+        annotation: dict[str, Any] = {
+            "id": len(annotations) + 1,
+            "category_id": seg.category_id,
+            "type": kind,
+            "points": points,
+        }
+        if settings.score_attribute and seg.category_id in scored_categories:
+            annotation["attributes"] = {settings.score_attribute: round(seg.score, 4)}
+        annotations.append(annotation)
     attributes = {"format_version": "0.1", "annotations": annotations}
     return EncodedVectorLabel(attributes, label_score(prediction), len(annotations))
+
+
+def segment_shapes(
+    prediction: PanopticPrediction, kind: str, settings: VectorSettings
+) -> list[tuple[Segment, list[Point]]]:
+    """Every shape a label of ``kind`` holds, in the label's annotation order (segments by id,
+    a segment's parts largest first), each with the segment it came from."""
+    if kind not in VECTOR_KINDS.values():
+        raise ValueError(f"unknown annotation type {kind!r}; expected bbox or polygon")
+    return [
+        (seg, points)
+        for seg in sorted(prediction.segments, key=lambda s: s.id)
+        for points in _shapes(prediction, seg, kind, settings)
+    ]
 
 
 def vector_frame(

@@ -7,6 +7,7 @@ without ipywidgets. This is the only package that draws on screen; ``formats.ove
 the images.
 """
 
-from prelabel.review.session import ReviewItem, ReviewSession, render_table
+from prelabel.review.items import ReviewItem, render_table
+from prelabel.review.session import ReviewSession
 
 __all__ = ["ReviewItem", "ReviewSession", "render_table"]

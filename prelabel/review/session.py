@@ -4,19 +4,19 @@
 holds no logic of its own and everything it does can be done from code. Pushing goes through
 the same safe path as ``prelabel run`` (re-read before write, never over a person's label,
 state recorded for resume); measuring is ``prelabel evaluate --dataset``'s evaluation; the
-tuned settings are saved as a config ``prelabel run --config`` predicts the same with.
+tuned settings are saved as a config ``prelabel run --config`` predicts the same with. On a
+``bboxes`` or ``vector`` dataset an item shows the boxes or polygons the label would hold, and a
+push writes them with the run's vector steps (one label write, no bitmap).
 """
 
 from __future__ import annotations
 
-import html
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-from PIL import Image
 from pydantic import BaseModel, ValidationError
 
 from prelabel.backends import load_backend, model_sources, option_reader
@@ -30,11 +30,10 @@ from prelabel.config import (
 from prelabel.errors import AuthError, ConfigError, RemoteError, SampleError
 from prelabel.evaluate.dataset import DatasetEvaluation, evaluate_dataset
 from prelabel.formats.atomic import atomic_file
-from prelabel.formats.label import label_score
-from prelabel.formats.overlay import overlay, preview
-from prelabel.panoptic import PanopticPrediction
+from prelabel.formats.vector_label import VECTOR_KINDS
 from prelabel.pipeline.pipeline import Pipeline
 from prelabel.progress import Progress
+from prelabel.review.items import ReviewItem
 from prelabel.review.push import Accepted, AcceptedPredictions
 from prelabel.review.sequences import SequenceReviewItem, predict_sequence
 from prelabel.run.driver import drive
@@ -44,72 +43,15 @@ from prelabel.run.outcome import SampleOutcome
 from prelabel.run.recorder import Recorder
 from prelabel.run.sequence_steps import SequenceSteps
 from prelabel.run.steps import SampleSteps
+from prelabel.run.vector_steps import VectorSteps
 from prelabel.segments.client import SampleRef, SegmentsApi
 from prelabel.segments.dataset import check_dataset
 from prelabel.segments.samples import select_samples
+from prelabel.segments.statuses import VECTOR_TASK_TYPES
 from prelabel.state import StateStore
 from prelabel.taxonomy import Taxonomy, build_taxonomy, categories_from_task_attributes
 
 M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass
-class ReviewItem:
-    """One sample with its prediction; shows itself as image, overlay and segment table."""
-
-    sample: SampleRef
-    image: Image.Image
-    prediction: PanopticPrediction
-    taxonomy: Taxonomy = field(repr=False)
-
-    def rows(self) -> list[dict[str, object]]:
-        """One row per segment: id, category, thing/stuff, score, area (largest first)."""
-        return [
-            {
-                "id": seg.id,
-                "category": self.taxonomy.category(seg.category_id).name,
-                "kind": "thing" if seg.is_thing else "stuff",
-                "score": round(seg.score, 3),
-                "area": seg.area,
-            }
-            for seg in sorted(self.prediction.segments, key=lambda s: -s.area)
-        ]
-
-    @property
-    def score(self) -> float:
-        """The label score ``prelabel run`` would give this prediction (see the README)."""
-        return label_score(self.prediction)
-
-    def preview(self, max_width: int = 1024) -> Image.Image:
-        """The image and its pre-label overlay side by side, with a legend below."""
-        title = f"{self.sample.name}: score {self.score:.2f}"
-        both = preview(self.image, self.prediction, self.taxonomy, title=title, side_by_side=True)
-        return _fit(both, max_width)
-
-    def thumbnail(self, width: int = 160) -> Image.Image:
-        """The overlay without names, ``width`` pixels wide: for a gallery."""
-        return _fit(overlay(self.image, self.prediction, self.taxonomy, names=False), width)
-
-    def _repr_html_(self) -> str:
-        return f"<b>{html.escape(self.sample.name)}</b>" + render_table(self.rows())
-
-
-def _fit(image: Image.Image, max_width: int) -> Image.Image:
-    if image.width <= max_width:
-        return image
-    return image.resize((max_width, max(1, round(image.height * max_width / image.width))))
-
-
-def render_table(rows: Sequence[Mapping[str, object]]) -> str:
-    """A plain HTML table (no pandas needed)."""
-    if not rows:
-        return "<p><i>no segments</i></p>"
-    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 class ReviewSession:
@@ -137,8 +79,16 @@ class ReviewSession:
             self.settings = self.settings.model_copy(update={"pipeline": pipeline.settings})
         self.options = RunOptions(dataset=dataset, labelset=labelset)
         self.info, self.taxonomy = check_dataset(
-            api, self.settings, dataset, labelset, sequences=True
+            api, self.settings, dataset, labelset, sequences=True, vectors=True
         )
+        if self.info.is_sequence and self.info.task_type in VECTOR_TASK_TYPES:
+            raise ConfigError(
+                f"dataset {dataset} is {self.info.task_type!r}: the review session takes "
+                "bitmap datasets, their sequences and bboxes/vector datasets, not box or "
+                "polygon sequences yet (label it with `prelabel run`)"
+            )
+        #: ``bbox`` or ``polygon`` on a ``bboxes`` or ``vector`` dataset, else ``None``.
+        self.kind = VECTOR_KINDS.get(self.info.task_type)
         self.category_options: dict[str, CategoryOptions] = dict(self.settings.categories)
         if pipeline is None:
             pipeline = Pipeline(load_backend(self.settings, models_dir), self.settings.pipeline)
@@ -262,8 +212,14 @@ class ReviewSession:
 
         ``tuned=False`` scores the settings the session started with instead, the "before" of
         a before/after comparison. ``limit`` caps the human-labeled samples predicted. Reads
-        only; nothing is written.
+        only; nothing is written. On a box or polygon dataset it refuses (:class:`ConfigError`):
+        those are scored with AP by ``prelabel evaluate --dataset``.
         """
+        if self.kind is not None:
+            raise ConfigError(
+                f"measure() scores bitmap labels (PQ); {self.options.dataset} is "
+                f"{self.info.task_type!r}: use `prelabel evaluate --dataset` (COCO AP)"
+            )
         if tuned:
             pipeline, taxonomy = self.pipeline, self.taxonomy
         else:
@@ -285,6 +241,10 @@ class ReviewSession:
         pipeline."""
         options = replace(self.options, overwrite_prelabels=overwrite_prelabels)
         settings = self.settings.model_copy(update={"pipeline": self.pipeline.settings})
+        if self.kind is not None:  # the label holds boxes or polygons
+            return VectorSteps(
+                self.api, settings, options, self.taxonomy, lambda: self.pipeline, info=self.info
+            )
         if self.info.is_sequence:
             return SequenceSteps(
                 self.api,
@@ -330,7 +290,12 @@ class ReviewSession:
                 f"{sample.name}: {reason}", sample_uuid=sample.uuid, sample_name=sample.name
             )
         return ReviewItem(
-            sample=sample, image=image, prediction=job.prediction, taxonomy=self.taxonomy
+            sample=sample,
+            image=image,
+            prediction=job.prediction,
+            taxonomy=self.taxonomy,
+            kind=self.kind,
+            vector=self.settings.vector,
         )
 
     def predict_sequence(self, sample: SampleRef) -> SequenceReviewItem:

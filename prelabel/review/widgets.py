@@ -38,7 +38,8 @@ from prelabel.errors import PrelabelError, SampleError
 from prelabel.evaluate.dataset import DatasetEvaluation
 from prelabel.evaluate.pq import PQAverage
 from prelabel.review.controls import TuningControls
-from prelabel.review.session import ReviewItem, ReviewSession, render_table
+from prelabel.review.items import ReviewItem, render_table
+from prelabel.review.session import ReviewSession
 from prelabel.run.outcome import SampleOutcome
 from prelabel.segments.client import SampleRef
 

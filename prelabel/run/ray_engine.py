@@ -12,9 +12,11 @@ where each stage runs differs:
    and encode steps. ``--workers`` actors, ``--gpus-per-worker`` each. The steps are the
    dataset's (:func:`~prelabel.run.sequence_steps.steps_for`): on an image-sequence dataset a
    sequence's frames stream through SAM 2 and their bitmaps upload as they are predicted;
-   they travel back in the job and the upload actor builds the label from them.
-3. ``_Deliver``, a second pool of CPU actors, runs the deliver step's upload (the bitmap) and
-   reports it back in the returned job.
+   they travel back in the job and the upload actor builds the label from them. On a box or
+   polygon dataset the encoded label (``job.vector_label``) travels back in the job instead.
+3. ``_Deliver``, a second pool of CPU actors, runs the deliver step's upload (the bitmap; for
+   a box or polygon label nothing: the label becomes the pending one) and reports it back in
+   the returned job.
 4. The driver records the upload (workers share no disk, so only the driver keeps state),
    *then* writes the label: the lifecycle's deliver stage, as locally, whose upload is done
    (:meth:`~prelabel.run.steps.SampleSteps.deliver`, in a small thread pool: re-read the label
@@ -111,7 +113,7 @@ def run_on_ray(
     api = SegmentsApi.connect(api_key, settings.remote)
     try:
         info, taxonomy = check_dataset(
-            api, settings, options.dataset, options.labelset, sequences=True
+            api, settings, options.dataset, options.labelset, sequences=True, vectors=True
         )
         samples = list(selected_samples(api, options))
         # The label writes, on the driver: an image's or a sequence's (steps_for).
