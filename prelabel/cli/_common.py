@@ -10,12 +10,11 @@ import functools
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -364,34 +363,6 @@ def load_cli_settings(
 
     with usage_errors():
         return with_overrides(load_settings(config_path), api_url=api_url, device=device)
-
-
-def exit_interrupted(
-    summary: RunSummary, then: str = "rerun the same command to finish the remaining {left}"
-) -> None:
-    """After the summary of a command stopped by a signal (the driver's stop: the samples in
-    flight finished, no new one started): say how to finish, exit 130. ``then`` says it,
-    ``{left}`` being the number of samples left ("samples" when not known)."""
-    if not summary.interrupted:
-        return
-    left = "samples" if summary.remaining is None else str(summary.remaining)
-    exit_stopped(then.format(left=left))
-
-
-def exit_stopped(then: str) -> NoReturn:
-    """``interrupted: THEN`` on stderr and exit 130: every command a signal stopped ends so."""
-    from prelabel.run.sync import EXIT_INTERRUPTED
-
-    click.echo("interrupted: " + then, err=True)
-    sys.exit(EXIT_INTERRUPTED)
-
-
-def exit_evaluation_stopped(evaluated: int) -> NoReturn:
-    """How every evaluation a signal stopped ends: its scores are partial, and it starts over."""
-    exit_stopped(
-        f"the scores cover the {evaluated} samples evaluated; rerun the same "
-        "command to evaluate them all (it starts over)"
-    )
 
 
 def print_summary(summary: RunSummary) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from prelabel.cli._common import exit_evaluation_stopped
+from prelabel.cli._stops import exit_evaluation_stopped
 from prelabel.config import Settings
 from prelabel.errors import ConfigError
 from prelabel.formats.atomic import atomic_file

@@ -23,13 +23,13 @@ from prelabel.cli._common import (
     config_option,
     dataset_name,
     device_option,
-    exit_evaluation_stopped,
     key_and_settings,
     models_option,
     quiet_option,
     usage_errors,
 )
 from prelabel.cli._preflight import check_api, check_models
+from prelabel.cli._stops import exit_evaluation_stopped
 
 if TYPE_CHECKING:
     from prelabel.config import Settings

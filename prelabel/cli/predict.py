@@ -13,7 +13,6 @@ from prelabel.cli._common import (
     UsageFailure,
     config_option,
     device_option,
-    exit_interrupted,
     load_cli_settings,
     models_option,
     output_dir_option,
@@ -21,6 +20,7 @@ from prelabel.cli._common import (
     usage_errors,
 )
 from prelabel.cli._preflight import check_models
+from prelabel.cli._stops import exit_interrupted
 
 if TYPE_CHECKING:
     from prelabel.config import Settings

@@ -9,12 +9,12 @@ import click
 from prelabel.cli._common import (
     CONTEXT_SETTINGS,
     LabelingArgs,
-    exit_interrupted,
     labeling_options,
     print_summary,
     usage_errors,
 )
 from prelabel.cli._preflight import check_api, check_start, checked_loader
+from prelabel.cli._stops import exit_interrupted
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
