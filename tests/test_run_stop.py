@@ -74,6 +74,8 @@ def _rerun_finishes_the_rest_writing_each_label_once(
     rerun = command.run(command.state_dir.parent / "run1-rerun", timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
     assert emulator.label_write_counts() == {(u, GT): 1 for u in uuids}
+    report = read_report(command.state_dir.parent / "run1-rerun" / "report.json")
+    assert (report["interrupted"], report["remaining"]) == (False, None)
 
 
 @pytest.mark.parametrize(
@@ -113,6 +115,7 @@ def test_a_signal_finishes_the_samples_in_flight_reports_and_exits_130(
     report = read_report(tmp_path / "run1" / "report.json")
     labeled = [s["sample_uuid"] for s in report["samples"] if s["result"] == "labeled"]
     assert sorted(labeled) == sorted(u for u, _ in written)
+    assert (report["interrupted"], report["remaining"]) == (True, N - len(labeled))
     if engine == "sequential":
         # The sample in flight (the third, its download held) was finished, then the run
         # stopped: nothing after it started.
@@ -226,6 +229,7 @@ def test_sigterm_stops_a_ray_run_cleanly_and_a_rerun_finishes_it(
     report = read_report(tmp_path / "run1" / "report.json")
     labeled = [s["sample_uuid"] for s in report["samples"] if s["result"] == "labeled"]
     assert sorted(labeled) == sorted(u for u, _ in written)
+    assert (report["interrupted"], report["remaining"]) == (True, N - len(labeled))
     assert len(labeled) < N
     assert f"interrupted: rerun the same command to finish the remaining {N - len(labeled)}" in (
         stderr
