@@ -8,10 +8,13 @@ end the process with exit code 0.
 from __future__ import annotations
 
 import queue
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from segments import SegmentsClient
 
 from prelabel.cli.emulator import emulator as emulator_command
 from tests.fixtures.emulator import png_bytes
+from tests.serve_helpers import new_secret
 
 REPO = Path(__file__).resolve().parents[1]
 CATEGORIES_YAML = """\
@@ -205,3 +209,42 @@ def test_importing_the_cli_does_not_import_the_emulator() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_sigterm_ends_the_emulator_at_once_while_a_webhook_waits_on_a_silent_receiver(
+    tmp_path: Path, seed_files: tuple[Path, Path], started: list[RunningCli]
+) -> None:
+    """A receiver that takes the connection and never answers (hung, or gone behind a proxy)
+    holds a webhook POST for its whole timeout (15 s); SIGTERM must not wait for it."""
+    images, categories = seed_files
+    secret = tmp_path / "secret"
+    secret.write_text(new_secret())
+    with socket.create_server(("127.0.0.1", 0)) as receiver:  # listens, never accepts
+        cli = _start(
+            tmp_path,
+            "--api-key",
+            "cli-key",
+            "--seed-images",
+            str(images),
+            "--categories",
+            str(categories),
+            "--dataset",
+            "acme/street",
+            "--webhook-url",
+            f"http://127.0.0.1:{receiver.getsockname()[1]}/hooks",
+            "--webhook-secret-file",
+            str(secret),
+        )
+        started.append(cli)
+        client = SegmentsClient("cli-key", api_url=cli.url)
+        url = client.get_samples("acme/street")[0].attributes.image.url
+        client.add_sample("acme/street", "extra.png", {"image": {"url": url}})
+        # A connection waiting in the backlog: a POST is in flight.
+        readable, _, _ = select.select([receiver], [], [], 10)
+        assert readable, "the emulator sent no webhook"
+
+        start = time.monotonic()
+        assert _stop(cli, signal.SIGTERM) == 0
+        # About 1 s here (0.5 s of it the grace webhooks in flight get); the bound leaves room
+        # for a loaded machine and still fails a stop that waits for the POST's 15 s.
+        assert time.monotonic() - start < 5, "SIGTERM waited for the webhook's timeout"

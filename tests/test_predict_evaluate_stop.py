@@ -1,11 +1,13 @@
-"""Ctrl-C and SIGTERM in ``prelabel predict`` and ``prelabel evaluate --dataset`` (issue 21).
+"""Ctrl-C and SIGTERM in ``prelabel predict`` (also ``--sequence``) and ``prelabel evaluate
+--dataset`` (issue 21).
 
 Both run on the driver ``prelabel run`` uses (:func:`prelabel.run.driver.drive`), so a signal
 ends them as it ends a run (``tests/test_run_stop.py``): the sample in flight finishes and is
 recorded, no new one starts, the summary is printed with a line saying what is left, and the
 exit code is 130. Real processes, real signals; the process is held on its third sample (a
 FIFO that is one of predict's image files; a slow image download for evaluate) so that where
-the signal lands is known.
+the signal lands is known; ``predict --sequence`` (which lists only regular files as frames) is
+signalled once its second sequence is written, so the one in flight is the second or the third.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from prelabel.run.sync import EXIT_INTERRUPTED
 from tests.connector_helpers import read_report, url_path, write_config
 from tests.fixtures.emulator import DEMO_CATEGORIES, EMULATOR_API_KEY, png_bytes
 from tests.test_evaluation_run import label_reads, write_human_label
+from tests.test_predict_sequences import write_frames
 
 REPO = Path(__file__).resolve().parents[1]
 N = 6
@@ -104,10 +107,67 @@ def test_predict_finishes_the_image_in_flight_reports_and_exits_130(
     # The image in flight (the third, read from the FIFO) was finished; none after it started.
     assert done == ["p0", "p1", "p2"]
     assert {s["result"] for s in report["samples"]} == {"predicted"}
+    assert (report["interrupted"], report["remaining"]) == (True, N - 3)
     assert sorted(p.stem for p in (out / "bitmaps").iterdir()) == done
     assert sorted(p.stem for p in (out / "overlays").iterdir()) == done
     assert "3 of 3 images pre-labeled" in stderr  # the summary
     assert f"interrupted: {N - 3} images not predicted; rerun the same command" in stderr
+    assert "Traceback" not in stderr and "Aborted!" not in stderr
+
+
+@pytest.mark.slow
+def test_predict_sequence_finishes_the_sequence_in_flight_reports_and_exits_130(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    folders = []
+    for index in range(N):
+        folders.append(tmp_path / f"seq{index}")
+        write_frames(folders[-1], [(48, 32)] * 3, seed=index)
+    categories = tmp_path / "categories.yaml"
+    categories.write_text(json.dumps({"categories": list(DEMO_CATEGORIES)}), encoding="utf-8")
+    out = tmp_path / "out"
+    process = _start(
+        [
+            "predict",
+            "--sequence",
+            *map(str, folders),
+            "--categories",
+            str(categories),
+            "--out",
+            str(out),
+            "--models",
+            str(tiny_models_dir),
+            "--config",
+            str(write_config(tmp_path / "config.yaml")),
+            "-q",
+        ]
+    )
+    deadline = time.monotonic() + 180
+    while not (out / "seq1" / "tracks.json").exists():  # the second sequence is written
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert time.monotonic() < deadline, "predict never finished its second sequence"
+        time.sleep(0.02)
+
+    process.send_signal(signal.SIGTERM)
+    _, stderr_bytes = process.communicate(timeout=120)
+    stderr = stderr_bytes.decode()
+
+    assert process.returncode == EXIT_INTERRUPTED, stderr[-3000:]
+    report = read_report(out / "report.json")
+    done = [s["sample_name"] for s in report["samples"]]
+    # The sequence in flight when the signal came (the second, or the third if the second was
+    # already recorded) was finished, every frame of it; none after it started.
+    assert done in (["seq0", "seq1"], ["seq0", "seq1", "seq2"])
+    assert {s["result"] for s in report["samples"]} == {"predicted"}
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == done
+    for name in done:
+        assert (out / name / "tracks.json").is_file()
+        assert len(list((out / name / "bitmaps").iterdir())) == 3
+    assert (report["interrupted"], report["remaining"]) == (True, N - len(done))
+    assert f"{len(done)} of {len(done)} sequences pre-labeled" in stderr  # the summary
+    assert f"interrupted: {N - len(done)} sequences not predicted; rerun the same command" in (
+        stderr
+    )
     assert "Traceback" not in stderr and "Aborted!" not in stderr
 
 

@@ -22,13 +22,13 @@ import hmac
 import itertools
 import json
 import logging
+import queue
 import random
 import secrets
 import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -125,11 +125,20 @@ class WebhookSender:
         self._in_flight = 0
         self._stopping = False
         self._log: list[WebhookDelivery] = []
-        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="emulator-webhook")
+        # Daemon threads rather than a ThreadPoolExecutor, whose threads the interpreter joins
+        # at exit: a POST to a receiver that never answers would hold the process for its
+        # whole timeout after stop (SIGTERM to ``prelabel emulator``).
+        self._queue: queue.SimpleQueue[_Message | None] = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"emulator-webhook-{i}", daemon=True)
+            for i in range(config.workers)
+        ]
         self._thread = threading.Thread(target=self._dispatch, name="emulator-hooks", daemon=True)
 
     def start(self) -> WebhookSender:
         self._thread.start()
+        for worker in self._workers:
+            worker.start()
         return self
 
     def emit(self, event_type: str, dataset: str, obj: dict[str, Any]) -> str:
@@ -162,14 +171,20 @@ class WebhookSender:
         with self._cond:
             return self._cond.wait_for(lambda: not self._due and not self._in_flight, timeout)
 
-    def stop(self) -> None:
-        """Send nothing more (attempts under way finish, up to their timeout)."""
+    def stop(self, grace_s: float = 0.5) -> None:
+        """Send nothing more: attempts under way get ``grace_s`` to finish, then are left to
+        their daemon threads (ended with the process), so a receiver that never answers does
+        not hold a stop for the request's timeout."""
+        deadline = time.monotonic() + grace_s
         with self._cond:
             self._stopping = True
             self._due.clear()
             self._cond.notify_all()
-        self._thread.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for _ in self._workers:
+            self._queue.put(None)
+        for thread in [self._thread, *self._workers]:
+            if thread.is_alive():
+                thread.join(timeout=max(deadline - time.monotonic(), 0.0))
 
     def _schedule(self, due: float, message: _Message) -> None:
         heapq.heappush(self._due, (due, next(self._order), message))
@@ -187,7 +202,18 @@ class WebhookSender:
                     continue
                 _, _, message = heapq.heappop(self._due)
                 self._in_flight += 1
-                self._pool.submit(self._send, message)
+                self._queue.put(message)
+
+    def _work(self) -> None:
+        """One delivery thread: sends what the dispatcher hands it, until stopped (what was
+        handed over but not started by then is dropped)."""
+        while (message := self._queue.get()) is not None:
+            if self._stopping:
+                with self._cond:
+                    self._in_flight -= 1
+                    self._cond.notify_all()
+                continue
+            self._send(message)
 
     def _send(self, message: _Message) -> None:
         status, error, started = None, None, time.monotonic()

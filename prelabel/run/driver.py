@@ -41,10 +41,11 @@ def drive(
     sink.progress.start(expected, description)
     try:
         engine(Stages(unit, sink), samples, should_stop)
+        if should_stop():
+            # Before the close: the report's last keys say the run was interrupted.
+            mark_interrupted(sink, expected)
     finally:
         sink.close()
-    if should_stop():
-        mark_interrupted(sink, expected)
     return sink.summary
 
 

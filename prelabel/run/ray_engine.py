@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -216,7 +218,7 @@ def _run_pools(
     from ray.data import ActorPoolStrategy
 
     if not ray.is_initialized():
-        ray.init(address=ray_options.address, log_to_driver=False)
+        _init_keeping_the_stop_signal(ray, ray_options.address)
     gpus = ray_options.gpus_per_worker
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -248,6 +250,21 @@ def _run_pools(
             raise
         # E.g. --models missing on a worker node: one line, as in the local engine.
         raise PrelabelError(f"a Ray actor failed to start: {_last_error(exc)}") from None
+
+
+def _init_keeping_the_stop_signal(ray: Any, address: str | None) -> None:
+    """``ray.init``, then the SIGTERM handler there was before it.
+
+    ``ray.init`` installs its own (``sys.exit(15)``), which would end the driver wherever it
+    is, writes in flight and the report included, with exit code 15 and Ray's stack dump:
+    the run's :class:`~prelabel.run.sync.StopSignal` stops it as every engine stops (the jobs
+    in flight recorded, the summary, exit 130).
+    """
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if on_main_thread else None
+    ray.init(address=address, log_to_driver=False)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _last_error(exc: Exception) -> str:

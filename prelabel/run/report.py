@@ -88,6 +88,14 @@ class ReportWriter:
         return self.close(summary)
 
     def close(self, summary: RunSummary) -> Path:
-        self._file.write('\n], "summary": ' + json.dumps(summary.as_dict()) + "}\n")
+        """The summary, then whether a signal stopped the command and how many samples it
+        left (``null``: not known), so a report read later tells a finished run from one a
+        rerun must finish."""
+        ending = {
+            "summary": summary.as_dict(),
+            "interrupted": summary.interrupted,
+            "remaining": summary.remaining,
+        }
+        self._file.write("\n], " + json.dumps(ending)[1:] + "\n")
         self._writing.__exit__(None, None, None)
         return self.path
