@@ -119,7 +119,8 @@ def test_a_signal_finishes_the_samples_in_flight_reports_and_exits_130(
     if engine == "sequential":
         # The sample in flight (the third, its download held) was finished, then the run
         # stopped: nothing after it started.
-        assert sorted(labeled) == sorted(uuids[:3])
+        outcomes = {s["sample_uuid"]: s["result"] for s in report["samples"]}
+        assert sorted(labeled) == sorted(uuids[:3]), (outcomes, stderr[-3000:])
     assert "labeled" in stderr  # the summary
     assert f"interrupted: rerun the same command to finish the remaining {N - len(labeled)}" in (
         stderr
