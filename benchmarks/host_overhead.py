@@ -267,6 +267,8 @@ class TenRegions(_StandIn):
         super().__init__(ledger)
         self.maps = region_maps(phrases)
         self.clip = SimpleNamespace(get_image_features=self._image_features)
+        # CLIPSeg's text limit, which the back-end reads (``StuffSegmenter.max_tokens``)
+        self.config = SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=77))
 
     def _image_features(self, pixel_values: torch.Tensor, **_: Any) -> Any:
         with self.ledger.in_model():
