@@ -83,6 +83,16 @@ def test_each_model_input_matches_its_processor(make: object) -> None:
         assert _max_diff(expected["pixel_values"], pixels) <= TOLERANCE
 
 
+def test_a_transparent_image_is_composited_over_white_as_the_processors_do() -> None:
+    rgba = photo_like(120, 80).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.arange(120, dtype=np.uint8) * 2, (80, 1))))
+    sam = SamImageProcessorPil()  # converts to RGB (CLIPSeg's ViT processor does not)
+    expected = sam(images=rgba, return_tensors="pt")["pixel_values"]
+    made = sam_inputs([DeviceImage(rgba, CPU)], sam)
+    assert made is not None
+    assert _max_diff(expected, made.pixel_values) <= TOLERANCE
+
+
 def test_a_batch_of_two_sizes_is_padded_as_the_processors_pad_it() -> None:
     images = [photo_like(640, 480), noise_image(300, 500, 1)]
     on_device = [DeviceImage(i, CPU) for i in images]

@@ -42,7 +42,7 @@ class DeviceImage:
     @functools.cached_property
     def pixels(self) -> torch.Tensor:
         """``(H, W, 3)`` uint8, as the image's own memory is laid out."""
-        array = np.array(self.image.convert("RGB"))  # writable, as torch wants
+        array = np.array(_rgb(self.image))  # writable, as torch wants
         return torch.from_numpy(array).to(self.device)
 
     @property
@@ -54,6 +54,15 @@ class DeviceImage:
     def size(self) -> tuple[int, int]:
         """``(width, height)``, as ``PIL.Image.size``: code that sizes images reads both alike."""
         return self.image.size
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    """RGB as the processors' ``convert_to_rgb`` makes it: transparency over white."""
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def device_images(
