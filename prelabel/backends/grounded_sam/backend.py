@@ -24,6 +24,7 @@ from prelabel.backends.base import BackendSpec, ImageSession, TextLimit
 from prelabel.backends.grounded_sam.coarse import StuffSegmenter
 from prelabel.backends.grounded_sam.detect import ThingDetector
 from prelabel.backends.grounded_sam.loading import LoadedModels
+from prelabel.backends.grounded_sam.preprocess import DeviceImage, device_images
 from prelabel.backends.grounded_sam.segment import ImageEmbedding, SamSegmenter
 from prelabel.backends.grounded_sam.spec import SPEC
 from prelabel.backends.grounded_sam.stuff_regions import regions_stuff
@@ -86,14 +87,21 @@ class GroundedSam:
         settings: PipelineSettings,
         clock: StageClock,
     ) -> list[ImageSession]:
-        """One SAM encoder call for all ``images``; detection waits for the first ``things``."""
+        """One SAM encoder call for all ``images``; detection waits for the first ``things``.
+
+        Each image goes to the model's device once, as ``uint8``; the three models' inputs are
+        made from that copy (:mod:`.preprocess`)."""
         with clock("embed"):
-            embeddings = self.segmenter.embed_batch(list(images))
-        batch = _Batch(self, list(images), taxonomy, settings, clock)
+            on_device = device_images(images, self.device)
+            embeddings = self.segmenter.embed_batch(on_device)
+        batch = _Batch(self, on_device, taxonomy, settings, clock)
         return [_Session(batch, i, e) for i, e in enumerate(embeddings)]
 
     def detect_batch(
-        self, images: Sequence[Image.Image], prompts: Sequence[CategoryPrompt], s: PipelineSettings
+        self,
+        images: Sequence[Image.Image | DeviceImage],
+        prompts: Sequence[CategoryPrompt],
+        s: PipelineSettings,
     ) -> list[Detections]:
         """The detector's boxes for ``images``, after the shared NMS rules."""
         return self.detector.detect_batch(
@@ -122,7 +130,7 @@ class GroundedSam:
 
     def stuff_candidates(
         self,
-        image: Image.Image,
+        image: Image.Image | DeviceImage,
         prompts: tuple[CategoryPrompt, ...],
         things: Sequence[npt.NDArray[np.bool_]],
         embedding: ImageEmbedding,
@@ -146,7 +154,7 @@ class _Batch:
     """The images opened together; detection runs once for all of them, when first asked."""
 
     backend: GroundedSam
-    images: list[Image.Image]
+    images: list[DeviceImage]
     taxonomy: Taxonomy
     settings: PipelineSettings
     clock: StageClock

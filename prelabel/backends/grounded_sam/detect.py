@@ -21,11 +21,16 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from PIL import Image
-from transformers import BatchFeature, GroundingDinoProcessor
+from transformers import GroundingDinoProcessor
 from transformers.image_transforms import center_to_corners_format
 
 from prelabel.backends.finite import require_finite
 from prelabel.backends.grounded_sam.loading import Detector
+from prelabel.backends.grounded_sam.preprocess import (
+    DeviceImage,
+    device_images,
+    grounding_dino_inputs,
+)
 from prelabel.pipeline.boxes import Detections, suppress_duplicates
 from prelabel.taxonomy import CategoryPrompt
 
@@ -206,7 +211,7 @@ class ThingDetector:
     @torch.inference_mode()
     def detect_batch(
         self,
-        images: Sequence[Image.Image],
+        images: Sequence[Image.Image | DeviceImage],
         prompts: Sequence[CategoryPrompt],
         *,
         nms_iou: float,
@@ -218,11 +223,10 @@ class ThingDetector:
         if not prompts:
             return [Detections.empty() for _ in images]
         chunks = self.prompt_chunks(prompts)
-        pixels = self.processor.image_processor(images=list(images), return_tensors="pt").to(
-            self.device
-        )
+        on_device = device_images(images, self.device)
+        pixels = self.pixels(on_device)
         dtype = next(self.model.parameters()).dtype
-        sizes = [image.size for image in images]
+        sizes = [image.image.size for image in on_device]
         per_chunk = [self._detect_chunk(pixels, chunk, prompts, dtype, sizes) for chunk in chunks]
         results = []
         for index in range(len(images)):
@@ -242,9 +246,19 @@ class ThingDetector:
             )
         return results
 
+    def pixels(self, images: Sequence[DeviceImage]) -> dict[str, torch.Tensor]:
+        """The detector's ``pixel_values`` and ``pixel_mask``, made on the device
+        (:mod:`.preprocess`) unless the processor does what that path does not."""
+        made = grounding_dino_inputs(images, self.processor.image_processor)
+        if made is not None:
+            return made
+        pil = [image.image for image in images]
+        found = self.processor.image_processor(images=pil, return_tensors="pt").to(self.device)
+        return dict(found)
+
     def _detect_chunk(
         self,
-        pixels: BatchFeature,
+        pixels: dict[str, torch.Tensor],
         chunk: PromptChunk,
         prompts: Sequence[CategoryPrompt],
         dtype: torch.dtype,

@@ -23,6 +23,12 @@ from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 from prelabel.backends.finite import require_finite
 from prelabel.backends.grounded_sam import padded_points
 from prelabel.backends.grounded_sam.padded_points import pad_point_sets
+from prelabel.backends.grounded_sam.preprocess import (
+    DeviceImage,
+    SamInputs,
+    device_images,
+    sam_inputs,
+)
 
 #: Masks are upscaled to full resolution this many prompts at a time, bounding the float memory
 #: that post-processing needs (prompts x height x width x 4 bytes).
@@ -73,28 +79,41 @@ class SamSegmenter:
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def embed(self, image: Image.Image) -> ImageEmbedding:
+    def embed(self, image: Image.Image | DeviceImage) -> ImageEmbedding:
         """Run the image encoder once; reuse the result for every prompt of this image."""
         (embedding,) = self.embed_batch([image])
         return embedding
 
     @torch.inference_mode()
-    def embed_batch(self, images: Sequence[Image.Image]) -> list[ImageEmbedding]:
+    def embed_batch(self, images: Sequence[Image.Image | DeviceImage]) -> list[ImageEmbedding]:
         """One encoder call for several images (each padded to SAM's 1024 square): still one
         encoder pass per image, but the GPU sees a batch."""
-        inputs = self.processor.image_processor(images=list(images), return_tensors="pt")
-        pixel_values = inputs["pixel_values"].to(self.device, self._dtype)
-        embeddings = self.model.get_image_embeddings(pixel_values)
+        inputs = self.inputs(device_images(images, self.device))
+        embeddings = self.model.get_image_embeddings(inputs.pixel_values.to(self._dtype))
         require_finite("sam", self.model, image_embeddings=embeddings)
         self.encoder_passes += len(images)
         return [
             ImageEmbedding(
                 embeddings=embeddings[index : index + 1],
-                original_size=_pair(inputs["original_sizes"][index]),
-                reshaped_size=_pair(inputs["reshaped_input_sizes"][index]),
+                original_size=inputs.original_sizes[index],
+                reshaped_size=inputs.reshaped_sizes[index],
             )
             for index in range(len(images))
         ]
+
+    def inputs(self, images: Sequence[DeviceImage]) -> SamInputs:
+        """The encoder's input, made on the device (:mod:`.preprocess`) unless the processor
+        does what that path does not."""
+        made = sam_inputs(images, self.processor.image_processor)
+        if made is not None:
+            return made
+        pil = [image.image for image in images]
+        found = self.processor.image_processor(images=pil, return_tensors="pt")
+        return SamInputs(
+            pixel_values=found["pixel_values"].to(self.device),
+            original_sizes=[_pair(s) for s in found["original_sizes"]],
+            reshaped_sizes=[_pair(s) for s in found["reshaped_input_sizes"]],
+        )
 
     @torch.inference_mode()
     def segment_boxes(

@@ -1,0 +1,135 @@
+"""The three models' preprocessing on the device against the transformers processors' own output.
+
+The processors (PIL resize, numpy normalisation) are the reference: the real checkpoints were
+trained on what they make, and the seed's loop uses them. Pillow's resize is reproduced bit for
+bit (``pil_resize``), so the only difference left is float rounding in the normalisation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+from transformers import (
+    GroundingDinoImageProcessorPil,
+    SamImageProcessorPil,
+    ViTImageProcessorPil,
+)
+
+from prelabel.backends.grounded_sam import pil_resize
+from prelabel.backends.grounded_sam.preprocess import (
+    DeviceImage,
+    clipseg_inputs,
+    grounding_dino_inputs,
+    recipe_of,
+    sam_inputs,
+)
+from tests.fixtures.images import noise_image
+
+#: Float rounding of the normalisation only (one uint8 level would be 1 / 255 / 0.229 = 0.017).
+TOLERANCE = 1e-5
+CPU = torch.device("cpu")
+
+
+def photo_like(width: int, height: int) -> Image.Image:
+    """Smooth gradients, hard edges and texture, blurred like a camera's image."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    pixels = np.stack([xx / width * 255, yy / height * 255, (xx + yy) % 97 * 2.6], axis=-1)
+    pixels[height // 3 : height // 2, width // 4 : width // 2] = (200, 30, 60)
+    pixels += rng.normal(0, 6, pixels.shape)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return image.filter(ImageFilter.GaussianBlur(2))
+
+
+IMAGES = [
+    pytest.param(lambda: noise_image(1920, 1080, 7), id="noise-1920x1080"),
+    pytest.param(lambda: photo_like(1280, 720), id="photo-1280x720"),
+    pytest.param(lambda: photo_like(500, 300), id="photo-500x300-upscaled"),
+]
+
+
+def _max_diff(reference: torch.Tensor, ours: torch.Tensor) -> float:
+    assert reference.shape == ours.shape
+    return float((reference.float() - ours.float()).abs().max())
+
+
+@pytest.mark.parametrize("make", IMAGES)
+def test_each_model_input_matches_its_processor(make: object) -> None:
+    image = make()  # type: ignore[operator]
+    on_device = [DeviceImage(image, CPU)]
+
+    sam = SamImageProcessorPil()
+    expected = sam(images=image, return_tensors="pt")
+    made = sam_inputs(on_device, sam)
+    assert made is not None
+    assert _max_diff(expected["pixel_values"], made.pixel_values) <= TOLERANCE
+    assert made.original_sizes == [tuple(expected["original_sizes"][0].tolist())]
+    assert made.reshaped_sizes == [tuple(expected["reshaped_input_sizes"][0].tolist())]
+
+    dino = GroundingDinoImageProcessorPil()
+    expected = dino(images=image, return_tensors="pt")
+    found = grounding_dino_inputs(on_device, dino)
+    assert found is not None
+    assert _max_diff(expected["pixel_values"], found["pixel_values"]) <= TOLERANCE
+    assert torch.equal(expected["pixel_mask"], found["pixel_mask"])
+
+    for resample in (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC):
+        clipseg = ViTImageProcessorPil(size={"height": 352, "width": 352}, resample=resample)
+        expected = clipseg(images=image, return_tensors="pt")
+        pixels = clipseg_inputs(on_device[0], clipseg)
+        assert pixels is not None
+        assert _max_diff(expected["pixel_values"], pixels) <= TOLERANCE
+
+
+def test_a_transparent_image_is_composited_over_white_as_the_processors_do() -> None:
+    rgba = photo_like(120, 80).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.arange(120, dtype=np.uint8) * 2, (80, 1))))
+    sam = SamImageProcessorPil()  # converts to RGB (CLIPSeg's ViT processor does not)
+    expected = sam(images=rgba, return_tensors="pt")["pixel_values"]
+    made = sam_inputs([DeviceImage(rgba, CPU)], sam)
+    assert made is not None
+    assert _max_diff(expected, made.pixel_values) <= TOLERANCE
+
+
+def test_a_batch_of_two_sizes_is_padded_as_the_processors_pad_it() -> None:
+    images = [photo_like(640, 480), noise_image(300, 500, 1)]
+    on_device = [DeviceImage(i, CPU) for i in images]
+    dino = GroundingDinoImageProcessorPil(size={"shortest_edge": 256, "longest_edge": 512})
+    expected = dino(images=images, return_tensors="pt")
+    found = grounding_dino_inputs(on_device, dino)
+    assert found is not None
+    assert _max_diff(expected["pixel_values"], found["pixel_values"]) <= TOLERANCE
+    assert torch.equal(expected["pixel_mask"], found["pixel_mask"])
+    sam = SamImageProcessorPil()
+    made = sam_inputs(on_device, sam)
+    assert made is not None
+    assert _max_diff(
+        sam(images=images, return_tensors="pt")["pixel_values"], made.pixel_values
+    ) <= (TOLERANCE)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize(("source", "target"), [((97, 61), (31, 45)), ((40, 30), (353, 127))])
+def test_the_resize_is_pillows_bit_for_bit(
+    mode: str, source: tuple[int, int], target: tuple[int, int]
+) -> None:
+    """``source`` and ``target`` are ``(width, height)``; down, up and mixed per axis."""
+    image = noise_image(*source, seed=4)
+    filters = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+    expected = np.asarray(image.resize(target, filters[mode]))
+    pixels = torch.from_numpy(np.array(image))
+    ours = pil_resize.resize(pixels, (target[1], target[0]), mode)
+    assert ours.dtype == torch.uint8
+    assert np.array_equal(ours.numpy(), expected)
+
+
+def test_a_processor_doing_something_else_falls_back_to_itself() -> None:
+    """A filter or a step the tensor path lacks: ``None``, and the caller runs the processor."""
+    image = DeviceImage(photo_like(64, 48), CPU)
+    nearest = ViTImageProcessorPil(resample=Image.Resampling.NEAREST)
+    cropping = ViTImageProcessorPil(do_center_crop=True, crop_size={"height": 32, "width": 32})
+    assert recipe_of(nearest) is None and clipseg_inputs(image, nearest) is None
+    assert recipe_of(cropping) is None and clipseg_inputs(image, cropping) is None
+    assert recipe_of(ViTImageProcessorPil()) is not None
