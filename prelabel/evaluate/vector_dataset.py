@@ -81,15 +81,7 @@ def evaluate_vector_dataset(
     steps = SampleSteps(api, settings, options, taxonomy, lambda: pipeline)
     scoring = _Scoring(steps, kind, settings)
     selection = HumanLabeled(api, info.full_name, labelset, limit)
-    failures, summary = score_each(selection, scoring, progress, "evaluate", should_stop)
-    categories = [c.id for c in evaluated_categories(taxonomy)]
-    return VectorEvaluation(
-        coco_ap(scoring.images, kind, categories),
-        kind,
-        selection.not_human_labeled,
-        tuple(failures),
-        summary.interrupted,
-    )
+    return _scored(selection, scoring, kind, taxonomy, progress, should_stop)
 
 
 @dataclass
@@ -119,17 +111,8 @@ class _Scoring:
         return guarded(job, self.score)
 
     def read_label(self, job: Job) -> None:
-        labelset = self.steps.options.labelset
-        state = self.steps.api.label_state(job.sample.uuid, labelset)
-        if state.status not in HUMAN_LABEL_STATUSES:
-            raise sample_failure(job, f"the label in {labelset!r} is no longer a person's")
-        if not state.vector_key:
-            raise sample_failure(job, "the label holds no boxes or polygons")
-        # The label's content: (id, category, type, points) per annotation (one frame).
-        self._truths[job.sample.uuid] = [
-            {"category_id": category, "type": kind, "points": [list(p) for p in points]}
-            for _, category, kind, points in state.vector_key[0]
-        ]
+        frames = human_shapes(self.steps.api, self.steps.options.labelset, job)
+        self._truths[job.sample.uuid] = frames[0]  # an image label: one frame
 
     def score(self, job: Job) -> None:
         if job.prediction is None:
@@ -162,6 +145,19 @@ def evaluate_vector_sequence_dataset(
     kind = settings.vector.sequence_type
     scoring = _SequenceScoring(api, pipeline, taxonomy, labelset, kind, settings)
     selection = HumanLabeled(api, info.full_name, labelset, limit)
+    return _scored(selection, scoring, kind, taxonomy, progress, should_stop)
+
+
+def _scored(
+    selection: HumanLabeled,
+    scoring: _Scoring | _SequenceScoring,
+    kind: str,
+    taxonomy: Taxonomy,
+    progress: Progress | None,
+    should_stop: Callable[[], bool],
+) -> VectorEvaluation:
+    """Every selected sample through ``scoring`` on the run's driver, then the AP of the
+    images it kept, per evaluated category."""
     failures, summary = score_each(selection, scoring, progress, "evaluate", should_stop)
     categories = [c.id for c in evaluated_categories(taxonomy)]
     return VectorEvaluation(
@@ -171,6 +167,24 @@ def evaluate_vector_sequence_dataset(
         tuple(failures),
         summary.interrupted,
     )
+
+
+def human_shapes(api: SegmentsApi, labelset: str, job: Job) -> list[list[dict[str, Any]]]:
+    """The person's shapes of ``job``'s sample, per frame (one for an image), as COCO AP reads
+    them; the sample fails if its label is no longer a person's or holds no shapes."""
+    state = api.label_state(job.sample.uuid, labelset)
+    if state.status not in HUMAN_LABEL_STATUSES:
+        raise sample_failure(job, f"the label in {labelset!r} is no longer a person's")
+    if not state.vector_key:
+        raise sample_failure(job, "the label holds no boxes or polygons")
+    # The label's content: (id, category, type, points) per annotation, per frame.
+    return [
+        [
+            {"category_id": category, "type": kind, "points": [list(p) for p in points]}
+            for _, category, kind, points in frame
+        ]
+        for frame in state.vector_key
+    ]
 
 
 @dataclass
@@ -206,24 +220,12 @@ class _SequenceScoring:
         return guarded(job, self.score)
 
     def read_label(self, job: Job) -> None:
-        state = self.api.label_state(job.sample.uuid, self.labelset)
-        if state.status not in HUMAN_LABEL_STATUSES:
-            raise sample_failure(job, f"the label in {self.labelset!r} is no longer a person's")
-        if not state.vector_key:
-            raise sample_failure(job, "the label holds no boxes or polygons")
-        if len(state.vector_key) != len(job.sample.frames):
+        frames = human_shapes(self.api, self.labelset, job)
+        if len(frames) != len(job.sample.frames):
             raise sample_failure(
-                job,
-                f"the label has {len(state.vector_key)} frames, the sample "
-                f"{len(job.sample.frames)}",
+                job, f"the label has {len(frames)} frames, the sample {len(job.sample.frames)}"
             )
-        self._truths[job.sample.uuid] = [
-            [
-                {"category_id": category, "type": kind, "points": [list(p) for p in points]}
-                for _, category, kind, points in frame
-            ]
-            for frame in state.vector_key
-        ]
+        self._truths[job.sample.uuid] = frames
 
     def predict(self, job: Job) -> None:
         sample, max_pixels = job.sample, self.settings.pipeline.max_image_pixels
