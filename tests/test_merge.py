@@ -452,3 +452,165 @@ def test_same_input_gives_same_output() -> None:
 
     np.testing.assert_array_equal(a.id_map, b.id_map)
     assert a.segments == b.segments
+
+
+# --- masks cropped to a window: the same merge as full-size masks ------------------------------
+
+
+def crop(cand: MaskCandidate, rng: np.random.Generator) -> MaskCandidate:
+    """``cand`` with its mask cut to a window holding all its True pixels: the tight window, or
+    one grown by a random margin (clipped to the frame), or left full-size, at random."""
+    choice = rng.integers(0, 3)
+    if choice == 0:
+        return cand
+    tight = cand.cropped()
+    if choice == 1 or tight.mask.size == 0:
+        return tight
+    (height, width), (top, left) = cand.mask.shape, tight.origin
+    r0, c0 = top - int(rng.integers(0, 3)), left - int(rng.integers(0, 3))
+    r1 = top + tight.mask.shape[0] + int(rng.integers(0, 3))
+    c1 = left + tight.mask.shape[1] + int(rng.integers(0, 3))
+    r0, c0, r1, c1 = max(r0, 0), max(c0, 0), min(r1, height), min(c1, width)
+    return MaskCandidate(
+        mask=cand.mask[r0:r1, c0:c1].copy(),
+        category_id=cand.category_id,
+        score=cand.score,
+        is_thing=cand.is_thing,
+        box=cand.box,
+        origin=(r0, c0),
+        frame=(height, width),
+    )
+
+
+def random_ids(rng: np.random.Generator, candidates: list[MaskCandidate]) -> list[int]:
+    """Valid ``segment_ids``: distinct per thing, one per stuff category, shuffled."""
+    pool = iter(int(v) for v in rng.permutation(np.arange(1, 4 * len(candidates) + 2)))
+    per_stuff: dict[int, int] = {}
+    return [
+        next(pool) if c.is_thing else per_stuff.setdefault(c.category_id, next(pool))
+        for c in candidates
+    ]
+
+
+def assert_same_merge(a: PanopticPrediction, b: PanopticPrediction) -> None:
+    np.testing.assert_array_equal(a.id_map, b.id_map)
+    assert a.id_map.dtype == b.id_map.dtype
+    assert a.segments == b.segments
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_cropped_masks_merge_exactly_like_full_size_masks(seed: int) -> None:
+    rng = np.random.default_rng(5000 + seed)
+    shape = (int(rng.integers(3, 14)), int(rng.integers(3, 14)))
+    size = (int(rng.integers(1, 30)), int(rng.integers(1, 30)))
+    min_area = int(rng.choice([0, 1, 3, 8]))
+    full = random_candidates(rng, shape)
+    cropped = [crop(c, rng) for c in full]
+    kwargs: dict[str, object] = {"min_area": min_area}
+    if rng.random() < 0.7:
+        kwargs["output_size"] = size
+    if full and rng.random() < 0.5:
+        kwargs["segment_ids"] = random_ids(rng, full)
+
+    expected = merge_panoptic(full, **kwargs)  # type: ignore[arg-type]
+    got = merge_panoptic(cropped, **kwargs)  # type: ignore[arg-type]
+
+    assert_same_merge(got, expected)
+
+
+def test_cropped_things_over_stuff_literal_case() -> None:
+    # A small high thing in the bottom-right corner, a low thing under it, a thing of 2 pixels
+    # dropped by min_area, two stuff categories; the output is twice the size.
+    high = thing(1, 0.9, "......", "......", "....##", "....##")
+    low = thing(2, 0.5, "......", "...##.", "...##.", "......")
+    tiny = thing(3, 0.7, "#.....", "#.....", "......", "......")
+    sky = stuff(7, 0.4, "######", "######", "......", "......")
+    road = stuff(8, 0.3, "......", "......", "######", "######")
+    full = [high, low, tiny, sky, road]
+    cropped = [c.cropped() for c in full]
+    assert cropped[0].origin == (2, 4) and cropped[0].mask.shape == (2, 2)
+    assert cropped[1].origin == (1, 3) and cropped[1].frame == (4, 6)
+    kwargs: dict[str, object] = {"min_area": 9, "output_size": (12, 8)}
+
+    got = merge_panoptic(cropped, **kwargs)  # type: ignore[arg-type]
+
+    assert_same_merge(got, merge_panoptic(full, **kwargs))  # type: ignore[arg-type]
+    small = np.repeat(np.repeat(ids("333333", "333223", "444211", "444411"), 2, 0), 2, 1)
+    np.testing.assert_array_equal(got.id_map, small)
+    assert [(s.id, s.category_id, s.area, s.bbox) for s in got.segments] == [
+        (1, 1, 16, (8, 4, 4, 4)),
+        (2, 2, 12, (6, 2, 4, 4)),  # its corner under the high thing is the high thing's
+        (3, 7, 40, (0, 0, 12, 4)),  # the tiny thing's pixels stay sky
+        (4, 8, 28, (0, 4, 8, 4)),
+    ]
+    with_ids = merge_panoptic(cropped, segment_ids=[10, 11, 12, 20, 21], **kwargs)  # type: ignore[arg-type]
+    assert_same_merge(
+        with_ids,
+        merge_panoptic(full, segment_ids=[10, 11, 12, 20, 21], **kwargs),  # type: ignore[arg-type]
+    )
+    assert [s.id for s in with_ids.segments] == [10, 11, 20, 21]
+
+
+def test_an_empty_crop_is_an_empty_candidate() -> None:
+    empty = thing(1, 0.9, "......", "......").cropped()
+    assert empty.mask.shape == (0, 0) and empty.frame == (2, 6)
+    sky = stuff(2, 0.5, "######", "######")
+
+    result = merge_panoptic([empty, sky], min_area=0)
+
+    np.testing.assert_array_equal(result.id_map, np.ones((2, 6), np.uint32))
+    assert [s.category_id for s in result.segments] == [2]
+
+
+def test_mask_candidate_window_and_full_mask() -> None:
+    full = thing(4, 0.8, "......", "..##..", "...#..", "......")
+    cropped = full.cropped()
+
+    assert cropped.origin == (1, 2) and cropped.frame == (4, 6) and cropped.frame_shape == (4, 6)
+    np.testing.assert_array_equal(cropped.mask, m("##", ".#"))
+    assert cropped.window == (slice(1, 3), slice(2, 4))
+    np.testing.assert_array_equal(cropped.full_mask(), full.mask)
+    assert full.full_mask() is full.mask and full.window == (slice(0, 4), slice(0, 6))
+    np.testing.assert_array_equal(cropped.cropped().full_mask(), full.mask)  # crop of a crop
+
+
+def _framed(mask: npt.NDArray[np.bool_], origin: tuple[int, int], frame: tuple[int, int] | None):
+    return MaskCandidate(mask, 1, 0.5, True, origin=origin, frame=frame)
+
+
+@pytest.mark.parametrize(
+    ("candidates", "message"),
+    [
+        pytest.param(
+            [_framed(np.ones((2, 2), bool), (3, 0), (4, 6))],
+            r"candidate 0: crop of shape \(2, 2\) at origin \(3, 0\) does not fit its frame "
+            r"\(4, 6\)",
+            id="crop-past-the-bottom",
+        ),
+        pytest.param(
+            [thing(1, 0.9, *FULL), _framed(np.ones((2, 2), bool), (0, -1), (4, 6))],
+            r"candidate 1: crop .* at origin \(0, -1\)",
+            id="negative-origin",
+        ),
+        pytest.param(
+            [_framed(np.ones((2, 2), bool), (1, 1), None)],
+            r"candidate 0: origin \(1, 1\) without a frame",
+            id="origin-without-frame",
+        ),
+        pytest.param(
+            [thing(1, 0.9, *FULL), _framed(np.ones((2, 2), bool), (0, 0), (4, 7))],
+            r"candidate 1: frame \(4, 7\) differs from the first candidate's \(4, 6\)",
+            id="frames-differ",
+        ),
+        pytest.param(
+            [_framed(np.ones((2, 2), bool), (0, 0), (4, 7)), thing(1, 0.9, *FULL)],
+            r"candidate 1: mask shape \(4, 6\) differs from the first candidate's \(4, 7\)",
+            id="full-size-after-a-crop",
+        ),
+    ],
+)
+def test_invalid_crops_raise_naming_the_candidate(
+    candidates: list[MaskCandidate], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        merge_panoptic(candidates, min_area=0)

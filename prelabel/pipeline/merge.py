@@ -17,6 +17,11 @@ The rules, in the order they are applied (see :func:`merge_panoptic` for the ful
 4. Ids are compact, ``1..N``: kept things in descending score order, then kept stuff by
    category id.
 
+A candidate may carry its mask cropped to a window of the working image
+(:class:`~prelabel.panoptic.MaskCandidate`'s ``origin`` and ``frame``): the merge then works
+inside that window and never looks at, or builds, the full-size mask, so a small thing costs a
+small scan. Full-size and cropped masks of the same pixels give the same map.
+
 All decisions are taken at the masks' (working) resolution, with each working pixel weighted by
 the number of output pixels it becomes under nearest-neighbour resizing. Areas and the drop rule
 are therefore exact at the output size without ever painting at the output size; only the final
@@ -48,8 +53,9 @@ def merge_panoptic(
     """Merge thing and stuff mask candidates into one panoptic map.
 
     Args:
-        candidates: Masks at the working resolution; every ``mask`` is a 2-D ``bool`` array of
-            the same shape ``(H, W)``. Not mutated.
+        candidates: Masks at the working resolution; every ``mask`` is a 2-D ``bool`` array,
+            either of the working shape ``(H, W)`` or a crop of it (``origin`` and ``frame``
+            set, ``frame`` the same ``(H, W)`` for all). Not mutated.
         min_area: Segments with fewer pixels than this, counted at the output size, are dropped.
             A segment with no pixel at the output size is always dropped, also for 0.
         output_size: ``(width, height)`` of the original image. The id map is resized to it with
@@ -82,8 +88,9 @@ def merge_panoptic(
           ascending category id. The same input always gives the same map.
 
     Raises:
-        ValueError: a mask is not 2-D ``bool``, masks differ in shape (the message names the
-            expected and actual shape), a score is not finite, ``min_area`` is negative,
+        ValueError: a mask is not 2-D ``bool``, candidates differ in working shape (the
+            message names the expected and actual shape), a crop does not fit its frame or has
+            an origin without one, a score is not finite, ``min_area`` is negative,
             ``output_size`` is not two positive integers, there are no candidates and no
             ``output_size`` (the size would be unknown), or the candidates could need more
             than :data:`MAX_SEGMENT_ID` ids.
@@ -106,7 +113,7 @@ def merge_panoptic(
             f"{MAX_SEGMENT_ID} ids a Segments bitmap can hold"
         )
     given = _check_ids(candidates, segment_ids)
-    windows = [_window(c.mask) for c in candidates]
+    windows = [_frame_window(c) for c in candidates]
 
     stuff_map, stuff_windows = _paint_stuff(candidates, windows, stuff_ids, shape)
 
@@ -118,7 +125,7 @@ def merge_panoptic(
         if window is None:
             continue
         cand = candidates[index]
-        claim = cand.mask[window] & ~taken[window]
+        claim = _pixels(cand, window) & ~taken[window]
         footprint = _footprint(claim, window, rows, cols)
         if footprint is None or footprint[0] < threshold:
             continue
@@ -216,7 +223,7 @@ class _Axis:
 def _check_candidates(
     candidates: Sequence[MaskCandidate], output_size: tuple[int, int] | None
 ) -> tuple[int, int]:
-    """Validate inputs; return the common mask shape ``(H, W)`` (or the output's if none)."""
+    """Validate inputs; return the common working shape ``(H, W)`` (or the output's if none)."""
     if output_size is not None and not _is_size(output_size):
         raise ValueError(
             f"output_size must be (width, height) with positive integers, got {output_size!r}"
@@ -225,16 +232,21 @@ def _check_candidates(
         if output_size is None:
             raise ValueError("no candidates and no output_size: the map's size is unknown")
         return int(output_size[1]), int(output_size[0])
-    expected = candidates[0].mask.shape
+    expected: tuple[int, ...] = ()
     for i, cand in enumerate(candidates):
         mask = cand.mask
         if mask.ndim != 2 or mask.dtype != np.bool_:
             raise ValueError(
                 f"candidate {i}: mask must be a 2-D bool array, got {mask.ndim}-D {mask.dtype}"
             )
-        if mask.shape != expected:
+        _check_crop(i, cand)
+        shape = tuple(cand.frame_shape)
+        if i == 0:
+            expected = shape
+        elif shape != expected:
+            what = "mask shape" if cand.frame is None else "frame"
             raise ValueError(
-                f"candidate {i}: mask shape {mask.shape} differs from the first mask's "
+                f"candidate {i}: {what} {shape} differs from the first candidate's "
                 f"{expected}; all masks must share the working resolution"
             )
         if not np.isfinite(cand.score):
@@ -242,6 +254,25 @@ def _check_candidates(
     if 0 in expected:
         raise ValueError(f"masks have an empty shape {expected}")
     return int(expected[0]), int(expected[1])
+
+
+def _check_crop(index: int, cand: MaskCandidate) -> None:
+    """A cropped mask lies inside its frame; a full-size one has no origin."""
+    top, left = cand.origin
+    if cand.frame is None:
+        if (top, left) != (0, 0):
+            raise ValueError(
+                f"candidate {index}: origin {cand.origin} without a frame; a full-size mask "
+                "starts at (0, 0)"
+            )
+        return
+    height, width = cand.mask.shape
+    frame_h, frame_w = cand.frame
+    if not (0 <= top <= frame_h - height and 0 <= left <= frame_w - width):
+        raise ValueError(
+            f"candidate {index}: crop of shape {cand.mask.shape} at origin {cand.origin} "
+            f"does not fit its frame {cand.frame}"
+        )
 
 
 def _is_size(value: object) -> bool:
@@ -266,6 +297,28 @@ def _window(mask: npt.NDArray[np.bool_]) -> _Window | None:
     col_any = mask[r0 : r1 + 1].any(axis=0)
     c0, c1 = _span(col_any)
     return slice(r0, r1 + 1), slice(c0, c1 + 1)
+
+
+def _frame_window(cand: MaskCandidate) -> _Window | None:
+    """The tight window of a candidate's True pixels, in the frame; ``None`` when empty.
+
+    Scans only the candidate's crop: a thing cropped by its back-end costs its own size here.
+    """
+    window = _window(cand.mask)
+    top, left = cand.origin
+    if window is None or (top, left) == (0, 0):
+        return window
+    rows, cols = window
+    return slice(rows.start + top, rows.stop + top), slice(cols.start + left, cols.stop + left)
+
+
+def _pixels(cand: MaskCandidate, window: _Window) -> npt.NDArray[np.bool_]:
+    """The candidate's mask over ``window`` of the frame, which lies inside its crop."""
+    top, left = cand.origin
+    if (top, left) == (0, 0):
+        return cand.mask[window]
+    rows, cols = window
+    return cand.mask[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left]
 
 
 def _span(present: npt.NDArray[np.bool_] | np.bool_) -> tuple[int, int]:
@@ -308,7 +361,7 @@ def _paint_stuff(
         window = windows[i]
         assert window is not None  # filtered above; narrows the type
         label = label_of[candidates[i].category_id]
-        np.copyto(label_map[window], dtype(label), where=candidates[i].mask[window])
+        np.copyto(label_map[window], dtype(label), where=_pixels(candidates[i], window))
         label_windows[label] = _union(label_windows[label], window)
     return label_map, label_windows
 
