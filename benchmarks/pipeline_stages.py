@@ -81,7 +81,7 @@ from transformers import (
 from prelabel.backends import backend_spec, load_backend
 from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.backends.grounded_sam.loading import MODEL_SUBDIRS, load_models
-from prelabel.backends.grounded_sam.segment import ImageEmbedding, PromptMasks
+from prelabel.backends.grounded_sam.segment import BoxCrops, ImageEmbedding, PromptMasks
 from prelabel.backends.grounded_sam.tiny import tiny_bert_tokenizer, tiny_clip_tokenizer
 from prelabel.backends.loading import quiet_progress_bars, resolve_device
 from prelabel.backends.sam3.backend import Sam3Backend
@@ -286,12 +286,12 @@ class Workload:
         self.boxes: list[int] = []
         self.point_prompts: list[int] = []
         segmenter = pipeline.backend.segmenter
-        segment_boxes, segment_points = segmenter.segment_boxes, segmenter.segment_points
+        box_crops, segment_points = segmenter.box_crops, segmenter.segment_points
         point_probabilities = segmenter.point_probabilities
 
-        def count_boxes(embedding: ImageEmbedding, boxes: np.ndarray) -> PromptMasks:
+        def count_boxes(embedding: ImageEmbedding, boxes: np.ndarray) -> BoxCrops:
             self.boxes.append(len(boxes))
-            return segment_boxes(embedding, boxes)
+            return box_crops(embedding, boxes)
 
         def count_points(
             embedding: ImageEmbedding, point_sets: Sequence[np.ndarray]
@@ -305,7 +305,7 @@ class Workload:
             self.point_prompts.append(len(point_sets))  # one prompt per stuff category
             return point_probabilities(embedding, point_sets)
 
-        segmenter.segment_boxes = count_boxes  # type: ignore[method-assign]
+        segmenter.box_crops = count_boxes  # type: ignore[method-assign]
         segmenter.segment_points = count_points  # type: ignore[method-assign]
         segmenter.point_probabilities = count_seed_points  # type: ignore[method-assign]
 

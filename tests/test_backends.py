@@ -204,11 +204,11 @@ class _Session:
         mask[:, : width // 2] = True
         return [MaskCandidate(mask=mask, category_id=1, score=0.9, is_thing=True)]
 
-    def stuff(self, thing_masks: list[np.ndarray]) -> list[object]:
+    def stuff(self, things: list[object]) -> list[object]:
         from prelabel.panoptic import MaskCandidate
 
         self.calls.append("stuff")
-        free = ~np.logical_or.reduce(thing_masks)
+        free = ~np.logical_or.reduce([t.full_mask() for t in things])  # type: ignore[attr-defined]
         return [MaskCandidate(mask=free, category_id=2, score=0.5, is_thing=False)]
 
 

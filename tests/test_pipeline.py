@@ -11,6 +11,7 @@ region.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +246,29 @@ def test_an_mm_grounding_dino_checkpoint_detects_through_the_seam(tiny_models_di
     _check_contract(prediction, (96, 64))
     things = [s for s in prediction.segments if s.is_thing]
     assert things and {s.category_id for s in things} <= {1, 2}
+
+
+def test_thing_candidates_are_tight_crops_and_stuff_reads_them_like_full_masks(
+    tiny_models: object,
+) -> None:
+    # Few things and no erosion leave stuff its pixels (as in the first test).
+    settings = OPEN.model_copy(update={"max_detections": 2, "shrink_kernel": 0})
+    pipeline = Pipeline(GroundedSam(tiny_models), settings)
+    image = _image()
+    taxonomy = pipeline.fit(build_taxonomy(CATEGORIES, {}, settings))
+    (session,) = pipeline.backend.open_batch([image], taxonomy, settings, pipeline.clock(None))
+    things = session.things()
+    found = pipeline.backend.detect_batch([image], taxonomy.things, settings)[0]
+    sam_masks = pipeline.backend.segmenter.segment_boxes(session.embedding, found.boxes).masks
+
+    assert things and all(t.frame == (64, 96) for t in things)
+    np.testing.assert_array_equal(np.stack([t.full_mask() for t in things]), sam_masks)
+    assert all(t.cropped().mask.shape == t.mask.shape for t in things)  # tight windows
+    full_size = [replace(t, mask=t.full_mask(), origin=(0, 0), frame=None) for t in things]
+    from_crops, from_full = session.stuff(things), session.stuff(full_size)
+    assert from_crops and len(from_crops) == len(from_full)
+    for a, b in zip(from_crops, from_full, strict=True):
+        assert (a.category_id, a.score) == (b.category_id, b.score)
+        np.testing.assert_array_equal(a.mask, b.mask)
+    without = session.stuff([])  # the things are read: without them stuff differs
+    assert [c.mask.sum() for c in without] != [c.mask.sum() for c in from_crops]

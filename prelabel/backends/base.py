@@ -16,8 +16,11 @@ sequence driver use it:
 - :meth:`ImageSession.things` gives the thing candidates (``is_thing=True``), in the order the
   merge should prefer them on equal scores; the sequence driver calls it on keyframes only.
 - :meth:`ImageSession.stuff` gives the stuff candidates (``is_thing=False``), told the thing
-  masks whose pixels stuff may not take; it is called on every image and frame.
-- Masks are boolean ``(H, W)`` arrays at the working image's size; category ids are the
+  candidates whose pixels stuff may not take (its own from ``things``, or a sequence's tracked
+  ones); it is called on every image and frame.
+- Masks are boolean, at the working image's size ``(H, W)`` or cropped to a window of it
+  (:class:`~prelabel.panoptic.MaskCandidate`'s ``origin`` and ``frame``: a back-end that keeps
+  its masks on a device hands the host only each thing's window); category ids are the
   taxonomy's. Neither method may return candidates of categories the taxonomy does not prompt.
 - :meth:`Backend.text_limits` lists each text encoder's token limit with its tokenizer's count;
   the pipeline cuts every phrase to fit once per taxonomy, before the first image
@@ -32,8 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-import numpy.typing as npt
 from PIL import Image
 
 from prelabel.config import PipelineSettings
@@ -101,8 +102,9 @@ class ImageSession(Protocol):
         """The thing candidates of this image (see the module docstring)."""
         ...
 
-    def stuff(self, thing_masks: Sequence[npt.NDArray[np.bool_]]) -> list[MaskCandidate]:
-        """The stuff candidates of this image, with ``thing_masks`` (``(H, W)`` bool) known."""
+    def stuff(self, things: Sequence[MaskCandidate]) -> list[MaskCandidate]:
+        """The stuff candidates of this image, with the thing candidates ``things`` known
+        (full-size or cropped masks: a back-end reads them with ``window``/``full_mask()``)."""
         ...
 
 

@@ -89,7 +89,7 @@ class Pipeline:
         for working, session in zip(workings, sessions, strict=True):
             candidates = session.things()
             if taxonomy.stuff:
-                candidates.extend(session.stuff([c.mask for c in candidates]))
+                candidates.extend(session.stuff(tuple(candidates)))
             with clock("merge"):
                 predictions.append(
                     merge_panoptic(

@@ -126,7 +126,7 @@ class SequencePipeline:
                 things = ledger.things(working.image, detections)
             stuff: list[MaskCandidate] = []
             if taxonomy.stuff:
-                stuff = session.stuff([cand.mask for _, cand in things])
+                stuff = session.stuff([cand for _, cand in things])
             with clock("merge"):
                 result = ledger.frame(
                     things, stuff, output_size=working.original_size, is_keyframe=is_keyframe

@@ -127,7 +127,7 @@ class TrackLedger:
         if detections:
             new = self._match(present, detections)
             if new:
-                added = self.tracker.add_objects({i: d.mask for i, d in new.items()})
+                added = self.tracker.add_objects({i: d.full_mask() for i, d in new.items()})
                 for track_id, obj in added.items():
                     if obj.present:
                         present[track_id] = obj
@@ -201,7 +201,7 @@ class TrackLedger:
         used_dets: set[int] = set()
         if track_ids:
             iou = mask_iou(
-                np.stack([d.mask for d in detections]),
+                np.stack([d.full_mask() for d in detections]),
                 np.stack([present[i].mask for i in track_ids]),
             )
             order = np.argsort(-iou, axis=None, kind="stable")

@@ -7,16 +7,17 @@ image of the batch, which keeps a GPU busy; SAM box masks, CLIPSeg and the stuff
 per image (``pipeline.stuff_method``: the seed's algorithm in :mod:`.stuff_seed`, its point
 prompts in padded calls of several categories each, or the
 per-region one in :mod:`.stuff_regions`). Same results as one image at a time.
+
+Thing masks stay on the model's device until the merge needs them: a thing candidate holds only
+its mask's tight window (:mod:`.thing_masks`), and the seed stuff method rebuilds the union of
+the things it is told on the device from those crops.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-import numpy.typing as npt
 import torch
 from PIL import Image
 
@@ -113,18 +114,26 @@ class GroundedSam:
         )
 
     def thing_candidates(self, embedding: ImageEmbedding, found: Detections) -> list[MaskCandidate]:
-        """SAM masks of detected boxes, as thing candidates in detection order."""
-        masks = self.segmenter.segment_boxes(embedding, found.boxes)
+        """SAM masks of detected boxes, as thing candidates in detection order, each mask cut
+        to its tight window (``origin`` and ``frame`` set)."""
+        masks = self.segmenter.box_crops(embedding, found.boxes)
         return [
             MaskCandidate(
-                mask=m,
+                mask=crop,
                 category_id=int(c),
                 score=float(s),
                 is_thing=True,
                 box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                origin=origin,
+                frame=masks.frame,
             )
-            for m, c, s, b in zip(
-                masks.masks, found.category_ids, found.scores, found.boxes, strict=True
+            for crop, origin, c, s, b in zip(
+                masks.crops,
+                masks.origins,
+                found.category_ids,
+                found.scores,
+                found.boxes,
+                strict=True,
             )
         ]
 
@@ -132,21 +141,20 @@ class GroundedSam:
         self,
         image: Image.Image | DeviceImage,
         prompts: tuple[CategoryPrompt, ...],
-        things: Sequence[npt.NDArray[np.bool_]],
+        things: Sequence[MaskCandidate],
         embedding: ImageEmbedding,
         settings: PipelineSettings,
         clock: StageClock,
     ) -> list[MaskCandidate]:
-        """The stuff branch by ``settings.stuff_method``; ``things`` are the ``(H, W)`` thing
-        masks whose pixels the seed method takes away from stuff."""
+        """The stuff branch by ``settings.stuff_method``; ``things`` are the thing candidates
+        (full-size or cropped) whose pixels the seed method takes away from stuff."""
         if settings.stuff_method == "regions":
             with clock("coarse"):
                 probs = self.stuff.probabilities(image, prompts)
             return regions_stuff(probs, prompts, embedding, self.segmenter, settings, clock)
         with clock("coarse"):
             logits = self.stuff.logits(image, prompts)
-        union = functools.reduce(np.logical_or, things) if things else None
-        return seed_stuff(logits, prompts, union, embedding, self.segmenter, settings, clock)
+        return seed_stuff(logits, prompts, things, embedding, self.segmenter, settings, clock)
 
 
 @dataclass
@@ -182,14 +190,14 @@ class _Session:
         with self.batch.clock("things"):
             return self.batch.backend.thing_candidates(self.embedding, found)
 
-    def stuff(self, thing_masks: Sequence[npt.NDArray[np.bool_]]) -> list[MaskCandidate]:
+    def stuff(self, things: Sequence[MaskCandidate]) -> list[MaskCandidate]:
         batch = self.batch
         if not batch.taxonomy.stuff:
             return []
         return batch.backend.stuff_candidates(
             batch.images[self.index],
             batch.taxonomy.stuff,
-            thing_masks,
+            things,
             self.embedding,
             batch.settings,
             batch.clock,

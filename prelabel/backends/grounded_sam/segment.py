@@ -3,14 +3,15 @@
 The image encoder is nearly all of SAM's cost (ViT-H: about a minute per image on a CPU, the
 prompt decoder a tenth of a second per prompt), so :meth:`SamSegmenter.embed` runs it exactly once
 and the decoder calls take the cached :class:`ImageEmbedding`. All boxes of an image go to the
-decoder in one batched call; stuff points go in one call for all regions (``regions``) or in
-calls of a bounded number of categories each, point lists padded (``seed``,
-:meth:`SamSegmenter.point_probabilities`).
+decoder in one batched call, and of their masks only each one's tight window comes to host
+memory (:meth:`SamSegmenter.box_crops`, :mod:`.thing_masks`); stuff points go in one call for
+all regions (``regions``) or in calls of a bounded number of categories each, point lists
+padded (``seed``, :meth:`SamSegmenter.point_probabilities`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from prelabel.backends.grounded_sam.preprocess import (
     device_images,
     sam_inputs,
 )
+from prelabel.backends.grounded_sam.thing_masks import Crop, crop_to_windows
 
 #: Masks are upscaled to full resolution this many prompts at a time, bounding the float memory
 #: that post-processing needs (prompts x height x width x 4 bytes).
@@ -64,6 +66,29 @@ class PromptMasks:
 
     masks: npt.NDArray[np.bool_]
     scores: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class BoxCrops:
+    """SAM's box masks as they reach host memory: each cut to the tight window of its pixels.
+
+    ``crops[i]`` is mask ``i``'s ``(h, w)`` booleans with its top-left pixel at ``origins[i]``
+    ``(row, column)`` of the ``frame`` ``(height, width)`` (the embedded image); an empty mask is
+    a ``(0, 0)`` crop. ``scores``: SAM's IoU guesses.
+    """
+
+    crops: tuple[npt.NDArray[np.bool_], ...]
+    origins: tuple[tuple[int, int], ...]
+    frame: tuple[int, int]
+    scores: npt.NDArray[np.float32]
+
+    def full(self) -> npt.NDArray[np.bool_]:
+        """``(N, height, width)``: the masks at full size (for tests and tools; a full-size
+        copy per mask is what the crops avoid)."""
+        masks = np.zeros((len(self.crops), *self.frame), dtype=np.bool_)
+        for mask, crop, (top, left) in zip(masks, self.crops, self.origins, strict=True):
+            mask[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
+        return masks
 
 
 class SamSegmenter:
@@ -115,21 +140,35 @@ class SamSegmenter:
             reshaped_sizes=[_pair(s) for s in found["reshaped_input_sizes"]],
         )
 
-    @torch.inference_mode()
     def segment_boxes(
         self, embedding: ImageEmbedding, boxes: npt.NDArray[np.float32]
     ) -> PromptMasks:
-        """One mask per ``(N, 4)`` xyxy box (pixels of the embedded image), one decoder call."""
+        """:meth:`box_crops` at full size in host memory (tests and tools; the pipeline keeps
+        the crops)."""
+        found = self.box_crops(embedding, boxes)
+        return PromptMasks(masks=found.full(), scores=found.scores)
+
+    @torch.inference_mode()
+    def box_crops(self, embedding: ImageEmbedding, boxes: npt.NDArray[np.float32]) -> BoxCrops:
+        """One mask per ``(N, 4)`` xyxy box (pixels of the embedded image), one decoder call;
+        upscaled on the model's device, :data:`_POSTPROCESS_CHUNK` at a time, and only each
+        mask's tight window copied to host memory."""
         if len(boxes) == 0:
-            return self._empty(embedding)
+            return BoxCrops((), (), embedding.original_size, np.zeros(0, dtype=np.float32))
         corners = embedding.to_model_coordinates(np.asarray(boxes).reshape(-1, 2, 2)).reshape(-1, 4)
         input_boxes = torch.from_numpy(corners)[None].to(self.device, self._dtype)
         outputs = self.model(
             image_embeddings=embedding.embeddings, input_boxes=input_boxes, multimask_output=False
         )
         require_finite("sam", self.model, box_masks=outputs.pred_masks)
-        return self._postprocess(
-            embedding, outputs.pred_masks[0, :, 0], outputs.iou_scores[0, :, 0]
+        crops: list[Crop] = []
+        for masks in self._upscaled(embedding, outputs.pred_masks[0, :, 0]):
+            crops.extend(crop_to_windows(masks))
+        return BoxCrops(
+            crops=tuple(crop for crop, _ in crops),
+            origins=tuple(origin for _, origin in crops),
+            frame=embedding.original_size,
+            scores=outputs.iou_scores[0, :, 0].float().cpu().numpy().astype(np.float32),
         )
 
     @torch.inference_mode()
@@ -198,17 +237,21 @@ class SamSegmenter:
         require_finite("sam", self.model, point_masks=outputs.pred_masks)
         return outputs
 
-    def _postprocess(
-        self, embedding: ImageEmbedding, low_res: torch.Tensor, scores: torch.Tensor
-    ) -> PromptMasks:
-        """Upscale ``(N, 256, 256)`` logits to the image size on the model's device."""
-        chunks = []
+    def _upscaled(self, embedding: ImageEmbedding, low_res: torch.Tensor) -> Iterator[torch.Tensor]:
+        """``(N, 256, 256)`` logits -> ``(n, H, W)`` bool masks at the image size on the model's
+        device, :data:`_POSTPROCESS_CHUNK` at a time."""
         for start in range(0, len(low_res), _POSTPROCESS_CHUNK):
             part = low_res[start : start + _POSTPROCESS_CHUNK, None].float()
             (masks,) = self.processor.image_processor.post_process_masks(
                 [part], [embedding.original_size], [embedding.reshaped_size]
             )
-            chunks.append(masks[:, 0].cpu().numpy())
+            yield masks[:, 0]
+
+    def _postprocess(
+        self, embedding: ImageEmbedding, low_res: torch.Tensor, scores: torch.Tensor
+    ) -> PromptMasks:
+        """Upscale ``(N, 256, 256)`` logits to the image size; full-size masks to the host."""
+        chunks = [masks.cpu().numpy() for masks in self._upscaled(embedding, low_res)]
         return PromptMasks(
             masks=np.concatenate(chunks).astype(bool, copy=False),
             scores=scores.float().cpu().numpy().astype(np.float32),

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from prelabel.backends.grounded_sam.segment import ImageEmbedding, SamSegmenter
+from prelabel.backends.grounded_sam.thing_masks import device_union
 from prelabel.config import PipelineSettings
 from prelabel.panoptic import MaskCandidate
 from prelabel.pipeline.clock import StageClock
@@ -65,7 +66,7 @@ STUFF_PROMPTS_PER_CALL = 8
 def seed_stuff(
     logits: torch.Tensor,
     prompts: Sequence[CategoryPrompt],
-    things: npt.NDArray[np.bool_] | None,
+    things: Sequence[MaskCandidate],
     embedding: ImageEmbedding,
     segmenter: SamSegmenter,
     settings: PipelineSettings,
@@ -74,14 +75,16 @@ def seed_stuff(
     """One mask candidate per stuff category that wins pixels, at the embedded image's size.
 
     ``logits`` is CLIPSeg's ``(P, h, w)`` per prompt, on the model's device; ``things`` the
-    union of the thing masks (``(H, W)`` bool) or None. A candidate's score is SAM's mean
+    thing candidates whose pixels stuff may not take (their union is made on the device from
+    their crops, :func:`.thing_masks.device_union`). A candidate's score is SAM's mean
     probability over its pixels.
     """
     size = embedding.original_size
     with clock("coarse"):
         labels, best = coarse_argmax(logits, size, settings.background_threshold)
-        if things is not None:
-            labels.masked_fill_(torch.from_numpy(things).to(labels.device), 0)
+        union = device_union(things, size, labels.device)
+        if union is not None:
+            labels.masked_fill_(union, 0)
         eroded = erode_labels(labels, settings.shrink_kernel).flatten()
         counts = torch.bincount(eroded.long(), minlength=len(prompts) + 1)[1:].tolist()
         point_sets: dict[int, npt.NDArray[np.float32]] = {}

@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
 import torch
 from PIL import Image
 
@@ -124,10 +122,10 @@ class _Session:
                 max_detections=s.max_detections,
             )
 
-    def stuff(self, thing_masks: Sequence[npt.NDArray[np.bool_]]) -> list[MaskCandidate]:
+    def stuff(self, things: Sequence[MaskCandidate]) -> list[MaskCandidate]:
         with self.clock("stuff"):
             return self.session.stuff(
                 self.stuff_queries,
-                thing_masks,
+                [thing.full_mask() for thing in things],
                 background_threshold=self.settings.background_threshold,
             )
