@@ -153,7 +153,7 @@ def merge_panoptic(
                     id=seg_id,
                     category_id=category_id,
                     is_thing=False,
-                    score=_stuff_score(candidates, category_id),
+                    score=_stuff_score(candidates, windows, category_id),
                     area=footprint[0],
                     bbox=footprint[1],
                 )
@@ -279,13 +279,23 @@ def _paint_stuff(
     return label_map, label_windows
 
 
-def _stuff_score(candidates: Sequence[MaskCandidate], category_id: int) -> float:
-    """Mean score of a stuff category's parts, weighted by each part's mask area."""
-    parts = [c for c in candidates if not c.is_thing and c.category_id == category_id]
-    areas = np.array([np.count_nonzero(c.mask) for c in parts], dtype=np.float64)
-    scores = np.array([c.score for c in parts], dtype=np.float64)
+def _stuff_score(
+    candidates: Sequence[MaskCandidate], windows: Sequence[_Window | None], category_id: int
+) -> float:
+    """Mean score of a stuff category's parts, weighted by each part's mask area (counted in
+    the part's window: all its pixels are there)."""
+    parts = [i for i, c in enumerate(candidates) if not c.is_thing and c.category_id == category_id]
+    areas = np.array(
+        [_area(candidates[i], windows[i]) for i in parts],
+        dtype=np.float64,
+    )
+    scores = np.array([candidates[i].score for i in parts], dtype=np.float64)
     total = areas.sum()
     return float((areas * scores).sum() / total) if total else float(scores.max())
+
+
+def _area(cand: MaskCandidate, window: _Window | None) -> int:
+    return 0 if window is None else int(np.count_nonzero(_pixels(cand, window)))
 
 
 def _footprint(
