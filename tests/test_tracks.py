@@ -70,8 +70,10 @@ def run(
     interval: int = 10,
     stuff: dict[int, int] | None = None,
     detect: dict[int, list[tuple[str, int]]] | None = None,
+    cropped: bool = False,
 ) -> tuple[list[FramePrediction], TrackLedger]:
-    """Predict every frame; keyframes detect every world object (or ``detect[frame]``)."""
+    """Predict every frame; keyframes detect every world object (or ``detect[frame]``), their
+    masks cut to their windows when ``cropped`` (as grounded_sam gives them)."""
     ledger = TrackLedger(FakeTracker(world), match_iou=0.5, min_area=0)
     results = []
     for index, size in enumerate(sizes):
@@ -83,6 +85,9 @@ def run(
                 MaskCandidate(world[index][n], category_id=c, score=0.8, is_thing=True)
                 for n, c in listed
             ]
+            if cropped:
+                detections = [d.cropped() for d in detections]
+                assert all(d.mask.shape != size[::-1] for d in detections)
         things = ledger.things(Image.new("RGB", size), detections)
         stuff_cands = [
             MaskCandidate(np.ones(size[::-1], bool), category_id=c, score=0.5, is_thing=False)
@@ -216,3 +221,26 @@ def test_merge_with_given_ids_keeps_the_compact_merge_pixels() -> None:
         merge_panoptic(cands, min_area=0, segment_ids=[4, 4, 5])
     with pytest.raises(ValueError, match="outside"):
         merge_panoptic(cands, min_area=0, segment_ids=[1, 2, 2**24])
+
+
+def test_detections_cropped_to_their_windows_track_like_full_size_ones() -> None:
+    # a moves, b appears at frame 3 and vanishes at frame 7, c overlaps a; keyframes every 3.
+    world = [
+        {
+            "a": box(SIZE, 2 + 3 * k, 10),
+            "c": box(SIZE, 6 + 3 * k, 14, 10, 6),
+            **({"b": box(SIZE, 40, 30)} if 3 <= k < 7 else {}),
+        }
+        for k in range(10)
+    ]
+    categories = {"a": 1, "b": 2, "c": 1}
+    full, full_ledger = run(world, [SIZE] * 10, categories, interval=3, stuff={0: [9], 5: [9]})
+    crops, crop_ledger = run(
+        world, [SIZE] * 10, categories, interval=3, stuff={0: [9], 5: [9]}, cropped=True
+    )
+
+    for a, b in zip(full, crops, strict=True):
+        np.testing.assert_array_equal(a.prediction.id_map, b.prediction.id_map)
+        assert a.prediction.segments == b.prediction.segments
+    assert full_ledger.table() == crop_ledger.table()
+    assert len(full_ledger.table()) == 4  # a, c, b, and the stuff
