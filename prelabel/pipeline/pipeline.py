@@ -3,7 +3,8 @@ turned into a panoptic map, no I/O.
 
 Order per image: the working image (RGB, downscaled to ``max_image_side``) -> the back-end's
 session for it (its encoders run once per image, for a whole batch at a time) -> thing
-candidates -> stuff candidates, told the thing masks -> panoptic merge at the original size.
+candidates -> stuff candidates, told the thing candidates (whose masks a back-end may crop to
+their windows) -> panoptic merge at the original size.
 Which models find the candidates is the back-end's business (:mod:`prelabel.backends`); the
 merge, the resize and the clock are the same for all. The back-end is loaded once and reused
 for every image, and for every settings change (the review notebook's tuning).
