@@ -159,6 +159,20 @@ def test_region_draw_equals_numpy_choice_over_the_whole_image(case: int) -> None
     assert region[ys, xs].all()
 
 
+def test_region_weights_are_the_same_from_numpy_and_from_tensor_operations() -> None:
+    """A CPU device finds a region's pixels with numpy, any other with ``torch.nonzero``."""
+    rng = np.random.default_rng(5)
+    eroded = torch.from_numpy(rng.integers(0, 4, 50 * 70).astype(np.uint8))
+    probability = torch.from_numpy(rng.random(50 * 70).astype(np.float32))
+    for slot in range(3):
+        pixels, weights = region_weights(eroded, probability, slot)
+        with tensor_paths():
+            by_tensors = region_weights(eroded, probability, slot)
+        assert pixels.dtype == by_tensors[0].dtype == np.int64 and len(pixels) > 100
+        assert np.array_equal(pixels, by_tensors[0])
+        assert weights.dtype == np.float64 and np.array_equal(weights, by_tensors[1])
+
+
 def test_padded_point_prompts_decode_as_if_alone(tiny_models: object) -> None:
     """Point lists of different lengths in one call: each map is the one its own call gives,
     because the padding is masked out of SAM's attention (without the mask it is not)."""

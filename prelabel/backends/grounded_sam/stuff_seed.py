@@ -282,7 +282,11 @@ def region_weights(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Prompt ``slot``'s eroded pixels, as flat row-major indices into the ``(H * W,)`` maps,
     and their probabilities as float64 (exact from float32): the only host copy of the step,
-    in proportion to the region."""
+    in proportion to the region. On a CPU device numpy finds them (:mod:`.fastest_path`:
+    ``flatnonzero`` is several times faster there than ``torch.nonzero``), same indices."""
+    if use_host_libraries(eroded.device):
+        found = np.flatnonzero(eroded.numpy() == slot + 1)
+        return found, probability.numpy()[found].astype(np.float64)
     pixels = torch.nonzero(eroded == slot + 1).squeeze(1)
     weights = probability[pixels].cpu().numpy().astype(np.float64)
     return pixels.cpu().numpy(), weights
