@@ -11,9 +11,13 @@ std from the loaded processor, and returns ``None`` where it holds anything this
 do (another filter, a centre crop, no resize ...); callers then run the processor as before.
 The resized pixels equal the processors' bit for bit (torch's own antialiased ``interpolate``
 was one level off on up to 14% of pixels, enough to move the seed parity to 0.41); the
-normalised values differ by float rounding only (about 7e-7, ``tests/test_preprocess.py``). On
-a CPU the integer passes cost more than Pillow's SIMD code (tensor work 0.65 -> 0.94 s per
-1920x1080 image, 133 categories); the path is for the GPU, where they take milliseconds.
+normalised values differ by float rounding only (about 7e-7, ``tests/test_preprocess.py``).
+
+Which resize runs is :mod:`.fastest_path`'s decision. On a GPU the integer passes take
+milliseconds and keep the host free. On a CPU device they cost more than Pillow's own SIMD code
+(the three resizes of a 1920x1080 image: about 0.2 s of tensor work, one thread), so there
+Pillow resizes the RGB image itself: the same pixels by construction, and the processors' cost
+without their numpy normalisation.
 """
 
 from __future__ import annotations

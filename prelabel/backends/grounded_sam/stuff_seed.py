@@ -34,7 +34,10 @@ region's pixels; the categories' point prompts go to SAM
 each decoded as in a call of its own; the final labels come to host memory once per image.
 Memory stays bounded at the working size (``max_image_side``) whatever the taxonomy: at most
 :data:`STUFF_PROMPTS_PER_CALL` full-size maps of either model are held at a time, the argmaxes
-keeping a running maximum.
+keeping a running maximum that each chunk of maps joins with one ``torch.max``
+(:func:`chunked_argmax`). On a CPU device the erosion and the search for a region's pixels
+use scipy and numpy, which are faster there than tensor operations and give the same result
+(:mod:`.fastest_path`).
 """
 
 from __future__ import annotations
