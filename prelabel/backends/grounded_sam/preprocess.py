@@ -76,6 +76,8 @@ def _rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode == "RGB":
+        return image  # nothing to convert: no copy (nothing here writes to it)
     return image.convert("RGB")
 
 
