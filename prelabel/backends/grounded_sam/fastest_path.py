@@ -7,7 +7,8 @@ branch's erosion (scipy's minimum and maximum filters, or
 where the data already is, in milliseconds, and the host stays free. On a CPU device the
 device's memory is host memory, so the tensor form saves no copy, and the host libraries' own
 vectorised C code is the faster exact path (the three preprocessing resizes of a 1920x1080
-image: about 0.2 s as tensor passes, a few tens of milliseconds in Pillow, one thread).
+image: about 0.3 s as integer tensor passes, about 70 ms in Pillow, one thread of the 2-core
+development CPU).
 
 :func:`use_host_libraries` is that one decision, from the torch device. :func:`tensor_paths`
 overrides it for a block of code, so that the tensor forms can be run and timed on a CPU:
