@@ -11,7 +11,8 @@ its real architecture (same compute as the released weights; the masks mean noth
   the seconds per stage per image (one extra batch, timed with the stage clock) and the GPU
   memory peak. 1280x720 street-like images, the 133 COCO-panoptic categories.
 - ``host_overhead``: host work per 1920x1080 image with 133 categories on this box's CPU
-  (``benchmarks/host_overhead.py``: stand-in models, the pipeline's own work only).
+  (``benchmarks/host_overhead.py``: stand-in models, the pipeline's own work only; ``total_s``
+  is the device path's, the tensor forms a GPU runs, ``cpu_path`` what a CPU device runs).
 - ``seed_baseline``: the seed's loop on the same grounded_sam models, one image at a time in
   fp32: prelabel's detection and SAM box masks, then the reference port's stuff branch
   (``tests/reference/``); ``best_over_seed`` is the best grounded_sam images per second above

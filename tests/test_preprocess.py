@@ -2,10 +2,14 @@
 
 The processors (PIL resize, numpy normalisation) are the reference: the real checkpoints were
 trained on what they make, and the seed's loop uses them. Pillow's resize is reproduced bit for
-bit (``pil_resize``), so the only difference left is float rounding in the normalisation.
+bit (``pil_resize``), so the only difference left is float rounding in the normalisation. A CPU
+device resizes with Pillow itself and any other device with ``pil_resize``
+(``fastest_path``); both are run here on the CPU, the second under ``tensor_paths()``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,11 +22,13 @@ from transformers import (
 )
 
 from prelabel.backends.grounded_sam import pil_resize
+from prelabel.backends.grounded_sam.fastest_path import tensor_paths, use_host_libraries
 from prelabel.backends.grounded_sam.preprocess import (
     DeviceImage,
     clipseg_inputs,
     grounding_dino_inputs,
     recipe_of,
+    resized,
     sam_inputs,
 )
 from tests.fixtures.images import noise_image
@@ -30,6 +36,21 @@ from tests.fixtures.images import noise_image
 #: Float rounding of the normalisation only (one uint8 level would be 1 / 255 / 0.229 = 0.017).
 TOLERANCE = 1e-5
 CPU = torch.device("cpu")
+
+#: Each test below runs once per way a CPU device can resize: Pillow (its own way) and the
+#: tensor passes an accelerator takes (forced).
+PATHS = pytest.mark.parametrize("tensors", [False, True], ids=["pillow", "tensor-ops"])
+
+
+@pytest.fixture
+def path(tensors: bool) -> Iterator[None]:
+    if tensors:
+        with tensor_paths():
+            assert not use_host_libraries(CPU)
+            yield
+    else:
+        assert use_host_libraries(CPU)
+        yield
 
 
 def photo_like(width: int, height: int) -> Image.Image:
@@ -55,7 +76,9 @@ def _max_diff(reference: torch.Tensor, ours: torch.Tensor) -> float:
     return float((reference.float() - ours.float()).abs().max())
 
 
+@PATHS
 @pytest.mark.parametrize("make", IMAGES)
+@pytest.mark.usefixtures("path")
 def test_each_model_input_matches_its_processor(make: object) -> None:
     image = make()  # type: ignore[operator]
     on_device = [DeviceImage(image, CPU)]
@@ -83,6 +106,8 @@ def test_each_model_input_matches_its_processor(make: object) -> None:
         assert _max_diff(expected["pixel_values"], pixels) <= TOLERANCE
 
 
+@PATHS
+@pytest.mark.usefixtures("path")
 def test_a_transparent_image_is_composited_over_white_as_the_processors_do() -> None:
     rgba = photo_like(120, 80).convert("RGBA")
     rgba.putalpha(Image.fromarray(np.tile(np.arange(120, dtype=np.uint8) * 2, (80, 1))))
@@ -93,6 +118,8 @@ def test_a_transparent_image_is_composited_over_white_as_the_processors_do() -> 
     assert _max_diff(expected, made.pixel_values) <= TOLERANCE
 
 
+@PATHS
+@pytest.mark.usefixtures("path")
 def test_a_batch_of_two_sizes_is_padded_as_the_processors_pad_it() -> None:
     images = [photo_like(640, 480), noise_image(300, 500, 1)]
     on_device = [DeviceImage(i, CPU) for i in images]
@@ -123,6 +150,27 @@ def test_the_resize_is_pillows_bit_for_bit(
     ours = pil_resize.resize(pixels, (target[1], target[0]), mode)
     assert ours.dtype == torch.uint8
     assert np.array_equal(ours.numpy(), expected)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_pillow_and_the_tensor_passes_give_the_same_pixels(mode: str) -> None:
+    """The policy only picks the faster of two identical answers."""
+    image = DeviceImage(photo_like(333, 201), CPU)
+    for size in ((100, 166), (500, 120), (201, 333)):
+        by_pillow = resized(image, size, mode)
+        with tensor_paths():
+            by_tensors = resized(image, size, mode)
+        assert by_pillow.dtype == by_tensors.dtype == torch.uint8
+        assert by_pillow.shape == (*size, 3)
+        assert torch.equal(by_pillow, by_tensors), size
+
+
+def test_only_a_cpu_device_uses_the_host_libraries() -> None:
+    assert use_host_libraries(CPU)
+    assert not use_host_libraries(torch.device("meta"))
+    with tensor_paths():
+        assert not use_host_libraries(CPU)
+    assert use_host_libraries(CPU)
 
 
 def test_a_processor_doing_something_else_falls_back_to_itself() -> None:

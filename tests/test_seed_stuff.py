@@ -18,10 +18,12 @@ from scipy import ndimage
 
 from prelabel.backends.grounded_sam import padded_points
 from prelabel.backends.grounded_sam.backend import GroundedSam
+from prelabel.backends.grounded_sam.fastest_path import tensor_paths
 from prelabel.backends.grounded_sam.segment import SamSegmenter
 from prelabel.backends.grounded_sam.stuff_seed import (
     STUFF_PROMPTS_PER_CALL,
     can_win,
+    chunked_argmax,
     coarse_argmax,
     coarse_index,
     draw_region_points,
@@ -29,7 +31,6 @@ from prelabel.backends.grounded_sam.stuff_seed import (
     region_weights,
     running_argmax,
     sample_counts,
-    uniform_windows,
     upscaled_probability,
 )
 from prelabel.config import PipelineSettings
@@ -113,9 +114,9 @@ def test_erosion_equals_scipy_binary_erosion_with_a_square(kernel: int, tensors:
     labels[0:30, 60:90] = 2  # a block on the image border (outside counts as outside)
     labels[40:70, 55:90] = rng.integers(0, 4, (30, 35))  # speckle of 1, 2 and 3
     given = torch.from_numpy(labels)
-    if tensors and kernel > 1:
-        uniform = uniform_windows(given, kernel)
-        eroded = torch.where(uniform, given, torch.zeros_like(given)).numpy()
+    if tensors:  # the path an accelerator takes, forced on the CPU
+        with tensor_paths():
+            eroded = erode_labels(given, kernel).numpy()
     else:
         eroded = erode_labels(given, kernel).numpy()
     assert eroded.dtype == np.uint8
@@ -156,6 +157,20 @@ def test_region_draw_equals_numpy_choice_over_the_whole_image(case: int) -> None
     assert np.array_equal(points, expected)
     xs, ys = points.astype(int).T
     assert region[ys, xs].all()
+
+
+def test_region_weights_are_the_same_from_numpy_and_from_tensor_operations() -> None:
+    """A CPU device finds a region's pixels with numpy, any other with ``torch.nonzero``."""
+    rng = np.random.default_rng(5)
+    eroded = torch.from_numpy(rng.integers(0, 4, 50 * 70).astype(np.uint8))
+    probability = torch.from_numpy(rng.random(50 * 70).astype(np.float32))
+    for slot in range(3):
+        pixels, weights = region_weights(eroded, probability, slot)
+        with tensor_paths():
+            by_tensors = region_weights(eroded, probability, slot)
+        assert pixels.dtype == by_tensors[0].dtype == np.int64 and len(pixels) > 100
+        assert np.array_equal(pixels, by_tensors[0])
+        assert weights.dtype == np.float64 and np.array_equal(weights, by_tensors[1])
 
 
 def test_padded_point_prompts_decode_as_if_alone(tiny_models: object) -> None:
@@ -230,3 +245,25 @@ def test_stuff_points_never_land_on_things(spied: tuple[Pipeline, list[list[np.n
     for points in (points for call in calls for points in call):
         xs, ys = points.astype(int).T
         assert not things[ys, xs].any()
+
+
+@pytest.mark.parametrize("slots", [[0, 1, 2, 3, 4], [1, 3, 4, 7, 9]], ids=["consecutive", "gaps"])
+def test_chunks_of_maps_give_the_stacked_argmax_with_its_tie_rules(slots: list[int]) -> None:
+    """One ``torch.max`` per chunk: ties inside a chunk and across chunks go to the lower
+    slot, ties with the background to the background, as one argmax over all maps."""
+    generator = torch.Generator().manual_seed(7)
+    maps = (torch.randint(0, 4, (5, 6, 9), generator=generator) / 4).float()  # many ties
+    maps[2, 0, :3] = maps[4, 0, :3] = 0.9  # a tie across the two chunks below
+    maps[:, 1, :2] = 0.25  # every map ties the background
+    size, background = (6, 9), 0.25
+    chunks = [(slots[:3], maps[:3]), (slots[3:], maps[3:])]
+    labels, best = chunked_argmax(chunks, size, background, torch.device("cpu"))
+    everything = torch.zeros(max(slots) + 1, *size)  # an absent slot: a map of zeros
+    everything[slots] = maps
+    stacked = torch.cat([torch.full((1, *size), background), everything])
+    assert torch.equal(labels.long(), stacked.argmax(dim=0))
+    assert torch.equal(best, stacked.amax(dim=0))
+    assert labels[0, :3].tolist() == [slots[2] + 1] * 3 and labels[1, :2].tolist() == [0, 0]
+    single = zip(slots, maps, strict=True)
+    one_at_a_time, _ = running_argmax(single, size, background, torch.device("cpu"))
+    assert torch.equal(one_at_a_time, labels)

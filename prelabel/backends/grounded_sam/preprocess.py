@@ -11,9 +11,13 @@ std from the loaded processor, and returns ``None`` where it holds anything this
 do (another filter, a centre crop, no resize ...); callers then run the processor as before.
 The resized pixels equal the processors' bit for bit (torch's own antialiased ``interpolate``
 was one level off on up to 14% of pixels, enough to move the seed parity to 0.41); the
-normalised values differ by float rounding only (about 7e-7, ``tests/test_preprocess.py``). On
-a CPU the integer passes cost more than Pillow's SIMD code (tensor work 0.65 -> 0.94 s per
-1920x1080 image, 133 categories); the path is for the GPU, where they take milliseconds.
+normalised values differ by float rounding only (about 7e-7, ``tests/test_preprocess.py``).
+
+Which resize runs is :mod:`.fastest_path`'s decision. On a GPU the integer passes take
+milliseconds and keep the host free. On a CPU device they cost more than Pillow's own SIMD code
+(the three resizes of a 1920x1080 image: about 0.3 s against 70 ms, one thread), so there
+Pillow resizes the RGB image itself: the same pixels by construction, and the processors' cost
+without their numpy normalisation.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from PIL import Image
 from transformers.image_transforms import get_size_with_aspect_ratio
 
 from prelabel.backends.grounded_sam import pil_resize
+from prelabel.backends.grounded_sam.fastest_path import use_host_libraries
 
-#: PIL's filter codes (``PIL.Image.Resampling``) and torch's antialiased modes that match them.
+#: PIL's filter codes (``PIL.Image.Resampling``) and the :mod:`.pil_resize` modes that match them.
 _MODES = {int(Image.Resampling.BILINEAR): "bilinear", int(Image.Resampling.BICUBIC): "bicubic"}
+_FILTERS = {mode: Image.Resampling(code) for code, mode in _MODES.items()}
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,14 @@ class DeviceImage:
     device: torch.device
 
     @functools.cached_property
+    def rgb(self) -> Image.Image:
+        """The image in RGB as the processors make it (:func:`_rgb`)."""
+        return _rgb(self.image)
+
+    @functools.cached_property
     def pixels(self) -> torch.Tensor:
         """``(H, W, 3)`` uint8, as the image's own memory is laid out."""
-        array = np.array(_rgb(self.image))  # writable, as torch wants
+        array = np.array(self.rgb)  # writable, as torch wants
         return torch.from_numpy(array).to(self.device)
 
     @property
@@ -65,6 +76,8 @@ def _rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode == "RGB":
+        return image  # nothing to convert: no copy (nothing here writes to it)
     return image.convert("RGB")
 
 
@@ -114,13 +127,26 @@ def _triple(values: Any) -> tuple[float, float, float] | None:
 def resize_normalise(image: DeviceImage, size: tuple[int, int], recipe: Recipe) -> torch.Tensor:
     """``(3, h, w)`` float32: ``image`` resized to ``size`` with the antialiased filter, rounded
     to ``uint8`` levels as PIL's resize returns them, then rescaled and normalised."""
-    pixels = image.pixels
-    if size != image.shape:
-        pixels = pil_resize.resize(pixels, size, recipe.mode)
-    pixels = pixels.permute(2, 0, 1).float()[None]
-    mean = torch.tensor(recipe.mean, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(recipe.std, device=pixels.device).view(1, 3, 1, 1)
-    return ((pixels * recipe.scale - mean) / std)[0].contiguous()
+    # channels first on uint8 (a quarter of float32's memory), then one float32 tensor that
+    # the three steps update in place: the same values as out-of-place steps, without three
+    # more allocations of the input's size (on a CPU, filling fresh pages costs more than the
+    # arithmetic)
+    pixels = resized(image, size, recipe.mode).permute(2, 0, 1).contiguous().float()
+    mean = torch.tensor(recipe.mean, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(recipe.std, device=pixels.device).view(3, 1, 1)
+    return pixels.mul_(recipe.scale).sub_(mean).div_(std)
+
+
+def resized(image: DeviceImage, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """``(h, w, 3)`` uint8 on ``image.device``: ``PIL.Image.resize`` of the RGB image to
+    ``size`` ``(height, width)`` with ``mode``'s filter. On a CPU device Pillow does it
+    (:mod:`.fastest_path`); elsewhere :mod:`.pil_resize` does, on the device, bit for bit."""
+    if size == image.shape:
+        return image.pixels
+    if use_host_libraries(image.device):
+        small = image.rgb.resize((size[1], size[0]), _FILTERS[mode])
+        return torch.from_numpy(np.array(small))  # writable, as torch wants
+    return pil_resize.resize(image.pixels, size, mode)
 
 
 @dataclass(frozen=True)
@@ -139,7 +165,7 @@ def sam_inputs(images: Sequence[DeviceImage], processor: Any) -> SamInputs | Non
     longest, pad = processor.size.longest_edge, getattr(processor, "pad_size", None)
     if recipe is None or not longest or not getattr(processor, "do_pad", False) or pad is None:
         return None
-    batch = torch.zeros(len(images), 3, pad.height, pad.width, device=images[0].pixels.device)
+    batch = torch.zeros(len(images), 3, pad.height, pad.width, device=images[0].device)
     reshaped = []
     for index, image in enumerate(images):
         height, width = processor._get_preprocess_shape(image.shape, longest)
@@ -163,7 +189,7 @@ def grounding_dino_inputs(
         get_size_with_aspect_ratio(i.shape, size.shortest_edge, size.longest_edge) for i in images
     ]
     height, width = max(h for h, _ in shapes), max(w for _, w in shapes)
-    device = images[0].pixels.device
+    device = images[0].device
     pixel_values = torch.zeros(len(images), 3, height, width, device=device)
     pixel_mask = torch.zeros(len(images), height, width, dtype=torch.int64, device=device)
     for index, (image, (h, w)) in enumerate(zip(images, shapes, strict=True)):

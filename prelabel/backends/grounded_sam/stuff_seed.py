@@ -34,7 +34,10 @@ region's pixels; the categories' point prompts go to SAM
 each decoded as in a call of its own; the final labels come to host memory once per image.
 Memory stays bounded at the working size (``max_image_side``) whatever the taxonomy: at most
 :data:`STUFF_PROMPTS_PER_CALL` full-size maps of either model are held at a time, the argmaxes
-keeping a running maximum.
+keeping a running maximum that each chunk of maps joins with one ``torch.max``
+(:func:`chunked_argmax`). On a CPU device the erosion and the search for a region's pixels
+use scipy and numpy, which are faster there than tensor operations and give the same result
+(:mod:`.fastest_path`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from prelabel.backends.grounded_sam.fastest_path import use_host_libraries
 from prelabel.backends.grounded_sam.segment import ImageEmbedding, SamSegmenter
 from prelabel.backends.grounded_sam.thing_masks import device_union
 from prelabel.config import PipelineSettings
@@ -102,7 +106,7 @@ def seed_stuff(
         )
     with clock("stuff"):
         maps = _sam_maps(segmenter, embedding, point_sets)
-        labels, best = running_argmax(maps, size, settings.background_threshold, logits.device)
+        labels, best = chunked_argmax(maps, size, settings.background_threshold, logits.device)
         return _candidates(labels, best, prompts)
 
 
@@ -110,14 +114,13 @@ def _sam_maps(
     segmenter: SamSegmenter,
     embedding: ImageEmbedding,
     point_sets: dict[int, npt.NDArray[np.float32]],
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """``(slot, (H, W) SAM probability)`` in slot order, :data:`STUFF_PROMPTS_PER_CALL`
-    categories per decoder call."""
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """``(slots, (len(slots), H, W) SAM probabilities)`` in slot order,
+    :data:`STUFF_PROMPTS_PER_CALL` categories per decoder call."""
     slots = sorted(point_sets)
     for start in range(0, len(slots), STUFF_PROMPTS_PER_CALL):
         chunk = slots[start : start + STUFF_PROMPTS_PER_CALL]
-        maps = segmenter.point_probabilities(embedding, [point_sets[s] for s in chunk])
-        yield from zip(chunk, maps, strict=True)
+        yield chunk, segmenter.point_probabilities(embedding, [point_sets[s] for s in chunk])
 
 
 def upscaled_probability(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -125,7 +128,9 @@ def upscaled_probability(logits: torch.Tensor, size: tuple[int, int]) -> torch.T
     second, as the seed does (the other order would blur probabilities instead of logits)."""
     flat = logits.float().reshape(-1, 1, *logits.shape[-2:])
     upscaled = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
-    return upscaled.reshape(*logits.shape[:-2], *size).sigmoid()
+    # in place: the same values, without a second full-size allocation (on a CPU, filling
+    # fresh pages cost more than the sigmoid itself)
+    return upscaled.reshape(*logits.shape[:-2], *size).sigmoid_()
 
 
 def coarse_argmax(
@@ -136,13 +141,13 @@ def coarse_argmax(
     is prompt ``c``'s own upscaled probability. :data:`STUFF_PROMPTS_PER_CALL` maps upscaled
     at a time."""
 
-    def maps() -> Iterator[tuple[int, torch.Tensor]]:
+    def maps() -> Iterator[tuple[list[int], torch.Tensor]]:
         slots = can_win(logits, background)
         for start in range(0, len(slots), STUFF_PROMPTS_PER_CALL):
             chunk = slots[start : start + STUFF_PROMPTS_PER_CALL]
-            yield from zip(chunk, upscaled_probability(logits[chunk], size), strict=True)
+            yield chunk, upscaled_probability(logits[chunk], size)
 
-    return running_argmax(maps(), size, background, logits.device)
+    return chunked_argmax(maps(), size, background, logits.device)
 
 
 def can_win(logits: torch.Tensor, background: float) -> list[int]:
@@ -171,28 +176,57 @@ def coarse_index(
     return labels.cpu().numpy()
 
 
+def chunked_argmax(
+    chunks: Iterable[tuple[Sequence[int], torch.Tensor]],
+    size: tuple[int, int],
+    background: float,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Argmax over ``[background, map_0, map_1, ...]`` holding one chunk of maps at a time.
+
+    ``chunks`` yields ``(slots, (len(slots), H, W) probabilities)``, the slots ascending within
+    and across chunks. Ties go to background and then to the lower slot, as ``argmax`` over the
+    stacked maps would: a chunk is reduced with one ``torch.max`` over its maps (ties to the
+    first index, as torch documents it) and replaces the current best only where its maximum is
+    strictly higher. So a chunk costs one pass over its maps and a few over one map's size,
+    instead of three passes per map. A slot never yielded is a map of zeros (it never beats a
+    background >= 0). The maps are finite (the models' outputs are checked). Returns the labels
+    (0 = background, ``slot + 1``, the smallest integer dtype that holds them) and the winning
+    probability per pixel.
+    """
+    best = torch.full(size, float(background), dtype=torch.float32, device=device)
+    labels = torch.zeros(size, dtype=torch.int32, device=device)
+    top = 0
+    for slots, maps in chunks:
+        if len(slots) == 1:  # one map: no reduction, no lookup
+            labels.masked_fill_(maps[0] > best, slots[0] + 1)
+            torch.maximum(best, maps[0], out=best)
+        else:
+            values, index = torch.max(maps, dim=0)
+            torch.where(values > best, _slot_labels(index, slots), labels, out=labels)
+            torch.maximum(best, values, out=best)
+        top = slots[-1] + 1
+    return labels.to(torch.uint8 if top < 2**8 else torch.int32), best
+
+
+def _slot_labels(index: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
+    """int32 ``slots[index] + 1``: a shift where the slots are consecutive (the usual case),
+    a lookup otherwise."""
+    if list(slots) == list(range(slots[0], slots[0] + len(slots))):
+        return index.to(torch.int32).add_(slots[0] + 1)
+    codes = torch.tensor([slot + 1 for slot in slots], dtype=torch.int32, device=index.device)
+    return codes[index]
+
+
 def running_argmax(
     maps: Iterable[tuple[int, torch.Tensor]],
     size: tuple[int, int],
     background: float,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Argmax over ``[background, map_0, map_1, ...]`` holding one map at a time.
-
-    ``maps`` yields ``(slot, (H, W) probabilities)`` in ascending slot order; a map replaces
-    the current best only where it is strictly higher, so ties go to background and then to the
-    lower slot, as ``argmax`` over the stacked maps would. A slot never yielded is a map of
-    zeros (it never beats a background >= 0). Returns the labels (0 = background, ``slot + 1``,
-    the smallest integer dtype that holds them) and the winning probability per pixel.
-    """
-    best = torch.full(size, float(background), dtype=torch.float32, device=device)
-    labels = torch.zeros(size, dtype=torch.int32, device=device)
-    top = 0
-    for slot, probability in maps:
-        labels.masked_fill_(probability > best, slot + 1)
-        torch.maximum(best, probability, out=best)
-        top = slot + 1
-    return labels.to(torch.uint8 if top < 2**8 else torch.int32), best
+    """:func:`chunked_argmax` of ``(slot, (H, W) probabilities)`` given one map at a time."""
+    chunks = (([slot], probability[None]) for slot, probability in maps)
+    return chunked_argmax(chunks, size, background, device)
 
 
 def erode_labels(labels: torch.Tensor, kernel: int) -> torch.Tensor:
@@ -203,13 +237,14 @@ def erode_labels(labels: torch.Tensor, kernel: int) -> torch.Tensor:
     ``np.ones((kernel, kernel))``, pixels outside the image counting as outside the region: a
     pixel survives exactly when every label in its window equals its own (outside the image
     counts as label 0). The window of an even ``kernel`` reaches ``kernel // 2`` pixels up and
-    left, one less down and right, as scipy's. On the CPU scipy's minimum and maximum filters
-    say so directly (the window is uniform when its minimum equals its maximum), and are the
-    fastest there; elsewhere :func:`uniform_windows` says it with tensor operations.
+    left, one less down and right, as scipy's. On a CPU device scipy's minimum and maximum
+    filters say so directly (the window is uniform when its minimum equals its maximum), and are
+    the fastest there (:mod:`.fastest_path`); elsewhere :func:`uniform_windows` says it with
+    tensor operations.
     """
     if kernel <= 1:
         return labels
-    if labels.device.type == "cpu":
+    if use_host_libraries(labels.device):
         values = labels.numpy()
         low = ndimage.minimum_filter(values, size=kernel, mode="constant", cval=0)
         high = ndimage.maximum_filter(values, size=kernel, mode="constant", cval=0)
@@ -253,7 +288,11 @@ def region_weights(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Prompt ``slot``'s eroded pixels, as flat row-major indices into the ``(H * W,)`` maps,
     and their probabilities as float64 (exact from float32): the only host copy of the step,
-    in proportion to the region."""
+    in proportion to the region. On a CPU device numpy finds them (:mod:`.fastest_path`:
+    ``flatnonzero`` is several times faster there than ``torch.nonzero``), same indices."""
+    if use_host_libraries(eroded.device):
+        found = np.flatnonzero(eroded.numpy() == slot + 1)
+        return found, probability.numpy()[found].astype(np.float64)
     pixels = torch.nonzero(eroded == slot + 1).squeeze(1)
     weights = probability[pixels].cpu().numpy().astype(np.float64)
     return pixels.cpu().numpy(), weights
