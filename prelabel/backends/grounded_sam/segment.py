@@ -23,6 +23,7 @@ from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 
 from prelabel.backends.finite import require_finite
 from prelabel.backends.grounded_sam import padded_points
+from prelabel.backends.grounded_sam.mask_upscale import pad_size_of, upscale_masks
 from prelabel.backends.grounded_sam.padded_points import pad_point_sets
 from prelabel.backends.grounded_sam.preprocess import (
     DeviceImage,
@@ -210,10 +211,7 @@ class SamSegmenter:
         else:
             outputs = self._decode_points(embedding, points, label_tensor)
         low_res = outputs.pred_masks[0].float().sigmoid().amax(dim=1, keepdim=True)
-        (full,) = self.processor.image_processor.post_process_masks(
-            [low_res], [embedding.original_size], [embedding.reshaped_size], binarize=False
-        )
-        return full[:, 0]
+        return self._upscale(embedding, low_res)[:, 0]
 
     def _decode_points(
         self,
@@ -242,10 +240,14 @@ class SamSegmenter:
         device, :data:`_POSTPROCESS_CHUNK` at a time."""
         for start in range(0, len(low_res), _POSTPROCESS_CHUNK):
             part = low_res[start : start + _POSTPROCESS_CHUNK, None].float()
-            (masks,) = self.processor.image_processor.post_process_masks(
-                [part], [embedding.original_size], [embedding.reshaped_size]
-            )
-            yield masks[:, 0]
+            yield self._upscale(embedding, part)[:, 0] > 0.0
+
+    def _upscale(self, embedding: ImageEmbedding, low_res: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, 256, 256)`` float -> ``(N, 1, H, W)``: the processor's
+        ``post_process_masks(binarize=False)``, without upscaling its padding
+        (:mod:`.mask_upscale`); binarized as the processor does it, ``> 0``, by the caller."""
+        pad = pad_size_of(self.processor.image_processor)
+        return upscale_masks(low_res, embedding.original_size, embedding.reshaped_size, pad)
 
     def _postprocess(
         self, embedding: ImageEmbedding, low_res: torch.Tensor, scores: torch.Tensor
