@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,11 @@ class Budget:
 
     def arm(self) -> None:
         def expire(signum: int, frame: FrameType | None) -> None:
+            if _in_finalizer(frame):
+                # Raised there, the exception would be swallowed ("Exception ignored in") and
+                # the finalizer left half done: ask again once it has finished.
+                signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
+                return
             raise BudgetExceeded(f"budget of {self.seconds:.0f} s used up")
 
         signal.signal(signal.SIGALRM, expire)
@@ -143,6 +149,22 @@ class Budget:
 
     def disarm(self) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+#: Seconds until the alarm asks again when it came while a finalizer ran.
+_RETRY_S = 0.05
+#: Code that the garbage collector runs in the middle of any other code.
+_FINALIZER_CODE = weakref.finalize.__call__.__code__
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a caller of it is a ``weakref.finalize`` callback or a ``__del__``:
+    an exception raised there never reaches the suite."""
+    while frame is not None:
+        if frame.f_code is _FINALIZER_CODE or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def log(message: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
+import weakref
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -68,3 +70,29 @@ def test_the_json_line_comes_out_when_the_budget_runs_out(
         for s in ("throughput", "host_overhead", "seed_baseline", "dtype_boxes", "end_to_end")
     )
     assert summary["best_over_seed"] is None
+
+
+def test_the_budget_alarm_waits_for_a_finalizer_to_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An alarm raised inside a garbage-collector callback would be swallowed ("Exception
+    ignored in") and leave the callback half done; it comes once the callback has finished."""
+    module = _suite(monkeypatch)
+    finished: list[bool] = []
+
+    def slow_callback() -> None:
+        time.sleep(0.3)  # the alarm (at 0.05 s) arrives in here
+        finished.append(True)
+
+    class Held:
+        pass
+
+    held = Held()
+    weakref.finalize(held, slow_callback)
+    budget = module.Budget(0.05)
+    budget.arm()
+    try:
+        with pytest.raises(module.BudgetExceeded):
+            del held  # runs the finalizer now, through weakref.finalize.__call__
+            time.sleep(2)
+    finally:
+        budget.disarm()
+    assert finished == [True]
