@@ -55,11 +55,14 @@ def _start_held_at_third_sample(
         config=config,
         key=EMULATOR_API_KEY,
     )
+    # Only the run's own requests count: the test's ``get_sample`` above names the third
+    # sample too, and counting it let the signal come before the run reached that sample.
+    before = len(emulator.requests)
     process = command.start(tmp_path / "run1", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
     third_uuid = seeded.sample_uuids[2]
     while len(emulator.label_write_counts()) < 2 or not any(
-        third_uuid in record.path for record in emulator.requests
+        third_uuid in record.path for record in emulator.requests[before:]
     ):
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
         assert time.monotonic() < deadline, "the run never reached its third sample"
