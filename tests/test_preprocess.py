@@ -28,6 +28,7 @@ from prelabel.backends.grounded_sam.preprocess import (
     clipseg_inputs,
     grounding_dino_inputs,
     recipe_of,
+    resize_normalise,
     resized,
     sam_inputs,
 )
@@ -150,6 +151,26 @@ def test_the_resize_is_pillows_bit_for_bit(
     ours = pil_resize.resize(pixels, (target[1], target[0]), mode)
     assert ours.dtype == torch.uint8
     assert np.array_equal(ours.numpy(), expected)
+
+
+@PATHS
+@pytest.mark.usefixtures("path")
+def test_the_level_table_normalises_as_the_arithmetic_does_bit_for_bit() -> None:
+    """The lookup gives exactly ``(level * scale - mean) / std`` per step in float32, also
+    written into a view of a padded batch."""
+    image = DeviceImage(photo_like(333, 201), CPU)
+    for processor in (SamImageProcessorPil(), ViTImageProcessorPil()):
+        recipe = recipe_of(processor)
+        assert recipe is not None
+        pixels = resized(image, (150, 260), recipe.mode).permute(2, 0, 1).float()
+        mean = torch.tensor(recipe.mean).view(3, 1, 1)
+        std = torch.tensor(recipe.std).view(3, 1, 1)
+        expected = (pixels * recipe.scale - mean) / std
+        assert torch.equal(resize_normalise(image, (150, 260), recipe), expected)
+        batch = torch.zeros(2, 3, 170, 300)
+        resize_normalise(image, (150, 260), recipe, out=batch[1, :, :150, :260])
+        assert torch.equal(batch[1, :, :150, :260], expected)
+        assert not batch[0].any() and not batch[1, :, 150:].any() and not batch[1, :, :, 260:].any()
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])

@@ -7,6 +7,7 @@ The step functions are checked against the plain operations the seed uses (stack
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -28,6 +29,8 @@ from prelabel.backends.grounded_sam.stuff_seed import (
     coarse_index,
     draw_region_points,
     erode_labels,
+    label_counts,
+    label_sums,
     region_weights,
     running_argmax,
     sample_counts,
@@ -247,17 +250,22 @@ def test_stuff_points_never_land_on_things(spied: tuple[Pipeline, list[list[np.n
         assert not things[ys, xs].any()
 
 
+@pytest.mark.parametrize("tensors", [False, True], ids=["numpy", "tensor-ops"])
 @pytest.mark.parametrize("slots", [[0, 1, 2, 3, 4], [1, 3, 4, 7, 9]], ids=["consecutive", "gaps"])
-def test_chunks_of_maps_give_the_stacked_argmax_with_its_tie_rules(slots: list[int]) -> None:
-    """One ``torch.max`` per chunk: ties inside a chunk and across chunks go to the lower
-    slot, ties with the background to the background, as one argmax over all maps."""
+def test_chunks_of_maps_give_the_stacked_argmax_with_its_tie_rules(
+    slots: list[int], tensors: bool
+) -> None:
+    """One ``torch.max`` per chunk (tensor operations), or one map at a time in numpy (a CPU
+    device): ties inside a chunk and across chunks go to the lower slot, ties with the
+    background to the background, as one argmax over all maps."""
     generator = torch.Generator().manual_seed(7)
     maps = (torch.randint(0, 4, (5, 6, 9), generator=generator) / 4).float()  # many ties
     maps[2, 0, :3] = maps[4, 0, :3] = 0.9  # a tie across the two chunks below
     maps[:, 1, :2] = 0.25  # every map ties the background
     size, background = (6, 9), 0.25
     chunks = [(slots[:3], maps[:3]), (slots[3:], maps[3:])]
-    labels, best = chunked_argmax(chunks, size, background, torch.device("cpu"))
+    with tensor_paths() if tensors else contextlib.nullcontext():
+        labels, best = chunked_argmax(chunks, size, background, torch.device("cpu"))
     everything = torch.zeros(max(slots) + 1, *size)  # an absent slot: a map of zeros
     everything[slots] = maps
     stacked = torch.cat([torch.full((1, *size), background), everything])
@@ -267,3 +275,31 @@ def test_chunks_of_maps_give_the_stacked_argmax_with_its_tie_rules(slots: list[i
     single = zip(slots, maps, strict=True)
     one_at_a_time, _ = running_argmax(single, size, background, torch.device("cpu"))
     assert torch.equal(one_at_a_time, labels)
+
+
+@pytest.mark.parametrize("slots", [[3, 254], [254, 255], [300, 301]], ids=["u8", "edge", "i32"])
+def test_both_argmax_forms_agree_and_widen_the_labels_past_255(slots: list[int]) -> None:
+    """The labels are ``slot + 1``: uint8 while the last slot + 1 fits, int32 from 256 on."""
+    rng = np.random.default_rng(len(slots) + slots[0])
+    maps = torch.from_numpy(rng.random((2, 7, 8)).astype(np.float32))
+    size = (7, 8)
+    labels, best = chunked_argmax([(slots, maps)], size, 0.3, torch.device("cpu"))
+    with tensor_paths():
+        by_tensors, best_by_tensors = chunked_argmax([(slots, maps)], size, 0.3, labels.device)
+    assert labels.dtype == by_tensors.dtype
+    assert labels.dtype == (torch.uint8 if slots[-1] + 1 < 256 else torch.int32)
+    assert torch.equal(labels, by_tensors) and torch.equal(best, best_by_tensors)
+    assert set(labels.unique().tolist()) == {0, slots[0] + 1, slots[1] + 1}
+
+
+def test_label_counts_and_sums_are_the_same_from_numpy_and_from_tensor_operations() -> None:
+    rng = np.random.default_rng(9)
+    labels = torch.from_numpy(rng.integers(0, 5, (60, 70)).astype(np.uint8))
+    values = torch.from_numpy(rng.random((60, 70)).astype(np.float32))
+    counts, sums = label_counts(labels, 7), label_sums(labels, values, 7)
+    with tensor_paths():
+        assert label_counts(labels, 7) == counts and label_sums(labels, values, 7) == sums
+    assert counts[:5] == np.bincount(labels.numpy().ravel()).tolist() and counts[5:] == [0, 0]
+    assert sums[6] == 0.0
+    expected = [math.fsum(values.numpy()[labels.numpy() == k].astype(np.float64)) for k in range(5)]
+    assert sums[:5] == pytest.approx(expected, rel=1e-12)

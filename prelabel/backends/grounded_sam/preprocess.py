@@ -124,17 +124,38 @@ def _triple(values: Any) -> tuple[float, float, float] | None:
     return (flat[0], flat[1], flat[2]) if len(flat) == 3 else None
 
 
-def resize_normalise(image: DeviceImage, size: tuple[int, int], recipe: Recipe) -> torch.Tensor:
+def resize_normalise(
+    image: DeviceImage, size: tuple[int, int], recipe: Recipe, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``(3, h, w)`` float32: ``image`` resized to ``size`` with the antialiased filter, rounded
-    to ``uint8`` levels as PIL's resize returns them, then rescaled and normalised."""
-    # channels first on uint8 (a quarter of float32's memory), then one float32 tensor that
-    # the three steps update in place: the same values as out-of-place steps, without three
-    # more allocations of the input's size (on a CPU, filling fresh pages costs more than the
-    # arithmetic)
-    pixels = resized(image, size, recipe.mode).permute(2, 0, 1).contiguous().float()
-    mean = torch.tensor(recipe.mean, device=pixels.device).view(3, 1, 1)
-    std = torch.tensor(recipe.std, device=pixels.device).view(3, 1, 1)
-    return pixels.mul_(recipe.scale).sub_(mean).div_(std)
+    to ``uint8`` levels as PIL's resize returns them, then rescaled and normalised; written
+    into ``out`` (a ``(3, h, w)`` float32 view, e.g. of a padded batch) when given.
+
+    A resized pixel is one of 256 levels per channel, so the normalisation is a lookup in a
+    table of those levels, made with the very operations (:func:`level_table`): the same
+    values bit for bit, one gather instead of four passes over the image."""
+    pixels = resized(image, size, recipe.mode)
+    table = level_table(recipe, pixels.device)
+    if out is None:
+        out = torch.empty((3, *size), dtype=torch.float32, device=pixels.device)
+    if use_host_libraries(pixels.device):  # numpy's gather, into the view in place
+        levels, planes = table.numpy(), out.numpy()
+        for channel in range(3):
+            np.take(levels[channel], pixels.numpy()[..., channel], out=planes[channel], mode="clip")
+        return out
+    offsets = torch.arange(0, 3 * 256, 256, device=pixels.device).view(3, 1, 1)
+    out.copy_(table.flatten()[pixels.permute(2, 0, 1).long() + offsets])
+    return out
+
+
+def level_table(recipe: Recipe, device: torch.device) -> torch.Tensor:
+    """``(3, 256)`` float32: each ``uint8`` level of each channel rescaled and normalised as
+    the processors do it, ``(level * scale - mean) / std`` in float32, one rounding per step
+    (the steps run one after another, so nothing fuses them)."""
+    levels = torch.arange(256, dtype=torch.float32, device=device).repeat(3, 1)
+    mean = torch.tensor(recipe.mean, device=device).view(3, 1)
+    std = torch.tensor(recipe.std, device=device).view(3, 1)
+    return levels.mul_(recipe.scale).sub_(mean).div_(std)
 
 
 def resized(image: DeviceImage, size: tuple[int, int], mode: str) -> torch.Tensor:
@@ -169,7 +190,7 @@ def sam_inputs(images: Sequence[DeviceImage], processor: Any) -> SamInputs | Non
     reshaped = []
     for index, image in enumerate(images):
         height, width = processor._get_preprocess_shape(image.shape, longest)
-        batch[index, :, :height, :width] = resize_normalise(image, (height, width), recipe)
+        resize_normalise(image, (height, width), recipe, out=batch[index, :, :height, :width])
         reshaped.append((height, width))
     return SamInputs(batch, [i.shape for i in images], reshaped)
 
@@ -193,7 +214,7 @@ def grounding_dino_inputs(
     pixel_values = torch.zeros(len(images), 3, height, width, device=device)
     pixel_mask = torch.zeros(len(images), height, width, dtype=torch.int64, device=device)
     for index, (image, (h, w)) in enumerate(zip(images, shapes, strict=True)):
-        pixel_values[index, :, :h, :w] = resize_normalise(image, (h, w), recipe)
+        resize_normalise(image, (h, w), recipe, out=pixel_values[index, :, :h, :w])
         pixel_mask[index, :h, :w] = 1
     return {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
 
