@@ -378,7 +378,7 @@ def label_sums(labels: torch.Tensor, values: torch.Tensor, count: int) -> list[f
     libraries add a bin's weights one by one in pixel order, so numpy (on a CPU device) and
     torch give the same sums bit for bit."""
     if use_host_libraries(labels.device):
-        weights = values.numpy().ravel().astype(np.float64)
-        return np.bincount(labels.numpy().ravel(), weights=weights, minlength=count).tolist()
-    wide, weights = labels.flatten().long(), values.flatten().double()
-    return torch.bincount(wide, weights=weights, minlength=count).tolist()
+        exact = values.numpy().ravel().astype(np.float64)
+        return np.bincount(labels.numpy().ravel(), weights=exact, minlength=count).tolist()
+    wide, doubled = labels.flatten().long(), values.flatten().double()
+    return torch.bincount(wide, weights=doubled, minlength=count).tolist()
