@@ -53,6 +53,10 @@ def test_the_smoke_run_measures_every_section(
         assert all(row["stage_s_per_image"]["merge"] > 0 for row in rows), rows
     host = summary["host_overhead"]
     assert host["total_s"]["host"] > 0 and host["port_stuff_s"]["wall"] > 0
+    spread = host["port_over_ours_per_image"]  # one image: its own ratio three times
+    assert 0 < spread["min"] == spread["median"] == spread["max"]
+    port_share = host["port_stuff_s"]["wall"] / host["stuff_branch_s"]
+    assert spread["median"] == pytest.approx(port_share, rel=0.1)  # the means are rounded
     assert summary["seed_baseline"]["images_per_s"] > 0
     assert summary["best_over_seed"] > 0
     assert summary["dtype_boxes"]["measured"] is False  # no GPU here: it says so
