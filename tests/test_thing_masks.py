@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from prelabel.backends.grounded_sam.fastest_path import tensor_paths
+from prelabel.backends.grounded_sam.segment import SamSegmenter, postprocess_chunk
 from prelabel.backends.grounded_sam.thing_masks import crop_to_windows, device_union
 from prelabel.panoptic import MaskCandidate
+from tests.fixtures.images import noise_image
 
 
 def random_masks(rng: np.random.Generator, count: int, shape: tuple[int, int]) -> np.ndarray:
@@ -77,3 +80,25 @@ def test_no_things_have_no_union_and_a_wrong_frame_is_refused() -> None:
     cropped = MaskCandidate(np.ones((2, 2), bool), 1, 0.5, True, origin=(1, 1), frame=(4, 7))
     with pytest.raises(ValueError, match=r"frame \(4, 7\) for an image of size \(4, 6\)"):
         device_union([cropped], (4, 6), torch.device("cpu"))
+
+
+def test_box_masks_are_the_same_whatever_the_chunk(tiny_models: object) -> None:
+    """A CPU device upscales a few masks at a time (their bytes bounded), an accelerator 16:
+    each mask is upscaled on its own, so the crops are the same."""
+    segmenter = SamSegmenter(tiny_models.sam, tiny_models.sam_processor, tiny_models.device)
+    embedding = segmenter.embed(noise_image(1400, 1000, 5, high=255))
+    cpu = torch.device("cpu")
+    assert postprocess_chunk(cpu, (1000, 1400)) == 2  # 5.6 MB a mask, 16 MiB a chunk
+    assert postprocess_chunk(cpu, (64, 96)) == 16
+    rng = np.random.default_rng(3)
+    corners = np.sort(rng.uniform(0, 1000, (7, 2, 2)), axis=1)
+    boxes = corners.reshape(7, 4).astype(np.float32)  # x0, y0, x1, y1
+    by_twos = segmenter.box_crops(embedding, boxes)
+    with tensor_paths():
+        assert postprocess_chunk(cpu, (1000, 1400)) == 16
+        at_once = segmenter.box_crops(embedding, boxes)
+    assert len(by_twos.crops) == len(at_once.crops) == 7
+    assert any(crop.size for crop in by_twos.crops)
+    assert by_twos.origins == at_once.origins
+    assert all(np.array_equal(a, b) for a, b in zip(by_twos.crops, at_once.crops, strict=True))
+    assert np.array_equal(by_twos.scores, at_once.scores)

@@ -23,6 +23,7 @@ from transformers.models.sam.modeling_sam import SamImageSegmentationOutput
 
 from prelabel.backends.finite import require_finite
 from prelabel.backends.grounded_sam import padded_points
+from prelabel.backends.grounded_sam.fastest_path import use_host_libraries
 from prelabel.backends.grounded_sam.mask_upscale import pad_size_of, upscale_masks
 from prelabel.backends.grounded_sam.padded_points import pad_point_sets
 from prelabel.backends.grounded_sam.preprocess import (
@@ -36,6 +37,10 @@ from prelabel.backends.grounded_sam.thing_masks import Crop, crop_to_windows
 #: Masks are upscaled to full resolution this many prompts at a time, bounding the float memory
 #: that post-processing needs (prompts x height x width x 4 bytes).
 _POSTPROCESS_CHUNK = 16
+
+#: On a CPU device, the full-size float maps of one chunk stay within this many bytes
+#: (:func:`postprocess_chunk`).
+_HOST_CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ class SamSegmenter:
     @torch.inference_mode()
     def box_crops(self, embedding: ImageEmbedding, boxes: npt.NDArray[np.float32]) -> BoxCrops:
         """One mask per ``(N, 4)`` xyxy box (pixels of the embedded image), one decoder call;
-        upscaled on the model's device, :data:`_POSTPROCESS_CHUNK` at a time, and only each
+        upscaled on the model's device, :func:`postprocess_chunk` at a time, and only each
         mask's tight window copied to host memory."""
         if len(boxes) == 0:
             return BoxCrops((), (), embedding.original_size, np.zeros(0, dtype=np.float32))
@@ -237,9 +242,10 @@ class SamSegmenter:
 
     def _upscaled(self, embedding: ImageEmbedding, low_res: torch.Tensor) -> Iterator[torch.Tensor]:
         """``(N, 256, 256)`` logits -> ``(n, H, W)`` bool masks at the image size on the model's
-        device, :data:`_POSTPROCESS_CHUNK` at a time."""
-        for start in range(0, len(low_res), _POSTPROCESS_CHUNK):
-            part = low_res[start : start + _POSTPROCESS_CHUNK, None].float()
+        device, :func:`postprocess_chunk` at a time."""
+        chunk = postprocess_chunk(low_res.device, embedding.original_size)
+        for start in range(0, len(low_res), chunk):
+            part = low_res[start : start + chunk, None].float()
             yield self._upscale(embedding, part)[:, 0] > 0.0
 
     def _upscale(self, embedding: ImageEmbedding, low_res: torch.Tensor) -> torch.Tensor:
@@ -265,6 +271,22 @@ class SamSegmenter:
         return PromptMasks(
             masks=np.zeros((0, height, width), dtype=bool), scores=np.zeros(0, dtype=np.float32)
         )
+
+
+def postprocess_chunk(device: torch.device, size: tuple[int, int]) -> int:
+    """How many masks of ``size`` ``(height, width)`` are upscaled together on ``device``.
+
+    :data:`_POSTPROCESS_CHUNK` on an accelerator: fewer, larger kernels, within its memory
+    bound. On a CPU device (:mod:`.fastest_path`) a chunk stays within
+    :data:`_HOST_CHUNK_BYTES`: 16 float maps of 1920x1080 are 133 MB, which the C library's
+    allocator hands out as fresh pages for every chunk (each touched page a fault, costly in a
+    virtual machine) and which no cache holds; 2 to 4 at a time upscaled SAM's box masks of an
+    image about twice as fast on the 2-core development CPU. The masks are the same either
+    way: each is upscaled on its own."""
+    if not use_host_libraries(device):
+        return _POSTPROCESS_CHUNK
+    height, width = size
+    return max(1, min(_POSTPROCESS_CHUNK, _HOST_CHUNK_BYTES // (height * width * 4)))
 
 
 def _pair(values: torch.Tensor) -> tuple[int, int]:
