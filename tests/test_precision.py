@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from prelabel.backends.finite import NonFiniteOutputError
+from prelabel.backends.finite import NonFiniteOutputError, require_finite
 from prelabel.backends.grounded_sam.backend import GroundedSam
 from prelabel.backends.grounded_sam.loading import LoadedModels, load_models
 from prelabel.config import ModelDtypes, ModelSettings, PipelineSettings, Settings, load_settings
@@ -131,3 +131,23 @@ def test_a_nan_from_any_model_names_the_model_and_dtype(
         pytest.raises(NonFiniteOutputError, match=rf"^{title} \(float32\) returned \d+ non-finite"),
     ):
         pipeline.predict(_image(), taxonomy)
+
+
+@pytest.mark.parametrize(
+    ("values", "bad"),
+    [
+        ([1.0, float("nan"), 2.0], 1),
+        ([float("inf"), 1.0, float("-inf")], 2),  # the sum is NaN
+        ([3e38, 3e38, 3e38], 0),  # the sum overflows, every value finite: no error
+        ([3e38, 3e38, float("inf")], 1),
+    ],
+)
+def test_the_finite_check_counts_what_is_not_finite(
+    tiny_models: LoadedModels, values: list[float], bad: int
+) -> None:
+    tensor = torch.tensor(values, dtype=torch.float32)
+    if not bad:
+        require_finite("clipseg", tiny_models.clipseg, logits=tensor)
+        return
+    with pytest.raises(NonFiniteOutputError, match=rf"returned {bad} non-finite value"):
+        require_finite("clipseg", tiny_models.clipseg, logits=tensor)

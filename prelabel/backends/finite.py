@@ -22,11 +22,13 @@ def require_finite(role: str, model: torch.nn.Module, **outputs: torch.Tensor) -
 
     ``role`` is the model's key in :data:`~prelabel.backends.loading.MODEL_TITLES`; the message
     names the model, the output, its dtype and the setting that changes it. The check costs one
-    reduction per tensor (and, on a GPU, the synchronisation the next copy to the CPU makes
-    anyway).
+    sum per tensor (and, on a GPU, the synchronisation the next copy to the CPU makes anyway):
+    a NaN or an infinity anywhere makes the sum non-finite, so a finite sum clears the tensor
+    without the elementwise test's full-size boolean copy (a third of the time on a CPU). Only a
+    sum that overflows, all values finite, takes the elementwise test.
     """
     for name, tensor in outputs.items():
-        if bool(torch.isfinite(tensor).all()):
+        if bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all()):
             continue
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         bad = int((~torch.isfinite(tensor)).sum())

@@ -366,8 +366,8 @@ def _candidates(
 
 
 def label_counts(labels: torch.Tensor, count: int) -> list[int]:
-    """Pixels per label ``0 .. count - 1``; numpy counts small integer labels on a CPU device
-    without first widening them to int64 as ``torch.bincount`` needs (:mod:`.fastest_path`)."""
+    """Pixels per label ``0 .. count - 1``: ``numpy.bincount`` on a CPU device, faster there
+    than ``torch.bincount`` (:mod:`.fastest_path`; 2.1 against 3.3 ms at 1280x720)."""
     if use_host_libraries(labels.device):
         return np.bincount(labels.numpy().ravel(), minlength=count).tolist()
     return torch.bincount(labels.flatten().long(), minlength=count).tolist()
@@ -375,8 +375,9 @@ def label_counts(labels: torch.Tensor, count: int) -> list[int]:
 
 def label_sums(labels: torch.Tensor, values: torch.Tensor, count: int) -> list[float]:
     """Per label ``0 .. count - 1``, the float64 sum of ``values`` over its pixels. Both
-    libraries add a bin's weights one by one in pixel order, so numpy (on a CPU device) and
-    torch give the same sums bit for bit."""
+    libraries add a bin's weights one by one in pixel order, so numpy (on a CPU device, where
+    it is several times faster: 3.3 against 17.7 ms at 1280x720) and torch give the same sums
+    bit for bit."""
     if use_host_libraries(labels.device):
         exact = values.numpy().ravel().astype(np.float64)
         return np.bincount(labels.numpy().ravel(), weights=exact, minlength=count).tolist()
