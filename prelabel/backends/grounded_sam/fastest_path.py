@@ -3,7 +3,8 @@
 Some steps are written twice, with the same output bit for bit:
 
 - the models' preprocessing resize (Pillow's ``Image.resize``, or :mod:`.pil_resize`'s integer
-  tensor passes) and its normalisation's lookup (``numpy.take`` or tensor indexing);
+  tensor passes) and its normalisation (a lookup in a table of the 256 levels with
+  ``numpy.take``, or the arithmetic in place);
 - the stuff branch's erosion (scipy's minimum and maximum filters, or
   :func:`.stuff_seed.uniform_windows`);
 - its argmaxes over probability maps (numpy one map at a time, or one ``torch.max`` per chunk),

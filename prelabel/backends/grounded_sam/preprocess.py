@@ -131,27 +131,28 @@ def resize_normalise(
     to ``uint8`` levels as PIL's resize returns them, then rescaled and normalised; written
     into ``out`` (a ``(3, h, w)`` float32 view, e.g. of a padded batch) when given.
 
-    A resized pixel is one of 256 levels per channel, so the normalisation is a lookup in a
-    table of those levels, made with the very operations (:func:`level_table`): the same
-    values bit for bit, one gather instead of four passes over the image."""
+    Two exact forms (:mod:`.fastest_path`). On a device, ``(level * scale - mean) / std`` in
+    place, one step after another. On a CPU, where those are four passes over fresh memory, a
+    lookup in the table of the 256 levels per channel made by those very steps
+    (:func:`level_table`): the same values bit for bit, one ``numpy.take`` per channel."""
     pixels = resized(image, size, recipe.mode)
-    table = level_table(recipe, pixels.device)
     if out is None:
         out = torch.empty((3, *size), dtype=torch.float32, device=pixels.device)
-    if use_host_libraries(pixels.device):  # numpy's gather, into the view in place
-        levels, planes = table.numpy(), out.numpy()
+    if use_host_libraries(pixels.device):
+        levels, planes = level_table(recipe, pixels.device).numpy(), out.numpy()
         for channel in range(3):
             np.take(levels[channel], pixels.numpy()[..., channel], out=planes[channel], mode="clip")
         return out
-    offsets = torch.arange(0, 3 * 256, 256, device=pixels.device).view(3, 1, 1)
-    out.copy_(table.flatten()[pixels.permute(2, 0, 1).long() + offsets])
-    return out
+    mean = torch.tensor(recipe.mean, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(recipe.std, device=pixels.device).view(3, 1, 1)
+    # in place in ``out``: the same values as out-of-place steps, without more allocations
+    return out.copy_(pixels.permute(2, 0, 1)).mul_(recipe.scale).sub_(mean).div_(std)
 
 
 def level_table(recipe: Recipe, device: torch.device) -> torch.Tensor:
     """``(3, 256)`` float32: each ``uint8`` level of each channel rescaled and normalised as
-    the processors do it, ``(level * scale - mean) / std`` in float32, one rounding per step
-    (the steps run one after another, so nothing fuses them)."""
+    :func:`resize_normalise` does it on a device, ``(level * scale - mean) / std`` in float32,
+    one rounding per step (the steps run one after another, so nothing fuses them)."""
     levels = torch.arange(256, dtype=torch.float32, device=device).repeat(3, 1)
     mean = torch.tensor(recipe.mean, device=device).view(3, 1)
     std = torch.tensor(recipe.std, device=device).view(3, 1)
