@@ -32,7 +32,6 @@ from prelabel.backends.grounded_sam.stuff_seed import (
     label_counts,
     label_sums,
     region_weights,
-    running_argmax,
     sample_counts,
     upscaled_probability,
 )
@@ -42,14 +41,15 @@ from prelabel.taxonomy import Category, build_taxonomy
 from tests.fixtures.images import noise_image
 
 
-def test_running_argmax_matches_a_stacked_argmax_with_ties_to_background() -> None:
+def test_one_map_at_a_time_matches_a_stacked_argmax_with_ties_to_background() -> None:
     maps = torch.tensor(
         [
             [[0.1, 0.6, 0.6, 0.05]],
             [[0.1, 0.6, 0.7, 0.05]],
         ]
     )
-    labels, best = running_argmax(enumerate(maps), (1, 4), 0.1, torch.device("cpu"))
+    chunks = [([slot], probability[None]) for slot, probability in enumerate(maps)]
+    labels, best = chunked_argmax(chunks, (1, 4), 0.1, torch.device("cpu"))
     # pixel 0: both tie with the background -> 0; pixel 1: tie between maps -> the first
     assert labels.tolist() == [[0, 1, 2, 0]]
     assert best[0].tolist() == pytest.approx([0.1, 0.6, 0.7, 0.1])
@@ -59,8 +59,8 @@ def test_running_argmax_matches_a_stacked_argmax_with_ties_to_background() -> No
 
 
 def test_a_slot_without_a_map_never_wins() -> None:
-    maps = [(1, torch.tensor([[0.3, 0.0]]))]  # slot 0 was skipped (no points)
-    labels, _ = running_argmax(maps, (1, 2), 0.0, torch.device("cpu"))
+    maps = [([1], torch.tensor([[[0.3, 0.0]]]))]  # slot 0 was skipped (no points)
+    labels, _ = chunked_argmax(maps, (1, 2), 0.0, torch.device("cpu"))
     assert labels.tolist() == [[2, 0]]  # 0.0 ties the background -> background
 
 
@@ -272,8 +272,8 @@ def test_chunks_of_maps_give_the_stacked_argmax_with_its_tie_rules(
     assert torch.equal(labels.long(), stacked.argmax(dim=0))
     assert torch.equal(best, stacked.amax(dim=0))
     assert labels[0, :3].tolist() == [slots[2] + 1] * 3 and labels[1, :2].tolist() == [0, 0]
-    single = zip(slots, maps, strict=True)
-    one_at_a_time, _ = running_argmax(single, size, background, torch.device("cpu"))
+    single = [([slot], probability[None]) for slot, probability in zip(slots, maps, strict=True)]
+    one_at_a_time, _ = chunked_argmax(single, size, background, torch.device("cpu"))
     assert torch.equal(one_at_a_time, labels)
 
 

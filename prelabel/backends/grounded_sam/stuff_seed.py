@@ -242,17 +242,6 @@ def _slot_labels(index: torch.Tensor, slots: Sequence[int]) -> torch.Tensor:
     return codes[index]
 
 
-def running_argmax(
-    maps: Iterable[tuple[int, torch.Tensor]],
-    size: tuple[int, int],
-    background: float,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`chunked_argmax` of ``(slot, (H, W) probabilities)`` given one map at a time."""
-    chunks = (([slot], probability[None]) for slot, probability in maps)
-    return chunked_argmax(chunks, size, background, device)
-
-
 def erode_labels(labels: torch.Tensor, kernel: int) -> torch.Tensor:
     """Step 2 on the labels' device: each label's pixels eroded with a ``kernel`` square (0 =
     none), all labels at once.
