@@ -1,11 +1,11 @@
 """A burst of 1,000 ``sample.created`` deliveries (plus resent duplicates) within seconds.
 
-Every response must come within a second (Svix gives up on an endpoint after ~15 s, and the
-handler only queues), every sample must be labeled exactly once (the emulator counts label
-writes), and ``/metrics``, parsed with ``prometheus_client``'s parser, must agree with the
-emulator. The model is :class:`~tests.serve_helpers.StandInPipeline` (instant, deterministic):
-the pipeline is not under test here, the webhook path and the worker's write path are, through
-the real SDK against the emulator.
+Every response must come within :data:`SLOWEST_ANSWER_S` (Svix gives up on an endpoint after
+~15 s, and the handler only queues), every sample must be labeled exactly once (the emulator
+counts label writes), and ``/metrics``, parsed with ``prometheus_client``'s parser, must agree
+with the emulator. The model is :class:`~tests.serve_helpers.StandInPipeline` (instant,
+deterministic): the pipeline is not under test here, the webhook path and the worker's write
+path are, through the real SDK against the emulator.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ from tests.serve_helpers import GT, image_url, running_service, sample_created, 
 SAMPLES = 1000
 DUPLICATES = 100
 SENDERS = 8
+#: A fifth of Svix's timeout. The answers take about 0.1 s; a handler that waited on the queued
+#: work would take tens of seconds (the burst is labeled in about 50 s). On the loaded 2-core CI
+#: machine (the Ray tests on the other core) one answer of 1,100 took 1.03 s, over the 1.0 s
+#: this bound used to be, with nothing wrong in the handler.
+SLOWEST_ANSWER_S = 3.0
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +77,7 @@ def test_a_burst_of_deliveries_labels_every_sample_exactly_once(
     slowest = max(seconds for _, _, seconds in answers)
     print(f"\n{len(answers)} deliveries sent in {sent_in:.1f} s (slowest answer {slowest:.3f} s), "
           f"all labeled after {labeled_in:.1f} s")  # fmt: skip
-    assert slowest < 1.0
+    assert slowest < SLOWEST_ANSWER_S
     statuses: dict[str, list[int]] = {}
     for msg_id, status, _ in answers:
         statuses.setdefault(msg_id, []).append(status)
