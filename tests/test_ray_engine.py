@@ -53,7 +53,7 @@ from tests.fixtures.emulator import (
     SeededDataset,
     seed_dataset_via_sdk,
 )
-from tests.fixtures.ray_cluster import RAY_MARKS, RayRun, pids, ray_options
+from tests.fixtures.ray_cluster import RAY_MARKS, RayRun, clear, pids, ray_options
 
 pytestmark = list(RAY_MARKS)
 
@@ -79,12 +79,17 @@ def test_a_prediction_actor_killed_mid_run_is_replaced_and_no_sample_is_written_
 ) -> None:
     seeded = seed_dataset_via_sdk(segments_client, name="ray-kill", n_images=8)
     n = len(seeded.sample_uuids)
-    # Image downloads take 0.3 s: eight samples over two actors keep them busy for seconds.
-    emulator.set_faults([FaultRule(path="/s3/*", method="GET", latency_s=0.3)])
+    # Image downloads take 3 s until both prediction actors are up, then 0.3 s: eight samples
+    # over two actors keep them busy for seconds. The slow start matters on a loaded machine,
+    # where the second actor (a process importing torch) once came up only after the first had
+    # labeled all eight and the kill never happened.
+    slow, fast = (FaultRule(path="/s3/*", method="GET", latency_s=s) for s in (3.0, 0.3))
+    emulator.set_faults([slow])
     killed: list[tuple[int, int]] = []  # (pid, label writes at the time)
 
     def killer() -> None:
         wait_for(lambda: len(pids(pid_dir, "predict")) == 2, 60, "two prediction actors")
+        emulator.set_faults([fast])
         wait_for(lambda: bool(requests_matching(emulator, "PUT", "/labels/")), 60, "a write")
         # The actor that started first: it has been working for a while.
         victim = int(min(pid_dir.glob("predict-*"), key=os.path.getmtime).name.split("-")[1])
@@ -92,6 +97,7 @@ def test_a_prediction_actor_killed_mid_run_is_replaced_and_no_sample_is_written_
         os.kill(victim, signal.SIGKILL)
         killed.append((victim, writes))
 
+    clear(pid_dir)  # an earlier test's PID files must not count as this run's actors
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     result = ray_runner(seeded.full_name)
