@@ -192,7 +192,8 @@ def chunked_argmax(
     instead of three passes per map. A slot never yielded is a map of zeros (it never beats a
     background >= 0). The maps are finite (the models' outputs are checked). Returns the labels
     (0 = background, ``slot + 1``, the smallest integer dtype that holds them) and the winning
-    probability per pixel.
+    probability per pixel. On a CPU device :func:`_host_argmax` gives the same result one map
+    at a time in numpy (:mod:`.fastest_path`).
     """
     if use_host_libraries(device):
         return _host_argmax(chunks, size, background)
