@@ -31,6 +31,7 @@ CPU if that is all there is (``tests/test_gpu_suite.py`` runs it, so the suite d
 
 from __future__ import annotations
 
+import _weakrefset
 import argparse
 import contextlib
 import importlib.util
@@ -153,15 +154,18 @@ class Budget:
 
 #: Seconds until the alarm asks again when it came while a finalizer ran.
 _RETRY_S = 0.05
-#: Code that the garbage collector runs in the middle of any other code.
-_FINALIZER_CODE = weakref.finalize.__call__.__code__
+#: Modules whose code the garbage collector runs in the middle of any other code: weak
+#: references' callbacks (``weakref.finalize``, a ``WeakSet``'s or a weak dictionary's removal).
+_WEAKREF_FILES = frozenset({weakref.__file__, _weakrefset.__file__})
 
 
 def _in_finalizer(frame: FrameType | None) -> bool:
-    """Whether ``frame`` or a caller of it is a ``weakref.finalize`` callback or a ``__del__``:
-    an exception raised there never reaches the suite."""
+    """Whether ``frame`` or a caller of it is a ``__del__`` or code of the weakref modules
+    (where their callbacks run): an exception raised there never reaches the suite. Plain
+    weakref calls are caught too; they only put the alarm off by :data:`_RETRY_S`."""
     while frame is not None:
-        if frame.f_code is _FINALIZER_CODE or frame.f_code.co_name == "__del__":
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename in _WEAKREF_FILES:
             return True
         frame = frame.f_back
     return False

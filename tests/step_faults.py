@@ -12,6 +12,10 @@ The infer fault also reaches the batch path: when ``SampleSteps.infer_batch`` is
 infer sample among others to predict, its ``predict_batch`` call raises (that line of the
 batches file reads ``SIZE injected``), so the steps fall back to predicting one by one and
 the per-sample ``_infer`` fails only that sample.
+
+:func:`hold` stops every call of one step where it starts, in every process, until
+:func:`release`: a test that kills a Ray actor mid-batch waits until the actor is held there
+(:func:`held_pids`), rather than racing the run's clock.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,8 @@ from typing import Any
 FAULTS_ENV = "PRELABEL_TEST_STEP_FAULTS"
 BATCHES_ENV = "PRELABEL_TEST_BATCHES"
 STEPS = ("check", "fetch", "infer", "encode", "deliver")
+#: The faults file's key naming the step :func:`hold` stops.
+HOLD = "hold"
 
 #: ``break_next``: the next ``predict_batch`` call on this thread raises (set by infer_batch).
 _batch_fault = threading.local()
@@ -46,8 +53,35 @@ def _targets() -> dict[str, str]:
     return targets
 
 
+def hold(path: Path, step: str) -> None:
+    """Every call of ``step`` waits where it starts until :func:`release`; each process that
+    waits leaves a ``held-PID`` file beside the faults file at ``path``."""
+    for old in path.parent.glob("held-*"):
+        old.unlink()
+    path.write_text(json.dumps({HOLD: step}), encoding="utf-8")
+
+
+def release(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def held_pids(path: Path) -> set[int]:
+    """The processes that have waited at the held step since :func:`hold`."""
+    return {int(p.name.split("-", 1)[1]) for p in path.parent.glob("held-*")}
+
+
+def _wait_while_held(step: str) -> None:
+    noted = False
+    while _targets().get(HOLD) == step:
+        if not noted:
+            Path(os.environ[FAULTS_ENV]).with_name(f"held-{os.getpid()}").touch()
+            noted = True
+        time.sleep(0.02)
+
+
 def _faulty(step: str, original: Callable[..., Any]) -> Callable[..., Any]:
     def run(self: Any, job: Any, *args: Any) -> Any:
+        _wait_while_held(step)
         if _targets().get(step) == job.sample.name:
             raise KeyError(f"injected into {step}")
         return original(self, job, *args)

@@ -100,3 +100,29 @@ def test_the_budget_alarm_waits_for_a_finalizer_to_finish(monkeypatch: pytest.Mo
     finally:
         budget.disarm()
     assert finished == [True]
+
+
+def test_the_budget_alarm_waits_for_weakref_module_code_to_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The garbage collector also runs a ``WeakSet``'s removal callback amid other code, and CI
+    once saw the alarm swallowed there. So the alarm waits while any code of the weakref
+    modules runs: here ``WeakSet.add``, which hashes the item (slowly) from inside that code."""
+    module = _suite(monkeypatch)
+
+    class SlowHash:
+        def __hash__(self) -> int:
+            time.sleep(0.3)  # the alarm (at 0.05 s) arrives in here, inside WeakSet.add
+            return 1
+
+    item = SlowHash()
+    members: weakref.WeakSet[SlowHash] = weakref.WeakSet()
+    budget = module.Budget(0.05)
+    budget.arm()
+    try:
+        with pytest.raises(module.BudgetExceeded):
+            members.add(item)
+            time.sleep(2)
+    finally:
+        budget.disarm()
+    assert len(members) == 1  # the add finished before the alarm was raised

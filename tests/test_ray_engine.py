@@ -54,6 +54,7 @@ from tests.fixtures.emulator import (
     seed_dataset_via_sdk,
 )
 from tests.fixtures.ray_cluster import RAY_MARKS, RayRun, clear, pids, ray_options
+from tests.step_faults import held_pids, hold, release
 
 pytestmark = list(RAY_MARKS)
 
@@ -75,40 +76,52 @@ def test_a_prediction_actor_killed_mid_run_is_replaced_and_no_sample_is_written_
     emulator: Emulator,
     segments_client: SegmentsClient,
     pid_dir: Path,
+    worker_files: dict[str, Path],
     ray_runner: Callable[..., RayRun],
 ) -> None:
     seeded = seed_dataset_via_sdk(segments_client, name="ray-kill", n_images=8)
     n = len(seeded.sample_uuids)
-    # Image downloads take 3 s until both prediction actors are up, then 0.3 s: eight samples
-    # over two actors keep them busy for seconds. The slow start matters on a loaded machine,
-    # where the second actor (a process importing torch) once came up only after the first had
-    # labeled all eight and the kill never happened.
-    slow, fast = (FaultRule(path="/s3/*", method="GET", latency_s=s) for s in (3.0, 0.3))
-    emulator.set_faults([slow])
+    # Every fetch waits until the kill, so the victim is mid-batch whatever the machine's load:
+    # on a loaded CI machine a second actor (a process importing torch) once came up only after
+    # the first had labeled all eight, and timed slow downloads did not always bridge that.
+    faults = worker_files["faults"]
+    hold(faults, "fetch")
     killed: list[tuple[int, int]] = []  # (pid, label writes at the time)
+    errors: list[BaseException] = []
+
+    def predicting() -> set[int]:
+        return pids(pid_dir, "predict")
 
     def killer() -> None:
-        wait_for(lambda: len(pids(pid_dir, "predict")) == 2, 60, "two prediction actors")
-        emulator.set_faults([fast])
-        wait_for(lambda: bool(requests_matching(emulator, "PUT", "/labels/")), 60, "a write")
-        # The actor that started first: it has been working for a while.
-        victim = int(min(pid_dir.glob("predict-*"), key=os.path.getmtime).name.split("-")[1])
-        writes = sum(emulator.label_write_count(u) for u in seeded.sample_uuids)
-        os.kill(victim, signal.SIGKILL)
-        killed.append((victim, writes))
+        try:
+            wait_for(lambda: len(predicting()) == 2, 300, "two prediction actors")
+            wait_for(lambda: bool(predicting() & held_pids(faults)), 300, "an actor mid-batch")
+            # The run cannot move on while held: these waits race no clock but the actors'
+            # start. The oldest held actor is the victim.
+            victim = min(predicting() & held_pids(faults))
+            writes = sum(emulator.label_write_count(u) for u in seeded.sample_uuids)
+            os.kill(victim, signal.SIGKILL)
+            killed.append((victim, writes))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            release(faults)
 
     clear(pid_dir)  # an earlier test's PID files must not count as this run's actors
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    result = ray_runner(seeded.full_name)
+    try:
+        result = ray_runner(seeded.full_name)
+    finally:
+        release(faults)
     thread.join(timeout=5)
 
+    assert not errors, errors
     assert len(killed) == 1
     victim, writes_then = killed[0]
     assert writes_then < n, "the kill must land mid-run"
     # Ray restarted the actor (a new process loaded the model) and retried its batch.
     assert victim in result.predict_pids and len(result.predict_pids) == 3
-    emulator.clear_faults()
     assert result.summary.counts == {"labeled": n}
     assert set(result.outcomes) == set(seeded.sample_uuids)
     assert_labeled_once(emulator, segments_client, seeded)
