@@ -5,11 +5,13 @@ Some steps are written twice, with the same output bit for bit:
 - the models' preprocessing resize (Pillow's ``Image.resize``, or :mod:`.pil_resize`'s integer
   tensor passes) and its normalisation (a lookup in a table of the 256 levels with
   ``numpy.take``, or the arithmetic in place);
-- the stuff branch's erosion (scipy's minimum and maximum filters, or
-  :func:`.stuff_seed.uniform_windows`);
-- its argmaxes over probability maps (numpy one map at a time, or one ``torch.max`` per chunk),
-  its label counts and sums (``numpy.bincount`` or ``torch.bincount``) and the search for a
-  region's pixels (``numpy.flatnonzero`` or ``torch.nonzero``).
+- the stuff branch's argmaxes over probability maps (numpy one map at a time, or one
+  ``torch.max`` per chunk), its label counts and sums (``numpy.bincount`` or
+  ``torch.bincount``) and the search for a region's pixels (``numpy.flatnonzero`` or
+  ``torch.nonzero``).
+
+The stuff branch's erosion (:func:`.stuff_seed.erode_labels`) is written once, in bool tensor
+operations that are fast everywhere.
 
 The tensor forms exist for accelerators: there they run where the data already is, in
 milliseconds, and the host stays free. On a CPU device the device's memory is host memory, so
@@ -36,7 +38,7 @@ _FORCE_TENSORS: ContextVar[bool] = ContextVar("prelabel_force_tensor_paths", def
 
 
 def use_host_libraries(device: torch.device) -> bool:
-    """Whether a step whose tensors live on ``device`` runs in Pillow/scipy on host memory
+    """Whether a step whose tensors live on ``device`` runs in Pillow/numpy on host memory
     (a CPU device, unless :func:`tensor_paths` is on) rather than as tensor operations."""
     return device.type == "cpu" and not _FORCE_TENSORS.get()
 

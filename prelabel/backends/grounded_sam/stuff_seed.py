@@ -35,9 +35,9 @@ each decoded as in a call of its own; the final labels come to host memory once 
 Memory stays bounded at the working size (``max_image_side``) whatever the taxonomy: at most
 :data:`STUFF_PROMPTS_PER_CALL` full-size maps of either model are held at a time, the argmaxes
 keeping a running maximum that each chunk of maps joins with one ``torch.max``
-(:func:`chunked_argmax`). On a CPU device the argmaxes, the erosion, the label counts and the
-search for a region's pixels use numpy and scipy, which are faster there than tensor operations
-and give the same result (:mod:`.fastest_path`).
+(:func:`chunked_argmax`). On a CPU device the argmaxes, the label counts and the search for a
+region's pixels use numpy, which is faster there than tensor operations and gives the same
+result (:mod:`.fastest_path`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from prelabel.backends.grounded_sam.fastest_path import use_host_libraries
 from prelabel.backends.grounded_sam.segment import ImageEmbedding, SamSegmenter
@@ -249,44 +248,48 @@ def erode_labels(labels: torch.Tensor, kernel: int) -> torch.Tensor:
 
     Same result as ``scipy.ndimage.binary_erosion`` of each label's mask with
     ``np.ones((kernel, kernel))``, pixels outside the image counting as outside the region: a
-    pixel survives exactly when every label in its window equals its own (outside the image
-    counts as label 0). The window of an even ``kernel`` reaches ``kernel // 2`` pixels up and
-    left, one less down and right, as scipy's. On a CPU device scipy's minimum and maximum
-    filters say so directly (the window is uniform when its minimum equals its maximum), and are
-    the fastest there (:mod:`.fastest_path`); elsewhere :func:`uniform_windows` says it with
-    tensor operations.
+    pixel survives exactly when every label in its window equals its own. The window of an even
+    ``kernel`` reaches ``kernel // 2`` pixels up and left, one less down and right, as scipy's.
+
+    For ``kernel >= 2`` a window holds one label exactly when each 2x2 block inside it does (two
+    neighbours in the window always share a block in it), so one pass marks the mixed blocks and
+    a window survives when none of its ``kernel - 1`` by ``kernel - 1`` blocks is marked
+    (:func:`_any_in_runs` along each axis). A window that reaches past the image holds the
+    outside's 0 beside a label, or is all 0: either way its pixel ends as 0, so the blocks past
+    the image count as mixed. Bool operations only: about 4 ms at 1280x720 on one CPU thread,
+    where scipy's minimum and maximum filters took 20, whatever the kernel.
     """
     if kernel <= 1:
         return labels
-    if use_host_libraries(labels.device):
-        values = labels.numpy()
-        low = ndimage.minimum_filter(values, size=kernel, mode="constant", cval=0)
-        high = ndimage.maximum_filter(values, size=kernel, mode="constant", cval=0)
-        return torch.from_numpy(np.where(low == high, values, 0).astype(values.dtype))
-    return torch.where(uniform_windows(labels, kernel), labels, torch.zeros_like(labels))
+    height, width = labels.shape
+    runs, before = kernel - 1, kernel // 2
+    # Block (i, j) of pixels (i..i+1, j..j+1) sits at (i + before, j + before): then the first
+    # of the runs that start at a pixel's own index is the window's first block.
+    mixed = torch.ones(
+        (height + runs - 1, width + runs - 1), dtype=torch.bool, device=labels.device
+    )
+    inner = mixed[before : before + height - 1, before : before + width - 1]
+    top_left, top_right = labels[:-1, :-1], labels[:-1, 1:]
+    bottom_left, bottom_right = labels[1:, :-1], labels[1:, 1:]
+    torch.ne(top_left, top_right, out=inner)
+    inner |= top_left != bottom_left
+    inner |= bottom_left != bottom_right
+    flagged = _any_in_runs(_any_in_runs(mixed, runs, dim=0), runs, dim=1)
+    return labels.masked_fill(flagged, 0)
 
 
-def uniform_windows(labels: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Whether each pixel's ``kernel`` window (placed as scipy places it, outside = 0) holds one
-    label. A window is uniform when each of its rows is (no two neighbours across differ) and
-    its left column is (no two neighbours down differ); both are counted with running sums
-    along one axis: a constant cost per pixel whatever the kernel and the number of labels,
-    exact (the counts stay far below float32's 2**24)."""
-    before, after = kernel // 2, kernel - 1 - kernel // 2
-    width = labels.shape[1]
-    padded = F.pad(labels.int()[None], (before, after, before, after), value=0)[0]
-    rows_uniform = _window_counts(padded[:, 1:] != padded[:, :-1], kernel - 1, dim=1) == 0
-    column_uniform = _window_counts(padded[1:, :width] != padded[:-1, :width], kernel - 1, 0)
-    return (_window_counts(~rows_uniform, kernel, dim=0) == 0) & (column_uniform == 0)
-
-
-def _window_counts(flags: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    """Set ``flags`` in each run of ``length`` along ``dim``, starting at every index (the
-    result is ``length - 1`` shorter along ``dim``)."""
-    pad = (1, 0) if dim == 1 else (0, 0, 1, 0)
-    running = F.pad(flags.float(), pad).cumsum(dim)
-    count = running.shape[dim] - length
-    return running.narrow(dim, length, count) - running.narrow(dim, 0, count)
+def _any_in_runs(flags: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """Whether any flag is set in the run of ``length`` along ``dim`` that starts at each index
+    (the result is ``length - 1`` shorter there). Runs of a power of two double from runs of
+    half that; OR does not mind overlap, so two runs of the largest power of two within
+    ``length`` cover it: ``log2(length) + 1`` passes."""
+    span = 1
+    while span * 2 <= length:
+        kept = flags.shape[dim] - span
+        flags = flags.narrow(dim, 0, kept) | flags.narrow(dim, span, kept)
+        span *= 2
+    count = flags.shape[dim] - (length - span)
+    return flags.narrow(dim, 0, count) | flags.narrow(dim, length - span, count)
 
 
 def sample_counts(counts: Sequence[int], factor: int) -> list[int]:
