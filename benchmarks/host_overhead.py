@@ -21,7 +21,7 @@ the working image and what lies between stages) the wall time is split three way
 
 Targets (issue 23), each measured on the code path it is about. Some steps have two exact
 forms (``prelabel/backends/grounded_sam/fastest_path.py``): tensor operations, which a GPU
-device runs, and Pillow/scipy/numpy, which a CPU device runs because they are faster there.
+device runs, and Pillow/numpy, which a CPU device runs because they are faster there.
 Each image is therefore predicted twice (and the two predictions must be equal,
 ``same_output``):
 
