@@ -70,19 +70,21 @@ def held_pids(path: Path) -> set[int]:
     return {int(p.name.split("-", 1)[1]) for p in path.parent.glob("held-*")}
 
 
-def _wait_while_held(step: str) -> None:
-    noted = False
-    while _targets().get(HOLD) == step:
+def _targets_after_hold(step: str) -> dict[str, str]:
+    """The faults file's targets once ``step`` is not held (read once when it is not)."""
+    targets, noted = _targets(), False
+    while targets.get(HOLD) == step:
         if not noted:
             Path(os.environ[FAULTS_ENV]).with_name(f"held-{os.getpid()}").touch()
             noted = True
         time.sleep(0.02)
+        targets = _targets()
+    return targets
 
 
 def _faulty(step: str, original: Callable[..., Any]) -> Callable[..., Any]:
     def run(self: Any, job: Any, *args: Any) -> Any:
-        _wait_while_held(step)
-        if _targets().get(step) == job.sample.name:
+        if _targets_after_hold(step).get(step) == job.sample.name:
             raise KeyError(f"injected into {step}")
         return original(self, job, *args)
 
